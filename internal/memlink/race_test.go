@@ -1,0 +1,5 @@
+//go:build race
+
+package memlink_test
+
+const raceEnabled = true
