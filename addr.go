@@ -1,0 +1,277 @@
+package myproto
+
+import (
+	"errors"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Reasons carried in the Err field of the *net.AddrError values that address
+// parsing and resolution return. They are short and lower-case, as package
+// net's are.
+const (
+	errInvalidPort     = "invalid port"
+	errInvalidMAC      = "invalid MAC address"
+	errInvalidZone     = "invalid zone"
+	errZoneWithoutMAC  = "zone requires a MAC address"
+	errInvalidHost     = "invalid host name"
+	errUnknownHost     = "unknown host or interface"
+	errNoSuchInterface = "no such interface"
+	errNotEthernet     = "not an Ethernet interface"
+)
+
+// maxHostLen bounds a host name, as DNS bounds a full name; discovery names
+// are meant to be host names.
+const maxHostLen = 255
+
+// maxZoneLen is the longest Linux interface name (IFNAMSIZ less the NUL).
+const maxZoneLen = 15
+
+// Addr is a myproto address: an interface's hardware address, a port and
+// optionally a zone (interface name), as IPv6 link-local addresses carry one.
+//
+// On Listen the hardware address names the local side and may be empty for
+// all interfaces; on Dial it names the remote side and the zone, if any,
+// picks the outgoing interface.
+type Addr struct {
+	HardwareAddr net.HardwareAddr
+	Port         uint16
+	Zone         string // interface name, or empty
+}
+
+var _ net.Addr = &Addr{}
+
+// Network returns the address's network name, "myproto".
+func (a *Addr) Network() string { return network }
+
+// String returns the string form of the address: "[02:00:5e:10:00:01]:80",
+// or "[02:00:5e:10:00:01%eth0]:80" with a zone. Without a hardware address it
+// is "eth0:80" with a zone and ":80" without one. A nil *Addr is "<nil>".
+// ResolveAddr gives back the same address for each form but "eth0:80", which
+// it resolves to the interface's own hardware address, and "<nil>".
+func (a *Addr) String() string {
+	if a == nil {
+		return "<nil>"
+	}
+	port := strconv.FormatUint(uint64(a.Port), 10)
+	if len(a.HardwareAddr) == 0 {
+		// No brackets: a bare zone reads, and resolves, as an interface name.
+		return a.Zone + ":" + port
+	}
+	var b strings.Builder
+	b.Grow(len("[02:00:5e:10:00:01%]:65535") + len(a.Zone))
+	b.WriteByte('[')
+	b.WriteString(a.HardwareAddr.String())
+	if a.Zone != "" {
+		b.WriteByte('%')
+		b.WriteString(a.Zone)
+	}
+	b.WriteString("]:")
+	b.WriteString(port)
+	return b.String()
+}
+
+// clone returns a copy of a that shares no memory with it, so that a caller
+// may keep it while a is reused. clone of nil is nil.
+func (a *Addr) clone() *Addr {
+	if a == nil {
+		return nil
+	}
+	c := *a
+	c.HardwareAddr = slices.Clone(a.HardwareAddr)
+	return &c
+}
+
+// isMulticast reports whether a's hardware address is a group address: the
+// I/G bit, the least significant bit of the first byte, is set. The broadcast
+// address is a multicast address too.
+func (a *Addr) isMulticast() bool {
+	return a != nil && len(a.HardwareAddr) > 0 && a.HardwareAddr[0]&1 == 1
+}
+
+// isBroadcast reports whether a's hardware address is the Ethernet broadcast
+// address ff:ff:ff:ff:ff:ff.
+func (a *Addr) isBroadcast() bool {
+	if a == nil || len(a.HardwareAddr) != 6 {
+		return false
+	}
+	for _, b := range a.HardwareAddr {
+		if b != 0xff {
+			return false
+		}
+	}
+	return true
+}
+
+// ResolveAddr returns an address of a myproto end point.
+//
+// The network must be "myproto"; an empty network means "myproto", as it means
+// "tcp" to net.ResolveTCPAddr. Any other network gives a
+// net.UnknownNetworkError.
+//
+// The address has the form "host:port", following net.SplitHostPort. The port
+// is a decimal number from 0 to 65535, where 0 asks for an ephemeral port;
+// named services are not supported. The host is one of:
+//
+//   - empty, as in ":80", meaning any interface;
+//   - a 6-byte Ethernet hardware address in any form net.ParseMAC accepts,
+//     as in "[02:00:5e:10:00:01]:80" (the colon form needs the brackets),
+//     optionally with a zone naming the interface it is reached through, as
+//     in "[02:00:5e:10:00:01%eth0]:80";
+//   - the name of an interface on this host, as in "eth0:80", which resolves to
+//     that interface's hardware address with the name as the zone.
+//
+// Other host names will be resolved by neighbour discovery; until then they
+// are an error. Every malformed or unresolvable address gives a
+// *net.AddrError whose Addr field is address.
+func ResolveAddr(netw, address string) (*Addr, error) {
+	switch netw {
+	case "", network:
+	default:
+		return nil, net.UnknownNetworkError(netw)
+	}
+	mac, zone, host, port, err := parseAddr(address)
+	if err != nil {
+		return nil, err
+	}
+	if zone != "" {
+		if _, why := ethernetInterface(zone); why != "" {
+			return nil, &net.AddrError{Err: why, Addr: address}
+		}
+	}
+	if host == "" {
+		return &Addr{HardwareAddr: mac, Port: port, Zone: zone}, nil
+	}
+	ifi, why := ethernetInterface(host)
+	switch why {
+	case "":
+		return &Addr{HardwareAddr: ifi.HardwareAddr, Port: port, Zone: ifi.Name}, nil
+	case errNoSuchInterface:
+		// Not ours: the name belongs to a neighbour.
+	default:
+		return nil, &net.AddrError{Err: why, Addr: address}
+	}
+	a, err := resolveHost(host)
+	if err != nil {
+		// Report the whole address, as for every other bad input.
+		if ae, ok := errors.AsType[*net.AddrError](err); ok {
+			return nil, &net.AddrError{Err: ae.Err, Addr: address}
+		}
+		return nil, err
+	}
+	a = a.clone()
+	a.Port = port
+	return a, nil
+}
+
+// resolveHost returns the address of the neighbour named host, its port
+// unset. It is the seam where neighbour discovery plugs in; until then no
+// name is known.
+func resolveHost(host string) (*Addr, error) {
+	return nil, &net.AddrError{Err: errUnknownHost, Addr: host}
+}
+
+// ethernetInterface returns the interface on this host named name, or why it
+// cannot carry myproto frames: it must have a 6-byte hardware address, which
+// also rules out loopback (package net reports its all-zero address as none)
+// as the stack does.
+func ethernetInterface(name string) (*net.Interface, string) {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return nil, errNoSuchInterface
+	}
+	if len(ifi.HardwareAddr) != 6 {
+		return nil, errNotEthernet
+	}
+	return ifi, ""
+}
+
+// parseAddr splits address into its parts without consulting the system, so
+// that the syntax can be tested and fuzzed on its own. At most one of mac and
+// host is set; zone is set only with mac. A host is a name left for
+// ResolveAddr to resolve. Errors are *net.AddrError with address as Addr.
+func parseAddr(address string) (mac net.HardwareAddr, zone, host string, port uint16, err error) {
+	fail := func(why string) (net.HardwareAddr, string, string, uint16, error) {
+		return nil, "", "", 0, &net.AddrError{Err: why, Addr: address}
+	}
+	h, p, err := net.SplitHostPort(address)
+	if err != nil {
+		// Already a *net.AddrError naming address.
+		return nil, "", "", 0, err
+	}
+	port, ok := parsePort(p)
+	if !ok {
+		return fail(errInvalidPort)
+	}
+	if h == "" {
+		return nil, "", "", port, nil
+	}
+	// A '%' or a ':' (possible only in brackets) cannot be in a name, so the
+	// host must be a hardware address; so must anything net.ParseMAC takes,
+	// as a literal IP address wins over a host name of the same spelling.
+	m, z, hasZone := strings.Cut(h, "%")
+	mac, macErr := net.ParseMAC(m)
+	if !hasZone && macErr != nil && !strings.Contains(h, ":") {
+		if !validHost(h) {
+			return fail(errInvalidHost)
+		}
+		return nil, "", h, port, nil
+	}
+	if hasZone && m == "" {
+		return fail(errZoneWithoutMAC)
+	}
+	if macErr != nil || len(mac) != 6 {
+		// net.ParseMAC also takes 8-byte EUI-64 and 20-byte InfiniBand
+		// addresses, which no Ethernet frame carries.
+		return fail(errInvalidMAC)
+	}
+	if hasZone && !validZone(z) {
+		return fail(errInvalidZone)
+	}
+	return mac, z, "", port, nil
+}
+
+// parsePort parses a decimal port number. Unlike package net it takes no
+// service names and no empty string, so every accepted port is spelled out.
+func parsePort(s string) (uint16, bool) {
+	if s == "" || len(s) > 16 {
+		return 0, false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false // no signs, which strconv.ParseUint would reject anyway
+		}
+	}
+	n, err := strconv.ParseUint(s, 10, 16)
+	return uint16(n), err == nil
+}
+
+// validHost reports whether s can be a host or interface name: printable
+// ASCII without the characters that delimit the parts of an address or a path.
+func validHost(s string) bool {
+	if len(s) == 0 || len(s) > maxHostLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c <= ' ' || c >= 0x7f:
+			return false
+		case c == '%' || c == ':' || c == '/' || c == '[' || c == ']':
+			return false
+		}
+	}
+	return true
+}
+
+// validZone reports whether s can name a Linux interface: 1 to 15 bytes, not
+// "." or "..", and none of '/', ':' or white space, as the kernel's
+// dev_valid_name requires, and, like a host name, printable ASCII without '%'
+// so that it parses back unchanged.
+func validZone(s string) bool {
+	if len(s) > maxZoneLen || s == "." || s == ".." {
+		return false
+	}
+	return validHost(s)
+}
