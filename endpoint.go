@@ -1,0 +1,189 @@
+package myproto
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/myproto/myproto/internal/link"
+)
+
+// rxBatch is how many frames one ReadBatch may return: recvmmsg(2) amortises
+// the syscall over this many frames under load.
+const rxBatch = 64
+
+// An endpoint is the stack on one interface: one link (packet socket) shared
+// by every socket of the process on that interface, and the goroutine that
+// reads it and demultiplexes frames to sockets.
+type endpoint struct {
+	s     *stack
+	l     link.Link
+	name  string
+	index int
+	mac   [6]byte
+	refs  int // under s.mu
+
+	done chan struct{} // closed when readLoop has returned
+
+	groupMu sync.Mutex
+	groups  map[[6]byte]int // multicast memberships by group, counted
+
+	txPool sync.Pool // *txBuf
+	stats  endpointStats
+}
+
+// endpointStats are the per-interface counters behind Stats.
+type endpointStats struct {
+	framesIn, bytesIn   atomic.Uint64
+	framesOut, bytesOut atomic.Uint64
+	drops               [dropReasonCount]atomic.Uint64
+	filterErrors        atomic.Uint64
+}
+
+// txBuf is a frame under construction, pooled so sending allocates nothing.
+type txBuf struct {
+	buf []byte
+	ms  [1]link.Message
+}
+
+// newEndpoint wraps the link opened on ifi. The index and name come from
+// ifi, the stack's view of the interface, which is what bindings record.
+func newEndpoint(s *stack, ifi *net.Interface, l link.Link) *endpoint {
+	ep := &endpoint{
+		s:      s,
+		l:      l,
+		name:   ifi.Name,
+		index:  ifi.Index,
+		done:   make(chan struct{}),
+		groups: make(map[[6]byte]int),
+	}
+	copy(ep.mac[:], l.HardwareAddr())
+	return ep
+}
+
+// frameSize is the largest frame the link carries, Ethernet header included.
+func (ep *endpoint) frameSize() int {
+	return ep.l.MTU() + link.EthernetHeaderLen
+}
+
+// maxPayload is the largest body a frame on this link can carry.
+func (ep *endpoint) maxPayload() int {
+	return min(ep.l.MTU()-headerLen, maxBodyLen)
+}
+
+// readLoop reads frames in batches until the link closes.
+func (ep *endpoint) readLoop() {
+	defer close(ep.done)
+	ms := make([]link.Message, rxBatch)
+	size := 0
+	for {
+		// Size buffers for the current MTU; it can grow with link events.
+		if fs := ep.frameSize(); fs > size {
+			size = fs
+			for i := range ms {
+				ms[i].Buf = make([]byte, size)
+			}
+		}
+		n, err := ep.l.ReadBatch(ms)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// A transient failure (an interface going down, say): don't spin.
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		for i := range n {
+			ep.input(ms[i].Buf[:ms[i].N])
+		}
+
+	}
+}
+
+// input decodes one frame and hands it to its socket.
+func (ep *endpoint) input(frame []byte) {
+	ep.stats.framesIn.Add(1)
+	ep.stats.bytesIn.Add(uint64(len(frame)))
+	h, body, reason := parseFrame(frame, ep.s.etherType)
+	if reason == dropNone && h.dst[0]&1 == 0 && h.dst != ep.mac {
+		// Unicast for another station: the kernel filter should have
+		// stopped it, but the user-space check is what guarantees it.
+		reason = dropNotForUs
+	}
+	if reason == dropNone {
+		reason = ep.s.demux(ep, &h, body)
+	}
+	if reason != dropNone {
+		ep.stats.drops[reason].Add(1)
+	}
+}
+
+// send builds a frame from h and payload and writes it. h.src and
+// h.etherType are filled in here.
+func (ep *endpoint) send(h *header, payload []byte) error {
+	if len(payload) > ep.maxPayload() {
+		return errTooBig
+	}
+	tb := ep.getTx()
+	defer ep.txPool.Put(tb)
+	return ep.sendBuilt(tb, h, copy(tb.buf[offBody:], payload))
+}
+
+// sendBuilt sends a frame whose body (bodyLen bytes) is already in tb.
+func (ep *endpoint) sendBuilt(tb *txBuf, h *header, bodyLen int) error {
+	h.src = ep.mac
+	h.etherType = ep.s.etherType
+	n := marshalFrame(tb.buf, h, bodyLen)
+	tb.ms[0] = link.Message{Buf: tb.buf, N: n}
+	if _, err := ep.l.WriteBatch(tb.ms[:]); err != nil {
+		return errClosedFrom(err)
+	}
+	ep.stats.framesOut.Add(1)
+	ep.stats.bytesOut.Add(uint64(n))
+	return nil
+}
+
+func (ep *endpoint) getTx() *txBuf {
+	fs := ep.frameSize()
+	if tb, ok := ep.txPool.Get().(*txBuf); ok && len(tb.buf) >= fs {
+		return tb
+	}
+	return &txBuf{buf: make([]byte, fs)}
+}
+
+// joinGroup adds a multicast membership on the interface, counted so the
+// kernel membership lasts while any socket wants it.
+func (ep *endpoint) joinGroup(g [6]byte) error {
+	ep.groupMu.Lock()
+	defer ep.groupMu.Unlock()
+	if ep.groups[g] == 0 {
+		if err := ep.l.JoinGroup(g[:]); err != nil {
+			return err
+		}
+	}
+	ep.groups[g]++
+	return nil
+}
+
+func (ep *endpoint) leaveGroup(g [6]byte) error {
+	ep.groupMu.Lock()
+	defer ep.groupMu.Unlock()
+	switch ep.groups[g] {
+	case 0:
+		return nil
+	case 1:
+		delete(ep.groups, g)
+		return ep.l.LeaveGroup(g[:])
+	default:
+		ep.groups[g]--
+		return nil
+	}
+}
+
+// close closes the link and waits for the reader to finish.
+func (ep *endpoint) close() {
+	ep.l.Close()
+	<-ep.done
+}

@@ -1,0 +1,56 @@
+package myproto
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"syscall"
+)
+
+// network is the name of myproto in net.Addr.Network, *net.OpError.Net and
+// the family registry.
+const network = "myproto"
+
+// Errors shared by the sockets. They are wrapped in *net.OpError by opError.
+var (
+	// errBroadcast mirrors sendto(2) without SO_BROADCAST: EACCES.
+	errBroadcast = os.NewSyscallError("sendto", syscall.EACCES)
+	// errTooBig mirrors a UDP datagram larger than the path MTU: EMSGSIZE.
+	errTooBig = os.NewSyscallError("sendto", syscall.EMSGSIZE)
+	// errNotSupported is returned for operations the stack does not offer.
+	errNotSupported = errors.ErrUnsupported
+)
+
+// opError is the one funnel every exported method's error goes through. It
+// builds a *net.OpError the way package net does: local is the socket's own
+// address and remote the peer's; for listen, accept and set operations the
+// caller passes the local address as remote, as net does for its listeners.
+// io.EOF is never wrapped, since callers compare it with ==.
+func opError(op string, local, remote *Addr, err error) error {
+	if err == nil || err == io.EOF {
+		return err
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		return err
+	}
+	e := &net.OpError{Op: op, Net: network, Err: err}
+	// A nil *Addr in a net.Addr interface is not a nil interface; keep them nil.
+	if local != nil {
+		e.Source = local
+	}
+	if remote != nil {
+		e.Addr = remote
+	}
+	return e
+}
+
+// errClosedFrom maps errors that mean "this socket is closed" from the layers
+// below to net.ErrClosed, and leaves everything else alone.
+func errClosedFrom(err error) error {
+	if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
+		return net.ErrClosed
+	}
+	return err
+}

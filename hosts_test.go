@@ -1,0 +1,157 @@
+package myproto
+
+import (
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/myproto/myproto/internal/link"
+	"github.com/myproto/myproto/internal/memlink"
+	"github.com/myproto/myproto/internal/testenv"
+	"golang.org/x/net/bpf"
+)
+
+func TestMain(m *testing.M) {
+	// A child process of TestIntegrationPortAcrossProcesses.
+	if spec := os.Getenv("MYPROTO_HOLD_PORT"); spec != "" {
+		holdPort(spec)
+		return
+	}
+	testenv.Main(m)
+}
+
+// testHosts are two hosts on one segment, each with its own stack: over
+// in-memory links, or over a veth pair whose far end is in a second network
+// namespace.
+type testHosts struct {
+	kind       string
+	a, b       *stack
+	aIf, bIf   string
+	aMAC, bMAC net.HardwareAddr
+	seg        *memlink.Segment // in-memory only
+	pair       *testenv.Pair    // veth only
+}
+
+// addrB is host b's address for port as seen from a.
+func (h *testHosts) addrB(port uint16) *Addr {
+	return &Addr{HardwareAddr: h.bMAC, Port: port, Zone: h.aIf}
+}
+
+// addrA is host a's address for port as seen from b.
+func (h *testHosts) addrA(port uint16) *Addr {
+	return &Addr{HardwareAddr: h.aMAC, Port: port, Zone: h.bIf}
+}
+
+// memHosts returns two hosts joined by an in-memory segment.
+func memHosts(t testing.TB, cfg memlink.Config) *testHosts {
+	t.Helper()
+	seg := memlink.NewSegment(cfg)
+	aMAC := net.HardwareAddr{0x02, 0x00, 0x5e, 0x10, 0x00, 0x01}
+	bMAC := net.HardwareAddr{0x02, 0x00, 0x5e, 0x10, 0x00, 0x02}
+	mtu := cfg.MTU
+	if mtu == 0 {
+		mtu = 1500
+	}
+	h := &testHosts{
+		kind: "mem",
+		a:    newStack(Config{EtherType: DefaultEtherType}, &memProvider{seg: seg, name: "mem0", mac: aMAC, mtu: mtu, host: newMemHost()}),
+		b:    newStack(Config{EtherType: DefaultEtherType}, &memProvider{seg: seg, name: "mem1", mac: bMAC, mtu: mtu, host: newMemHost()}),
+		aIf:  "mem0", bIf: "mem1",
+		aMAC: aMAC, bMAC: bMAC,
+		seg: seg,
+	}
+	return h
+}
+
+// vethHosts returns two hosts joined by a veth pair in private network
+// namespaces, or skips saying why that is impossible here.
+func vethHosts(t testing.TB, mtu int) *testHosts {
+	t.Helper()
+	p := testenv.NewPair(t, mtu)
+	return &testHosts{
+		kind: "veth",
+		a:    newStack(Config{}, packetProvider{}),
+		b:    newStack(Config{}, packetProvider{ns: p.NetnsB}),
+		aIf:  p.A.Name, bIf: p.B.Name,
+		aMAC: p.A.HardwareAddr, bMAC: p.B.HardwareAddr,
+		pair: p,
+	}
+}
+
+// onBothLinks runs f on the in-memory link and on veth.
+func onBothLinks(t *testing.T, f func(t *testing.T, h *testHosts)) {
+	t.Run("mem", func(t *testing.T) { f(t, memHosts(t, memlink.Config{Seed: 1})) })
+	t.Run("veth", func(t *testing.T) { f(t, vethHosts(t, 1500)) })
+}
+
+// memProvider gives a stack one in-memory interface on a segment.
+type memProvider struct {
+	seg  *memlink.Segment
+	name string
+	mac  net.HardwareAddr
+	mtu  int
+	host *memHost
+}
+
+func (p *memProvider) interfaces() ([]net.Interface, error) {
+	return []net.Interface{{
+		Index:        1,
+		MTU:          p.mtu,
+		Name:         p.name,
+		HardwareAddr: p.mac,
+		Flags:        net.FlagUp | net.FlagBroadcast | net.FlagMulticast,
+	}}, nil
+}
+
+func (p *memProvider) open(ifi *net.Interface, _ uint16, filter []bpf.RawInstruction, _ *Config) (link.Link, error) {
+	l := p.seg.Attach(ifi.Name, ifi.HardwareAddr)
+	l.SetMTU(p.mtu)
+	if err := l.SetFilter(filter); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+func (p *memProvider) reserve(_, port uint16) (io.Closer, error) { return p.host.reserve(port) }
+func (p *memProvider) owned(_, port uint16) bool                 { return p.host.owned(port) }
+
+// memHost stands in for the host-wide port reservations of one host.
+type memHost struct {
+	mu    sync.Mutex
+	ports map[uint16]bool
+}
+
+func newMemHost() *memHost { return &memHost{ports: make(map[uint16]bool)} }
+
+func (h *memHost) reserve(port uint16) (io.Closer, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.ports[port] {
+		return nil, os.NewSyscallError("bind", syscall.EADDRINUSE)
+	}
+	h.ports[port] = true
+	return closerFunc(func() error {
+		h.mu.Lock()
+		delete(h.ports, port)
+		h.mu.Unlock()
+		return nil
+	}), nil
+}
+
+func (h *memHost) owned(port uint16) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.ports[port]
+}
+
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
+
+// watchdog turns a hang into a failure with every goroutine's stack.
+func watchdog(t testing.TB) { testenv.Watchdog(t, 2*time.Minute) }

@@ -1,0 +1,87 @@
+// Package myproto is a network protocol for one Ethernet segment, built in
+// user space: it speaks its own frames on its own EtherType (0x88B5 by
+// default) through AF_PACKET sockets (packet(7)), lets the kernel drop
+// everything else with classic BPF socket filters, and hands Go programs the
+// standard interfaces.
+//
+//   - *PacketConn implements net.PacketConn: unreliable datagrams, with
+//     broadcast and multicast.
+//   - *Addr implements net.Addr: a hardware address, a port and a zone
+//     naming the interface, as for IPv6 link-local addresses.
+//
+// It needs no IP configuration: hosts on one segment reach each other by
+// hardware address.
+//
+// The kernel adds a protocol with sock_register, proto_ops and skbuffs; this
+// package is that stack in user space. One stack per process and EtherType
+// opens one packet socket per interface, shared by all of the process's
+// sockets on it, and reserves the ports it owns host-wide so that processes
+// sharing a MAC address never cross-talk. Package family is the registry of
+// protocol families ("myproto" registers itself there).
+//
+// # Privileges
+//
+// Packet sockets need CAP_NET_RAW: run as root, give the binary the
+// capability (setcap cap_net_raw+ep), or run inside a user and network
+// namespace you own (unshare -rn). Without it, ListenPacket fails with a
+// *net.OpError wrapping EPERM ("operation not permitted").
+//
+// Only Linux is supported; elsewhere the package builds and every socket
+// call fails with an error wrapping errors.ErrUnsupported.
+package myproto
+
+import (
+	"sync"
+)
+
+// Config configures the stack. A nil *Config means the defaults.
+//
+// Sockets created with the same EtherType share one stack in a process, and
+// the first one's Config sets it up.
+type Config struct {
+	// EtherType is the Ethernet type of myproto frames; 0 means
+	// DefaultEtherType. Hosts must agree on it.
+	EtherType uint16
+
+	// ReadBuffer and WriteBuffer size each interface's packet socket buffers
+	// in bytes (SO_RCVBUFFORCE, socket(7)); 0 means 32 MiB, which keeps bulk
+	// transfers free of socket drops. Without CAP_NET_ADMIN the kernel caps
+	// them at net.core.rmem_max and wmem_max.
+	ReadBuffer, WriteBuffer int
+}
+
+func (c *Config) etherType() uint16 {
+	if c == nil || c.EtherType == 0 {
+		return DefaultEtherType
+	}
+	return c.EtherType
+}
+
+// stacks are the per-process stacks, one per EtherType: the only package
+// state besides the family registry.
+var stacks struct {
+	mu sync.Mutex
+	m  map[uint16]*stack
+}
+
+// defaultStack returns the process's stack for cfg's EtherType, creating it
+// on first use.
+func defaultStack(cfg *Config) (*stack, error) {
+	stacks.mu.Lock()
+	defer stacks.mu.Unlock()
+	et := cfg.etherType()
+	if s, ok := stacks.m[et]; ok {
+		return s, nil
+	}
+	var c Config
+	if cfg != nil {
+		c = *cfg
+	}
+	c.EtherType = et
+	s := newStack(c, packetProvider{})
+	if stacks.m == nil {
+		stacks.m = make(map[uint16]*stack)
+	}
+	stacks.m[et] = s
+	return s, nil
+}

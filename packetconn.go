@@ -1,0 +1,429 @@
+package myproto
+
+import (
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+)
+
+var _ net.PacketConn = &PacketConn{}
+
+// defaultPacketReadBuffer bounds the bytes of datagrams queued for a
+// PacketConn's reader, like SO_RCVBUF for UDP.
+const defaultPacketReadBuffer = 4 << 20
+
+// A PacketConn is a myproto datagram socket. It implements net.PacketConn.
+//
+// Datagrams are unreliable and unordered, as UDP's are: one that arrives
+// while the receive buffer is full is dropped and counted (see Stats).
+type PacketConn struct {
+	s     *stack
+	b     *binding
+	eps   []*endpoint // the interfaces the socket is on; fixed at bind
+	local *Addr
+
+	mu      sync.Mutex
+	queue   []*datagram // FIFO of received datagrams
+	head    int
+	qBytes  int
+	rcvBuf  int
+	groups  map[groupKey]struct{}
+	bcast   bool
+	notify  chan struct{} // a token when a datagram is queued
+	closed  chan struct{}
+	closeMu sync.Once
+
+	rd, wd deadline
+}
+
+// groupKey is one multicast membership: a group on an interface.
+type groupKey struct {
+	ifindex int
+	group   [6]byte
+}
+
+// datagram is a received datagram waiting for ReadFrom. Its buffer is pooled.
+type datagram struct {
+	buf  []byte
+	n    int
+	src  [6]byte
+	port uint16
+	ep   *endpoint
+}
+
+var datagramPool = sync.Pool{New: func() any { return new(datagram) }}
+
+// ListenPacket announces on the local address and returns a datagram socket,
+// as net.ListenPacket does. The network must be "myproto". The address is
+// "iface:port" (one interface), "[mac]:port" or "[mac%iface]:port" (the
+// interface with that hardware address), or ":port" (every up Ethernet
+// interface); port 0 picks an ephemeral port.
+//
+// The port is owned host-wide: no other socket in this or any other process
+// in the network namespace can bind it until this one is closed.
+func ListenPacket(network, address string) (*PacketConn, error) {
+	s, err := defaultStack(nil)
+	if err != nil {
+		return nil, opError("listen", nil, nil, err)
+	}
+	return s.listenPacket(network, address)
+}
+
+func (s *stack) listenPacket(netw, address string) (*PacketConn, error) {
+	mac, zone, host, port, err := s.parseLocal(netw, address)
+	if err != nil {
+		return nil, opError("listen", nil, nil, err)
+	}
+	if zone == "" {
+		zone = host
+	}
+	ifis, err := s.selectInterfaces(mac, zone)
+	if err != nil {
+		return nil, opError("listen", nil, &Addr{HardwareAddr: mac, Port: port, Zone: zone}, err)
+	}
+	c := &PacketConn{
+		s:      s,
+		rcvBuf: defaultPacketReadBuffer,
+		groups: make(map[groupKey]struct{}),
+		notify: make(chan struct{}, 1),
+		closed: make(chan struct{}),
+		rd:     makeDeadline(),
+		wd:     makeDeadline(),
+	}
+	c.b = &binding{port: port, pc: c}
+	if err := s.bind(c.b, ifis); err != nil {
+		return nil, opError("listen", nil, &Addr{HardwareAddr: mac, Port: port, Zone: zone}, err)
+	}
+	c.eps = slices.Clone(c.b.eps)
+	c.local = &Addr{Port: c.b.port}
+	if len(ifis) == 1 {
+		c.local.HardwareAddr = ifis[0].HardwareAddr
+		c.local.Zone = ifis[0].Name
+	}
+	return c, nil
+}
+
+// parseLocal checks the network and splits a local address.
+func (s *stack) parseLocal(netw, address string) (mac []byte, zone, host string, port uint16, err error) {
+	if netw != network {
+		return nil, "", "", 0, net.UnknownNetworkError(netw)
+	}
+	return parseAddr(address)
+}
+
+// deliver queues a datagram received on ep, or says why it can't.
+func (c *PacketConn) deliver(ep *endpoint, h *header, body []byte) dropReason {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if isClosedChan(c.closed) {
+		return dropNoSocket
+	}
+	if h.dst[0]&1 != 0 && h.dst != broadcastMAC {
+		if _, ok := c.groups[groupKey{ep.index, h.dst}]; !ok {
+			return dropNotForUs
+		}
+	}
+	if c.qBytes+len(body) > c.rcvBuf {
+		return dropQueueFull
+	}
+	d := datagramPool.Get().(*datagram)
+	if cap(d.buf) < len(body) {
+		d.buf = make([]byte, max(len(body), ep.maxPayload()))
+	}
+	d.n = copy(d.buf[:cap(d.buf)], body)
+	d.src, d.port, d.ep = h.src, h.srcPort, ep
+	c.queue = append(c.queue, d)
+	c.qBytes += d.n
+	select {
+	case c.notify <- struct{}{}:
+	default:
+	}
+	return dropNone
+}
+
+var broadcastMAC = [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+
+// pop takes the oldest queued datagram, or nil. The caller holds c.mu.
+func (c *PacketConn) pop() *datagram {
+	if c.head == len(c.queue) {
+		return nil
+	}
+	d := c.queue[c.head]
+	c.queue[c.head] = nil
+	c.head++
+	if c.head == len(c.queue) {
+		c.queue, c.head = c.queue[:0], 0
+	}
+	c.qBytes -= d.n
+	return d
+}
+
+// ReadFrom implements the net.PacketConn ReadFrom method. As with UDP, a
+// datagram longer than p is truncated to len(p) and the rest discarded. The
+// returned address carries the interface the datagram arrived on as its zone,
+// so WriteTo with it answers on the same interface.
+func (c *PacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	n, addr, err := c.readFrom(p)
+	if err != nil {
+		return 0, nil, opError("read", c.local, nil, err)
+	}
+	return n, addr, nil
+}
+
+func (c *PacketConn) readFrom(p []byte) (int, *Addr, error) {
+	for {
+		switch {
+		case isClosedChan(c.closed):
+			return 0, nil, net.ErrClosed
+		case c.rd.expired():
+			return 0, nil, os.ErrDeadlineExceeded
+		}
+		c.mu.Lock()
+		d := c.pop()
+		c.mu.Unlock()
+		if d != nil {
+			n := copy(p, d.buf[:d.n])
+			addr := &Addr{
+				HardwareAddr: net.HardwareAddr(append([]byte(nil), d.src[:]...)),
+				Port:         d.port,
+				Zone:         d.ep.name,
+			}
+			d.ep = nil
+			datagramPool.Put(d)
+			return n, addr, nil
+		}
+		select {
+		case <-c.notify:
+		case <-c.rd.wait():
+		case <-c.closed:
+		}
+	}
+}
+
+// WriteTo implements the net.PacketConn WriteTo method. addr must be an
+// *Addr with a hardware address; its zone picks the interface, and may be
+// left out when the socket is on only one. A payload larger than the
+// interface MTU less the 24-byte header fails with EMSGSIZE, and sending to
+// the broadcast address needs SetBroadcast(true) first (EACCES otherwise),
+// both as for UDP.
+func (c *PacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	a, ok := addr.(*Addr)
+	if !ok || a == nil {
+		return 0, opError("write", c.local, nil, &net.AddrError{Err: "not a myproto address", Addr: addrString(addr)})
+	}
+	if err := c.writeTo(p, a); err != nil {
+		return 0, opError("write", c.local, a, err)
+	}
+	return len(p), nil
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return "<nil>"
+	}
+	return a.String()
+}
+
+func (c *PacketConn) writeTo(p []byte, a *Addr) error {
+	switch {
+	case isClosedChan(c.closed):
+		return net.ErrClosed
+	case c.wd.expired():
+		return os.ErrDeadlineExceeded
+	case len(a.HardwareAddr) != 6:
+		return &net.AddrError{Err: "missing or invalid hardware address", Addr: a.String()}
+	}
+	ep, err := c.route(a)
+	if err != nil {
+		return err
+	}
+	h := header{typ: typeDatagram, srcPort: c.local.Port, dstPort: a.Port}
+	copy(h.dst[:], a.HardwareAddr)
+	if h.dst == broadcastMAC {
+		c.mu.Lock()
+		ok := c.bcast
+		c.mu.Unlock()
+		if !ok {
+			return errBroadcast
+		}
+	}
+	return ep.send(&h, p)
+}
+
+// route picks the endpoint a datagram to a leaves by.
+func (c *PacketConn) route(a *Addr) (*endpoint, error) {
+	eps := c.eps
+	if a.Zone == "" {
+		if len(eps) == 1 {
+			return eps[0], nil
+		}
+		return nil, &net.AddrError{Err: "zone needed to choose among several interfaces", Addr: a.String()}
+	}
+	for _, ep := range eps {
+		if ep.name == a.Zone {
+			return ep, nil
+		}
+	}
+	return nil, &net.AddrError{Err: "socket is not bound on that interface", Addr: a.String()}
+}
+
+// Close closes the socket, releases its port and unblocks any blocked
+// ReadFrom or WriteTo, which then return an error wrapping net.ErrClosed.
+// Closing a closed socket returns such an error too and does nothing else.
+func (c *PacketConn) Close() error {
+	first := false
+	c.closeMu.Do(func() {
+		first = true
+		c.mu.Lock()
+		close(c.closed)
+		for d := c.pop(); d != nil; d = c.pop() {
+			d.ep = nil
+			datagramPool.Put(d)
+		}
+		groups := c.groups
+		c.groups = nil
+		c.mu.Unlock()
+		for k := range groups {
+			for _, ep := range c.eps {
+				if ep.index == k.ifindex {
+					ep.leaveGroup(k.group)
+				}
+			}
+		}
+		c.s.release(c.b)
+	})
+	if !first {
+		return opError("close", c.local, nil, net.ErrClosed)
+	}
+	return nil
+}
+
+// LocalAddr implements the net.PacketConn LocalAddr method. The address has
+// no hardware address or zone when the socket is on every interface.
+func (c *PacketConn) LocalAddr() net.Addr { return c.local }
+
+// SetDeadline implements the net.PacketConn SetDeadline method.
+func (c *PacketConn) SetDeadline(t time.Time) error {
+	if isClosedChan(c.closed) {
+		return opError("set", nil, c.local, net.ErrClosed)
+	}
+	c.rd.set(t)
+	c.wd.set(t)
+	return nil
+}
+
+// SetReadDeadline implements the net.PacketConn SetReadDeadline method.
+func (c *PacketConn) SetReadDeadline(t time.Time) error {
+	if isClosedChan(c.closed) {
+		return opError("set", nil, c.local, net.ErrClosed)
+	}
+	c.rd.set(t)
+	return nil
+}
+
+// SetWriteDeadline implements the net.PacketConn SetWriteDeadline method. A
+// frame the kernel has accepted is not recalled; the deadline bounds the
+// wait before it.
+func (c *PacketConn) SetWriteDeadline(t time.Time) error {
+	if isClosedChan(c.closed) {
+		return opError("set", nil, c.local, net.ErrClosed)
+	}
+	c.wd.set(t)
+	return nil
+}
+
+// SetReadBuffer sets how many bytes of received datagrams may wait for
+// ReadFrom before more are dropped, like SO_RCVBUF for UDP.
+func (c *PacketConn) SetReadBuffer(bytes int) error {
+	if bytes <= 0 {
+		return opError("set", nil, c.local, os.NewSyscallError("setsockopt", syscall.EINVAL))
+	}
+	c.mu.Lock()
+	c.rcvBuf = bytes
+	c.mu.Unlock()
+	return nil
+}
+
+// SetBroadcast enables or disables sending to the broadcast hardware address
+// ff:ff:ff:ff:ff:ff, like SO_BROADCAST (socket(7)). It is off by default so a
+// program does not flood a segment by mistake. Receiving broadcasts needs no
+// opt-in.
+func (c *PacketConn) SetBroadcast(enable bool) error {
+	if isClosedChan(c.closed) {
+		return opError("set", nil, c.local, net.ErrClosed)
+	}
+	c.mu.Lock()
+	c.bcast = enable
+	c.mu.Unlock()
+	return nil
+}
+
+// JoinGroup joins the multicast group (a hardware address with the group
+// bit set) on the interface ifi, which may be nil when the socket is on one
+// interface only. The interface is told to accept the group
+// (PACKET_ADD_MEMBERSHIP, packet(7)), and datagrams to the group and this
+// socket's port are delivered until LeaveGroup.
+func (c *PacketConn) JoinGroup(ifi *net.Interface, group net.HardwareAddr) error {
+	ep, g, err := c.groupArgs(ifi, group)
+	if err != nil {
+		return opError("set", nil, c.local, err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.groups == nil {
+		return opError("set", nil, c.local, net.ErrClosed)
+	}
+	k := groupKey{ep.index, g}
+	if _, ok := c.groups[k]; ok {
+		return opError("set", nil, c.local, os.NewSyscallError("setsockopt", syscall.EADDRINUSE))
+	}
+	if err := ep.joinGroup(g); err != nil {
+		return opError("set", nil, c.local, err)
+	}
+	c.groups[k] = struct{}{}
+	return nil
+}
+
+// LeaveGroup leaves a multicast group joined with JoinGroup.
+func (c *PacketConn) LeaveGroup(ifi *net.Interface, group net.HardwareAddr) error {
+	ep, g, err := c.groupArgs(ifi, group)
+	if err != nil {
+		return opError("set", nil, c.local, err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := groupKey{ep.index, g}
+	if _, ok := c.groups[k]; !ok {
+		return opError("set", nil, c.local, os.NewSyscallError("setsockopt", syscall.EADDRNOTAVAIL))
+	}
+	delete(c.groups, k)
+	if err := ep.leaveGroup(g); err != nil {
+		return opError("set", nil, c.local, err)
+	}
+	return nil
+}
+
+// groupArgs validates JoinGroup/LeaveGroup arguments.
+func (c *PacketConn) groupArgs(ifi *net.Interface, group net.HardwareAddr) (*endpoint, [6]byte, error) {
+	var g [6]byte
+	if len(group) != 6 || group[0]&1 == 0 || [6]byte(group) == broadcastMAC {
+		return nil, g, &net.AddrError{Err: "not a multicast hardware address", Addr: group.String()}
+	}
+	copy(g[:], group)
+	eps := c.eps
+	if ifi == nil {
+		if len(eps) == 1 {
+			return eps[0], g, nil
+		}
+		return nil, g, &net.AddrError{Err: "interface needed to choose among several", Addr: group.String()}
+	}
+	for _, ep := range eps {
+		if ep.name == ifi.Name {
+			return ep, g, nil
+		}
+	}
+	return nil, g, errNoInterface(ifi.Name)
+}

@@ -1,0 +1,87 @@
+package myproto
+
+import (
+	"io"
+	"net"
+
+	"github.com/myproto/myproto/internal/link"
+	"github.com/myproto/myproto/internal/sys"
+	"golang.org/x/net/bpf"
+)
+
+// A provider is where a stack gets its links and port reservations from: the
+// host's packet sockets, or in tests a set of in-memory links. It is the
+// seam between the stack and the machine.
+type provider interface {
+	// interfaces lists the interfaces the stack may use.
+	interfaces() ([]net.Interface, error)
+	// open opens a link on ifi with the filter attached before it receives.
+	open(ifi *net.Interface, etherType uint16, filter []bpf.RawInstruction, cfg *Config) (link.Link, error)
+	// reserve claims port host-wide; the claim ends with Close or the process.
+	reserve(etherType, port uint16) (io.Closer, error)
+	// owned reports whether any process on the host holds port.
+	owned(etherType, port uint16) bool
+}
+
+// packetProvider opens AF_PACKET sockets, optionally inside another network
+// namespace (tests use one per simulated host).
+type packetProvider struct {
+	ns *sys.Netns // nil: the process's own namespace
+}
+
+func (p packetProvider) do(fn func() error) error {
+	if p.ns == nil {
+		return fn()
+	}
+	return p.ns.Do(fn)
+}
+
+func (p packetProvider) interfaces() ([]net.Interface, error) {
+	var ifis []net.Interface
+	err := p.do(func() error {
+		var err error
+		ifis, err = net.Interfaces()
+		return err
+	})
+	return ifis, err
+}
+
+func (p packetProvider) open(ifi *net.Interface, etherType uint16, filter []bpf.RawInstruction, cfg *Config) (link.Link, error) {
+	var l link.Link
+	err := p.do(func() error {
+		pl, err := sys.OpenPacket(ifi, sys.PacketConfig{
+			EtherType:   etherType,
+			Filter:      filter,
+			ReadBuffer:  cfg.ReadBuffer,
+			WriteBuffer: cfg.WriteBuffer,
+		})
+		if err != nil {
+			return err
+		}
+		l = pl
+		return nil
+	})
+	return l, err
+}
+
+func (p packetProvider) reserve(etherType, port uint16) (io.Closer, error) {
+	var r io.Closer
+	err := p.do(func() error {
+		res, err := sys.ReservePort(etherType, port)
+		if err != nil {
+			return err
+		}
+		r = res
+		return nil
+	})
+	return r, err
+}
+
+func (p packetProvider) owned(etherType, port uint16) bool {
+	var owned bool
+	_ = p.do(func() error {
+		owned = sys.PortOwned(etherType, port)
+		return nil
+	})
+	return owned
+}

@@ -1,0 +1,36 @@
+package myproto
+
+import (
+	"context"
+	"net"
+
+	"github.com/myproto/myproto/family"
+)
+
+// init registers myproto in the family registry, as a kernel protocol module
+// calls sock_register, so family.Dial("myproto", ...) reaches this package.
+func init() { family.Register(registered{}) }
+
+// registered is myproto's family.Family.
+type registered struct{}
+
+func (registered) Name() string { return network }
+
+func (registered) Dial(ctx context.Context, network, address string) (net.Conn, error) {
+	return nil, opError("dial", nil, nil, errNotSupported)
+}
+
+func (registered) Listen(ctx context.Context, network, address string) (net.Listener, error) {
+	return nil, opError("listen", nil, nil, errNotSupported)
+}
+
+func (registered) ListenPacket(ctx context.Context, network, address string) (net.PacketConn, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, opError("listen", nil, nil, err)
+	}
+	c, err := ListenPacket(network, address)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}

@@ -1,0 +1,301 @@
+package myproto
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/myproto/myproto/internal/sys"
+	"golang.org/x/net/bpf"
+)
+
+// Ephemeral ports, as Linux's net.ipv4.ip_local_port_range suggests (RFC 6335).
+const (
+	ephemeralLow  = 49152
+	ephemeralHigh = 65535
+)
+
+// A stack is the per-process protocol instance for one EtherType: the
+// endpoints (one packet socket per interface, shared by every socket of the
+// process on it), the port table and the host-wide port reservations.
+type stack struct {
+	cfg       Config
+	etherType uint16
+	prov      provider
+
+	mu        sync.Mutex
+	endpoints map[int]*endpoint   // by interface index; opened on first use
+	ports     map[uint16]*binding // every port this process owns
+	nextEph   uint16              // where the ephemeral search starts
+
+	// conns are the stream connections by our connection ID.
+	conns sync.Map // uint64 → *Conn
+
+	// refuse limits RSTs for SYNs to ports nobody on the host owns.
+	refuse rateLimiter
+
+	// table is an immutable snapshot of ports for the receive path, which
+	// reads it once per frame without locks; writers copy it under mu.
+	table atomic.Pointer[map[uint16]*binding]
+}
+
+// A binding is one owned port.
+type binding struct {
+	refs    int // under stack.mu: the owner, plus accepted connections
+	port    uint16
+	res     io.Closer   // the host-wide reservation
+	ifindex int         // 0: every interface the socket was bound on
+	eps     []*endpoint // endpoints this binding holds a reference on
+	pc      *PacketConn // datagram owner
+}
+
+func newStack(cfg Config, prov provider) *stack {
+	s := &stack{
+		cfg:       cfg,
+		etherType: cfg.etherType(),
+		prov:      prov,
+		endpoints: make(map[int]*endpoint),
+		ports:     make(map[uint16]*binding),
+		nextEph:   uint16(ephemeralLow + rand.IntN(ephemeralHigh-ephemeralLow+1)),
+	}
+	empty := map[uint16]*binding{}
+	s.table.Store(&empty)
+	return s
+}
+
+// lookup returns the binding that owns port, or nil. It takes no lock.
+func (s *stack) lookup(port uint16) *binding {
+	return (*s.table.Load())[port]
+}
+
+// usable reports whether the stack can use ifi: an up Ethernet interface.
+func usable(ifi *net.Interface) bool {
+	return ifi.Flags&net.FlagUp != 0 && ifi.Flags&net.FlagLoopback == 0 && len(ifi.HardwareAddr) == 6
+}
+
+// selectInterfaces returns the interfaces a local address names: its zone or
+// host (an interface name), its MAC, or with neither every usable interface.
+func (s *stack) selectInterfaces(mac net.HardwareAddr, name string) ([]net.Interface, error) {
+	ifis, err := s.prov.interfaces()
+	if err != nil {
+		return nil, err
+	}
+	var out []net.Interface
+	for _, ifi := range ifis {
+		switch {
+		case name != "" && ifi.Name != name:
+			continue
+		case mac != nil && !slices.Equal(ifi.HardwareAddr, mac):
+			continue
+		case name == "" && mac == nil && !usable(&ifi):
+			continue
+		}
+		out = append(out, ifi)
+	}
+	if len(out) == 0 {
+		switch {
+		case name != "":
+			return nil, errNoInterface(name)
+		case mac != nil:
+			return nil, errNoInterface(mac.String())
+		default:
+			return nil, errors.New("no up Ethernet interface")
+		}
+	}
+	for i := range out {
+		if len(out[i].HardwareAddr) != 6 {
+			return nil, fmt.Errorf("interface %s is not Ethernet", out[i].Name)
+		}
+	}
+	return out, nil
+}
+
+func errNoInterface(what string) error {
+	return &net.AddrError{Err: "no such interface", Addr: what}
+}
+
+// bind claims port (0: an ephemeral one) on the given interfaces for b's
+// owner, opening their endpoints as needed. On failure nothing is left held.
+func (s *stack) bind(b *binding, ifis []net.Interface) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	if err := s.claimPort(b); err != nil {
+		return err
+	}
+	b.refs = 1
+	s.ports[b.port] = b
+	for i := range ifis {
+		ep, err := s.acquireEndpoint(&ifis[i])
+		if err != nil {
+			s.releaseLocked(b)
+			return err
+		}
+		b.eps = append(b.eps, ep)
+	}
+	if len(ifis) == 1 {
+		b.ifindex = ifis[0].Index
+	}
+	s.publishLocked()
+	return nil
+}
+
+// claimPort reserves b.port, or an ephemeral port when it is zero, both in
+// this process and host-wide.
+func (s *stack) claimPort(b *binding) error {
+	if b.port != 0 {
+		if _, ok := s.ports[b.port]; ok {
+			return os.NewSyscallError("bind", syscall.EADDRINUSE)
+		}
+		res, err := s.prov.reserve(s.etherType, b.port)
+		if err != nil {
+			return err
+		}
+		b.res = res
+		return nil
+	}
+	const n = ephemeralHigh - ephemeralLow + 1
+	for range n {
+		port := s.nextEph
+		s.nextEph++
+		if s.nextEph < ephemeralLow {
+			s.nextEph = ephemeralLow
+		}
+		if _, ok := s.ports[port]; ok {
+			continue
+		}
+		res, err := s.prov.reserve(s.etherType, port)
+		if errors.Is(err, syscall.EADDRINUSE) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		b.port, b.res = port, res
+		return nil
+	}
+	return os.NewSyscallError("bind", syscall.EADDRINUSE)
+}
+
+// retain adds a user to b, which release then removes.
+func (s *stack) retain(b *binding) {
+	s.mu.Lock()
+	b.refs++
+	s.mu.Unlock()
+}
+
+// release drops a user of b; the last one gives up b's port and its endpoint
+// references.
+func (s *stack) release(b *binding) {
+	s.mu.Lock()
+	b.refs--
+	if b.refs > 0 {
+		s.mu.Unlock()
+		return
+	}
+	closing := s.releaseLocked(b)
+	s.publishLocked()
+	s.mu.Unlock()
+	for _, ep := range closing {
+		ep.close()
+	}
+}
+
+// releaseLocked undoes bind and returns endpoints nobody uses any more, for
+// the caller to close once it has dropped the lock.
+func (s *stack) releaseLocked(b *binding) []*endpoint {
+	if s.ports[b.port] == b {
+		delete(s.ports, b.port)
+	}
+	if b.res != nil {
+		b.res.Close()
+		b.res = nil
+	}
+	var closing []*endpoint
+	for _, ep := range b.eps {
+		ep.refs--
+		if ep.refs == 0 {
+			delete(s.endpoints, ep.index)
+			closing = append(closing, ep)
+		}
+	}
+	b.eps = nil
+	return closing
+}
+
+// acquireEndpoint returns the endpoint on ifi, opening it on first use.
+func (s *stack) acquireEndpoint(ifi *net.Interface) (*endpoint, error) {
+	if ep, ok := s.endpoints[ifi.Index]; ok {
+		ep.refs++
+		return ep, nil
+	}
+	prog, err := s.filterFor(ifi.HardwareAddr)
+	if err != nil {
+		return nil, err
+	}
+	l, err := s.prov.open(ifi, s.etherType, prog, &s.cfg)
+	if err != nil {
+		return nil, err
+	}
+	ep := newEndpoint(s, ifi, l)
+	ep.refs = 1
+	s.endpoints[ifi.Index] = ep
+	go ep.readLoop()
+	return ep, nil
+}
+
+// filterFor builds the kernel filter for an interface with the given MAC from
+// the ports this process owns now.
+func (s *stack) filterFor(mac net.HardwareAddr) ([]bpf.RawInstruction, error) {
+	ports := make([]uint16, 0, len(s.ports))
+	for p := range s.ports {
+		ports = append(ports, p)
+	}
+	return sys.Filter(sys.FilterConfig{
+		EtherType:    s.etherType,
+		Version:      wireVersion,
+		HardwareAddr: mac,
+		Ports:        ports,
+	})
+}
+
+// publishLocked makes the port table visible to the receive path and
+// re-attaches every endpoint's filter so the kernel passes exactly the ports
+// now owned. The filter swap is atomic in the kernel (SO_ATTACH_FILTER).
+func (s *stack) publishLocked() {
+	m := make(map[uint16]*binding, len(s.ports))
+	for p, b := range s.ports {
+		m[p] = b
+	}
+	s.table.Store(&m)
+	for _, ep := range s.endpoints {
+		prog, err := s.filterFor(ep.mac[:])
+		if err == nil {
+			err = ep.l.SetFilter(prog)
+		}
+		if err != nil {
+			// The user-space demultiplexer still drops what the old filter
+			// lets through; count it rather than fail the caller.
+			ep.stats.filterErrors.Add(1)
+		}
+	}
+}
+
+// endpointsSnapshot returns the open endpoints, for statistics.
+func (s *stack) endpointsSnapshot() []*endpoint {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	eps := make([]*endpoint, 0, len(s.endpoints))
+	for _, ep := range s.endpoints {
+		eps = append(eps, ep)
+	}
+	slices.SortFunc(eps, func(a, b *endpoint) int { return a.index - b.index })
+	return eps
+}
