@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jsimonetti/rtnetlink/v2"
-	"github.com/jsimonetti/rtnetlink/v2/driver"
 	"golang.org/x/sys/unix"
 
 	"github.com/myproto/myproto/internal/sys"
@@ -34,10 +32,7 @@ func NewPair(t testing.TB, mtu int) *Pair {
 	}
 	t.Cleanup(func() { nsB.Close() })
 	a, b := newVeth(t, mtu, nsB)
-	p := &Pair{NetnsB: nsB}
-	p.A = waitRunning(t, nil, a)
-	p.B = waitRunning(t, nsB, b)
-	return p
+	return &Pair{A: ready(t, nil, a), B: ready(t, nsB, b), NetnsB: nsB}
 }
 
 // NewLocalPair returns a veth pair with the given MTU (0 leaves the kernel's
@@ -47,15 +42,15 @@ func NewLocalPair(t testing.TB, mtu int) (a, b *net.Interface) {
 	t.Helper()
 	skipUnavailable(t)
 	na, nb := newVeth(t, mtu, nil)
-	return waitRunning(t, nil, na), waitRunning(t, nil, nb)
+	return ready(t, nil, na), ready(t, nil, nb)
 }
 
 // SetLinkUp brings the interface name in ns (nil: the test's own namespace)
 // up or down, as ip link set dev NAME up|down does.
 func SetLinkUp(t testing.TB, ns *sys.Netns, name string, up bool) {
 	t.Helper()
-	if err := setUp(ns, name, up); err != nil {
-		t.Fatalf("testenv: set %s up=%v: %v", name, up, err)
+	if err := sys.SetLinkUp(ns, name, up); err != nil {
+		t.Fatalf("testenv: %v", err)
 	}
 }
 
@@ -63,16 +58,8 @@ func SetLinkUp(t testing.TB, ns *sys.Netns, name string, up bool) {
 // namespace).
 func SetMTU(t testing.TB, ns *sys.Netns, name string, mtu int) {
 	t.Helper()
-	err := withLink(ns, name, func(c *rtnetlink.Conn, lm rtnetlink.LinkMessage) error {
-		return c.Link.Set(&rtnetlink.LinkMessage{
-			Family:     unix.AF_UNSPEC,
-			Type:       lm.Type,
-			Index:      lm.Index,
-			Attributes: &rtnetlink.LinkAttributes{MTU: uint32(mtu)},
-		})
-	})
-	if err != nil {
-		t.Fatalf("testenv: set %s mtu %d: %v", name, mtu, err)
+	if err := sys.SetLinkMTU(ns, name, mtu); err != nil {
+		t.Fatalf("testenv: %v", err)
 	}
 }
 
@@ -193,17 +180,17 @@ func newVeth(t testing.TB, mtu int, peerNS *sys.Netns) (a, b string) {
 	for range 1000 {
 		n := pairSeq.Add(1)
 		a, b = fmt.Sprintf("mpa%d", n), fmt.Sprintf("mpb%d", n)
-		err := addVeth(a, b, mtu, peerNS)
+		err := sys.CreateVeth(a, b, mtu, peerNS)
 		if errors.Is(err, unix.EEXIST) {
 			continue
 		}
 		if err != nil {
-			t.Fatalf("testenv: creating veth %s/%s (mtu %d): %v", a, b, mtu, err)
+			t.Fatalf("testenv: %v (mtu %d)", err, mtu)
 		}
 		t.Cleanup(func() {
 			// Deleting one end deletes both.
-			if err := delLink(nil, a); err != nil && !errors.Is(err, unix.ENODEV) {
-				t.Errorf("testenv: deleting veth %s: %v", a, err)
+			if err := sys.DeleteLink(nil, a); err != nil && !errors.Is(err, unix.ENODEV) {
+				t.Errorf("testenv: %v", err)
 			}
 		})
 		return a, b
@@ -212,146 +199,13 @@ func newVeth(t testing.TB, mtu int, peerNS *sys.Netns) (a, b string) {
 	return "", ""
 }
 
-// waitRunning returns the interface name in ns once the kernel has fully
-// activated it: carrier up (RUNNING), operational state UP and a real qdisc
-// attached. The last two are done by the kernel's linkwatch work some time
-// after the carrier: until then the device keeps the noop qdisc, which
-// drops every frame while sendmmsg(2) reports success, so a test's first
-// frames would vanish.
-func waitRunning(t testing.TB, ns *sys.Netns, name string) *net.Interface {
+// ready returns the interface name in ns. CreateVeth has waited for it
+// already, so this is a lookup that also checks it is still ready.
+func ready(t testing.TB, ns *sys.Netns, name string) *net.Interface {
 	t.Helper()
-	var ifi *net.Interface
-	get := func() (err error) {
-		ifi, err = net.InterfaceByName(name)
-		return err
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		var err error
-		if ns == nil {
-			err = get()
-		} else {
-			err = ns.Do(get)
-		}
-		if err != nil {
-			t.Fatalf("testenv: %v", err)
-		}
-		var oper rtnetlink.OperationalState
-		var qdisc string
-		if ifi.Flags&net.FlagRunning != 0 {
-			err = withLink(ns, name, func(_ *rtnetlink.Conn, lm rtnetlink.LinkMessage) error {
-				oper, qdisc = lm.Attributes.OperationalState, lm.Attributes.QueueDisc
-				return nil
-			})
-			if err != nil {
-				t.Fatalf("testenv: %v", err)
-			}
-			if oper == rtnetlink.OperStateUp && qdisc != "" && qdisc != "noop" {
-				return ifi
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("testenv: %s is not ready after 5s (flags %v, operstate %v, qdisc %q)", name, ifi.Flags, oper, qdisc)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
-// addVeth creates the veth pair a/b, both ends up, b in peerNS (nil: the
-// caller's namespace). On failure nothing is left behind.
-func addVeth(a, b string, mtu int, peerNS *sys.Netns) error {
-	peer := &rtnetlink.LinkMessage{
-		Family:     unix.AF_UNSPEC,
-		Attributes: &rtnetlink.LinkAttributes{Name: b, MTU: uint32(mtu)},
-	}
-	if peerNS != nil {
-		peer.Attributes.NetNS = rtnetlink.NetNSForFD(uint32(peerNS.Fd()))
-	}
-	// Up comes after creation: veth_open fails with ENOTCONN while the
-	// ends are not yet joined, as they are not during RTM_NEWLINK.
-	err := withConn(nil, func(c *rtnetlink.Conn) error {
-		return c.Link.New(&rtnetlink.LinkMessage{
-			Family: unix.AF_UNSPEC,
-			Attributes: &rtnetlink.LinkAttributes{
-				Name: a,
-				MTU:  uint32(mtu),
-				Info: &rtnetlink.LinkInfo{Kind: "veth", Data: &driver.Veth{PeerInfo: peer}},
-			},
-		})
-	})
+	ifi, err := sys.WaitLinkReady(ns, name, 5*time.Second)
 	if err != nil {
-		return err
+		t.Fatalf("testenv: %v", err)
 	}
-	if err := setUp(nil, a, true); err != nil {
-		delLink(nil, a)
-		return err
-	}
-	if err := setUp(peerNS, b, true); err != nil {
-		delLink(nil, a)
-		return err
-	}
-	return nil
-}
-
-// delLink deletes the interface name in ns.
-func delLink(ns *sys.Netns, name string) error {
-	return withLink(ns, name, func(c *rtnetlink.Conn, lm rtnetlink.LinkMessage) error {
-		return c.Link.Delete(lm.Index)
-	})
-}
-
-// setUp brings the interface name in ns up or down.
-func setUp(ns *sys.Netns, name string, up bool) error {
-	return withLink(ns, name, func(c *rtnetlink.Conn, lm rtnetlink.LinkMessage) error {
-		var flags uint32
-		if up {
-			flags = unix.IFF_UP
-		}
-		return c.Link.Set(&rtnetlink.LinkMessage{
-			Family: unix.AF_UNSPEC,
-			Type:   lm.Type,
-			Index:  lm.Index,
-			Flags:  flags,
-			Change: unix.IFF_UP,
-		})
-	})
-}
-
-// withConn calls fn with an rtnetlink connection in ns (nil: the caller's
-// namespace). The socket is opened inside ns and stays there, so fn may use
-// it from any thread.
-func withConn(ns *sys.Netns, fn func(*rtnetlink.Conn) error) error {
-	var c *rtnetlink.Conn
-	dial := func() (err error) {
-		c, err = rtnetlink.Dial(nil)
-		return err
-	}
-	var err error
-	if ns == nil {
-		err = dial()
-	} else {
-		err = ns.Do(dial)
-	}
-	if err != nil {
-		return fmt.Errorf("rtnetlink: %w", err)
-	}
-	defer c.Close()
-	return fn(c)
-}
-
-// withLink calls fn with an rtnetlink connection in ns and the link named
-// name there.
-func withLink(ns *sys.Netns, name string, fn func(*rtnetlink.Conn, rtnetlink.LinkMessage) error) error {
-	return withConn(ns, func(c *rtnetlink.Conn) error {
-		links, err := c.Link.List()
-		if err != nil {
-			return err
-		}
-		for _, lm := range links {
-			if lm.Attributes != nil && lm.Attributes.Name == name {
-				return fn(c, lm)
-			}
-		}
-		return fmt.Errorf("no interface %q: %w", name, unix.ENODEV)
-	})
+	return ifi
 }

@@ -1,18 +1,12 @@
 package testenv
 
 import (
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"os/signal"
-	"runtime"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 
-	"golang.org/x/sys/unix"
+	"github.com/myproto/myproto/internal/sys"
 )
 
 // Main runs the tests of m in a private network namespace and exits with
@@ -37,8 +31,14 @@ func Main(m *testing.M) {
 		checkPrivate()
 		os.Exit(m.Run())
 	}
-	code, err := reexec()
-	if err == nil {
+	code, err := sys.ReexecInPrivateNetns(envTestenv + "=1")
+	switch {
+	case err == nil:
+		os.Exit(code)
+	case code >= 0:
+		// Started but not waited for: its status is unknown, and running
+		// the tests again in place would run them twice.
+		fmt.Fprintf(os.Stderr, "testenv: %v\n", err)
 		os.Exit(code)
 	}
 	env.reason = fmt.Sprintf("cannot re-execute the test binary in a private network namespace (%v); "+
@@ -48,121 +48,20 @@ func Main(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// reexec runs the test binary again in new namespaces and returns its exit
-// status, or an error if it could not be started at all.
-func reexec() (int, error) {
-	host, err := netnsID()
-	if err != nil {
-		return 0, err
-	}
-	// Pdeathsig is delivered when the thread that started the child exits;
-	// keep this goroutine on it for good so a killed parent takes the child
-	// (and its namespaces) with it.
-	runtime.LockOSThread()
-
-	var attrs []*syscall.SysProcAttr
-	if os.Geteuid() == 0 {
-		attrs = append(attrs, &syscall.SysProcAttr{
-			Cloneflags: syscall.CLONE_NEWNET,
-			Pdeathsig:  syscall.SIGKILL,
-		})
-	}
-	// Root without CAP_SYS_ADMIN (a container) may still own a user
-	// namespace.
-	attrs = append(attrs, &syscall.SysProcAttr{
-		Cloneflags:                 syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET,
-		UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}},
-		GidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}},
-		GidMappingsEnableSetgroups: false,
-		Pdeathsig:                  syscall.SIGKILL,
-	})
-
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT)
-	defer signal.Stop(sigs)
-
-	var errs []error
-	for _, attr := range attrs {
-		cmd := &exec.Cmd{
-			Path:        "/proc/self/exe",
-			Args:        os.Args,
-			Env:         append(os.Environ(), envTestenv+"=1", envHostNetns+"="+host),
-			Stdin:       os.Stdin,
-			Stdout:      os.Stdout,
-			Stderr:      os.Stderr,
-			SysProcAttr: attr,
-		}
-		if err := cmd.Start(); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		done := make(chan struct{})
-		go func() {
-			for {
-				select {
-				case sig := <-sigs:
-					cmd.Process.Signal(sig)
-				case <-done:
-					return
-				}
-			}
-		}()
-		err := cmd.Wait()
-		close(done)
-		var exit *exec.ExitError
-		switch {
-		case err == nil:
-			return 0, nil
-		case errors.As(err, &exit):
-			if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-				return 128 + int(ws.Signal()), nil
-			}
-			return exit.ExitCode(), nil
-		default:
-			// Started but not waited for: its status is unknown, and
-			// running the tests again in place would run them twice.
-			fmt.Fprintf(os.Stderr, "testenv: waiting for the re-executed test binary: %v\n", err)
-			return 2, nil
-		}
-	}
-	msgs := make([]string, len(errs))
-	for i, err := range errs {
-		msgs[i] = err.Error()
-	}
-	return 0, errors.New(strings.Join(msgs, "; "))
-}
-
 // checkPrivate records whether this re-executed binary really is in a
 // namespace of its own, and brings its loopback up.
 func checkPrivate() {
-	host := os.Getenv(envHostNetns)
-	cur, err := netnsID()
-	switch {
-	case err != nil:
-		env.reason = fmt.Sprintf("cannot tell which network namespace this is: %v", err)
-		return
-	case host == "":
-		env.reason = envTestenv + "=1 was set by hand, not by testenv.Main, so this may be the host's " +
-			"network namespace; unset it to let Main make a private one"
-		return
-	case host == cur:
-		env.reason = "still in the network namespace testenv.Main started in (" + cur + ")"
+	if !sys.InPrivateNetns() {
+		env.reason = envTestenv + "=1 is set, but this binary is not in a private network namespace " +
+			"made by testenv.Main, so this may be the host's network namespace; " +
+			"unset it (was it set by hand?) to let Main make a private one"
 		return
 	}
-	if err := setUp(nil, "lo", true); err != nil {
+	if err := sys.SetLinkUp(nil, "lo", true); err != nil {
 		env.reason = fmt.Sprintf("bringing lo up in the private namespace: %v", err)
 		return
 	}
 	env.private = true
-}
-
-// netnsID identifies the calling thread's network namespace.
-func netnsID() (string, error) {
-	var st unix.Stat_t
-	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
-		return "", fmt.Errorf("stat /proc/thread-self/ns/net: %w", err)
-	}
-	return fmt.Sprintf("%d:%d", st.Dev, st.Ino), nil
 }
 
 var probe struct {
@@ -184,12 +83,12 @@ func Available() (ok bool, reason string) {
 	// than failures in every test.
 	probe.once.Do(func() {
 		a, b := fmt.Sprintf("mpp%d", os.Getpid()), fmt.Sprintf("mpq%d", os.Getpid())
-		if err := addVeth(a, b, 0, nil); err != nil {
+		if err := sys.CreateVeth(a, b, 0, nil); err != nil {
 			probe.reason = fmt.Sprintf("cannot create a veth pair in the private namespace (%v); "+
 				"the kernel needs CONFIG_VETH (modprobe veth)", err)
 			return
 		}
-		if err := delLink(nil, a); err != nil {
+		if err := sys.DeleteLink(nil, a); err != nil {
 			probe.reason = fmt.Sprintf("cannot delete a veth: %v", err)
 		}
 	})

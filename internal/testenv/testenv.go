@@ -40,10 +40,6 @@ const (
 	// envTestenv is "1" in a binary Main re-executed, and in the processes
 	// it starts (fuzz workers), which must not re-execute again.
 	envTestenv = "MYPROTO_TESTENV"
-	// envHostNetns names the namespace Main started in, so the child can
-	// check that it really left it: a stray MYPROTO_TESTENV=1 in a
-	// developer's shell must not put veths on the host.
-	envHostNetns = "MYPROTO_TESTENV_HOSTNS"
 	// envSeed replays a seed; see Seed.
 	envSeed = "MYPROTO_SEED"
 )
