@@ -1,0 +1,1054 @@
+package myproto
+
+import (
+	"math"
+	"syscall"
+	"time"
+)
+
+// The stream engine: one connection's protocol state (SPEC.md). It is pure
+// logic: no goroutines, no syscalls, no locks and no clock of its own. The
+// conn layer serialises calls with a mutex and drives it:
+//
+//   - after receive, write, read, closeWrite, close, abort or onTimer, call
+//     nextPacket until it returns 0 and send the bodies as one batch;
+//   - arm a timer for nextTimer and call onTimer when it fires.
+//
+// Times are passed in; the engine keeps them as durations since an origin
+// of its own, so tests run it on a virtual clock.
+
+// engineConfig configures a connection. Zero fields take defaults, except
+// NoDelay: the conn layer sets it to true by default, as Go's TCP does.
+type engineConfig struct {
+	MaxPacket        int           // max stream body bytes per packet (MTU-24), ≥ 256; default 1476
+	SendBuffer       int           // bytes of unacknowledged+unsent data held, default 4 MiB
+	RecvBuffer       int           // max receive window / reassembly bytes, default 4 MiB (auto-tuned window grows up to this)
+	UserTimeout      time.Duration // data unacknowledged this long fails the connection (ETIMEDOUT); default 30s
+	KeepAlive        time.Duration // idle time before a keepalive PING; 0 = off
+	NoDelay          bool          // send small writes at once; false: Nagle
+	HandshakeTimeout time.Duration // SYN-SENT gives up after this (ETIMEDOUT); default 20s
+}
+
+const (
+	defaultMaxPacket        = 1500 - headerLen
+	defaultStreamBuffer     = 4 << 20
+	maxStreamBuffer         = 1 << 30
+	defaultUserTimeout      = 30 * time.Second
+	defaultHandshakeTimeout = 20 * time.Second
+	initialRecvWindow       = 256 << 10 // first Max Data; auto-tuning grows it up to RecvBuffer
+
+	// SYNs are retransmitted after 200 ms, doubling up to 3.2 s. Before any
+	// RTT sample only the handshake is at stake; on one Ethernet segment a
+	// SYN-ACK (stateless, computed by the listener on receipt) comes back in
+	// well under a millisecond, so 200 ms is two orders of magnitude of
+	// margin while a lost SYN costs 5× less than TCP's 1 s (RFC 6298).
+	synInitialRTO = 200 * time.Millisecond
+	synMaxRTO     = 3200 * time.Millisecond
+
+	challengeInterval = 100 * time.Millisecond // at most one challenge ACK per this, per connection
+	resetInterval     = time.Millisecond       // at most one RST per this while lingering after a reset
+	minResetLinger    = 250 * time.Millisecond // how long an engine that sent RST answers stray packets
+	minTimeWait       = 100 * time.Millisecond // TIME-WAIT lasts this or 3 PTOs, whichever is longer
+	noLimit           = math.MaxUint64
+	ackReserve        = 32 // bytes of each full packet kept for ACK and control frames
+)
+
+func (c engineConfig) withDefaults() engineConfig {
+	if c.MaxPacket <= 0 {
+		c.MaxPacket = defaultMaxPacket
+	}
+	c.MaxPacket = min(max(c.MaxPacket, minMaxPacket), maxMaxPacket)
+	if c.SendBuffer <= 0 {
+		c.SendBuffer = defaultStreamBuffer
+	}
+	c.SendBuffer = min(c.SendBuffer, maxStreamBuffer)
+	if c.RecvBuffer <= 0 {
+		c.RecvBuffer = defaultStreamBuffer
+	}
+	c.RecvBuffer = min(c.RecvBuffer, maxStreamBuffer)
+	if c.UserTimeout <= 0 {
+		c.UserTimeout = defaultUserTimeout
+	}
+	if c.KeepAlive < 0 {
+		c.KeepAlive = 0
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = defaultHandshakeTimeout
+	}
+	return c
+}
+
+// initialWindow is the Max Data a connection starts with.
+func (c engineConfig) initialWindow() int { return min(c.RecvBuffer, initialRecvWindow) }
+
+type engineState uint8
+
+const (
+	_ engineState = iota
+	stateSynSent
+	stateEstablished // including the closing states: see info for the TCP name
+	stateClosed      // terminal; may still linger (lingerUntil) to answer stray packets
+)
+
+// engine is one connection. See the file comment for how it is driven.
+type engine struct {
+	cfg      engineConfig
+	t0       time.Time // origin of the engine's clock; every internal time is > 0
+	state    engineState
+	client   bool
+	localCID uint64
+	peerCID  uint64
+	failure  error // what err returns
+
+	// Handshake.
+	synNext        time.Duration // when the next SYN goes out (client, SYN-SENT)
+	synRTO         time.Duration
+	hsDeadline     time.Duration
+	confirm        confirmFrame // the client's handshake confirmation
+	confirmPending bool         // the server may not have state for us yet
+	confirmSend    bool         // send it even with nothing else to send (the third packet)
+
+	// Packet numbers we send, and what is in flight.
+	firstPN         uint64
+	nextPN          uint64
+	sent            sentRing
+	lostRecs        []lostRecord
+	sendMax         int // largest body we send: min(our MaxPacket, the peer's)
+	bytesInFlight   int
+	elicitInFlight  int
+	lastElicitSent  time.Duration
+	nonEliciting    int // ACK-only packets sent since the last ack-eliciting one
+	probes          int // probe packets the probe timer asked for
+	ptoCount        int
+	lossTime        time.Duration
+	pktThreshold    uint64
+	largestAcked    uint64
+	haveAcked       bool
+	rtt             rttEstimator
+	cc              congestionController
+	ccEvent         uint64        // number of window cuts so far
+	ccEventLost     int           // packets declared lost in the current one
+	ccEventSpurious int           // of which acknowledged later
+	unackedSince    time.Duration // oldest unacknowledged ack-eliciting data, for UserTimeout
+
+	// Send stream: offsets in [sndUna, sbuf.end) are held; the FIN is the
+	// virtual byte at finOff, acknowledged and retransmitted like data.
+	sbuf         sendBuffer
+	sndUna       uint64   // every virtual byte below is acknowledged
+	sndNxt       uint64   // next never-sent virtual byte
+	acked        rangeSet // acknowledged ranges above sndUna (SACK)
+	lost         rangeSet // ranges to retransmit
+	finQueued    bool
+	finOff       uint64
+	finAcked     bool
+	peerMaxData  uint64 // flow control: we may send data below this offset
+	blockedSent  uint64 // the limit a DATA_BLOCKED was sent for; noLimit for none
+	persistCount int    // DATA_BLOCKED probes sent at this limit (their backoff)
+
+	// Receive stream.
+	rbuf           recvBuffer
+	rcvMaxAdv      uint64 // Max Data advertised
+	rcvWindow      uint64 // current window (auto-tuned up to RecvBuffer)
+	maxDataPending bool
+	epochStart     time.Duration // auto-tuning epoch
+	epochOff       uint64
+	peerFin        bool
+	peerFinOff     uint64
+
+	// Received packet numbers and ACK scheduling.
+	rcvd         rangeSet
+	rcvdFloor    uint64 // packet numbers below are no longer reported
+	largestRcvd  uint64
+	largestRTime time.Duration
+	haveRcvd     bool
+	ackEliciting int           // ack-eliciting packets since the last ACK
+	ackImmediate bool          // send an ACK now
+	ackDeadline  time.Duration // delayed ACK timer; 0 for none
+	challengeAt  time.Duration // last challenge ACK
+	challenge    bool
+
+	// Liveness.
+	lastRecv  time.Duration
+	pingSend  bool
+	kaProbeAt time.Duration // keepalive probe outstanding since; 0 for none
+
+	// Closing.
+	appClosed    bool
+	closedAt     time.Duration // our FIN acknowledged after close: FIN-WAIT-2 starts
+	timeWait     time.Duration // both directions done: TIME-WAIT ends then
+	resetPending bool
+	lastReset    time.Duration
+	lingerUntil  time.Duration // closed engine answers stray packets with RST until then
+
+	stats engineStats
+	pv    packetView // scratch for receive
+}
+
+// engineStats are cumulative counters.
+type engineStats struct {
+	bytesSent, bytesRetx, bytesRecv             uint64
+	packetsSent, packetsRecv, packetsRetx       uint64
+	packetsLost, spurious, ptos, persistent     uint64
+	undos, challengeAcks                        uint64
+	dups, malformed, flowViolations, challenges uint64
+}
+
+// newClientEngine returns an engine in SYN-SENT; its first nextPacket is the
+// SYN. localCID (random, non-zero) is where the server will send.
+func newClientEngine(cfg engineConfig, localCID uint64, now time.Time) *engine {
+	e := newEngine(cfg, localCID, now)
+	e.client = true
+	e.state = stateSynSent
+	e.firstPN = initialPN(localCID)
+	e.nextPN = e.firstPN
+	e.sent.reset(e.firstPN)
+	e.synNext = e.clock(now)
+	e.synRTO = synInitialRTO
+	e.hsDeadline = e.clock(now) + e.cfg.HandshakeTimeout
+	return e
+}
+
+// newServerEngine returns an established engine for a connection whose
+// cookie (localCID) cookieJar.accept verified; the caller then passes the
+// packet that carried the confirmation to receive.
+func newServerEngine(cfg engineConfig, localCID uint64, p handshakeParams, now time.Time) *engine {
+	e := newEngine(cfg, localCID, now)
+	e.firstPN = initialPN(localCID) // the stateless SYN-ACK's
+	e.nextPN = e.firstPN + 1
+	e.sent.reset(e.nextPN)
+	e.peerCID = p.peerCID
+	e.peerMaxData = min(p.peerMaxData, maxStreamOffset)
+	if p.localMaxData > 0 {
+		e.rcvMaxAdv = min(p.localMaxData, uint64(e.cfg.RecvBuffer))
+		e.rcvWindow = max(e.rcvWindow, e.rcvMaxAdv)
+	}
+	if p.rtt > 0 {
+		e.rtt.init(p.rtt)
+	}
+	e.establish(e.clock(now), p.peerMaxPacket)
+	return e
+}
+
+func newEngine(cfg engineConfig, localCID uint64, now time.Time) *engine {
+	cfg = cfg.withDefaults()
+	e := &engine{
+		cfg:          cfg,
+		t0:           now.Add(-time.Second),
+		localCID:     localCID,
+		sbuf:         newSendBuffer(cfg.SendBuffer),
+		rbuf:         newRecvBuffer(cfg.RecvBuffer),
+		rcvWindow:    uint64(cfg.initialWindow()),
+		rcvMaxAdv:    uint64(cfg.initialWindow()),
+		blockedSent:  noLimit,
+		pktThreshold: packetThreshold,
+	}
+	e.epochStart = e.clock(now)
+	return e
+}
+
+// establish finishes the handshake on either side.
+func (e *engine) establish(t time.Duration, peerMaxPacket int) {
+	e.state = stateEstablished
+	e.sendMax = min(e.cfg.MaxPacket, max(peerMaxPacket, minMaxPacket))
+	e.cc = newNewReno(e.sendMax)
+	e.lastRecv = t
+	e.epochStart = t
+}
+
+// clock converts a caller's time to the engine's.
+func (e *engine) clock(now time.Time) time.Duration {
+	d := now.Sub(e.t0)
+	if d < 1 {
+		d = 1
+	}
+	return d
+}
+
+func (e *engine) wall(d time.Duration) time.Time { return e.t0.Add(d) }
+
+// ---- Application side ------------------------------------------------------
+
+// write copies as much of p as the send buffer has room for and returns how
+// much it took: 0 when full, or when the write side is closed or failed.
+func (e *engine) write(p []byte) int {
+	if e.finQueued || e.state == stateClosed {
+		return 0
+	}
+	return e.sbuf.write(p)
+}
+
+// writable is how many bytes write would take now.
+func (e *engine) writable() int {
+	if e.finQueued || e.state == stateClosed {
+		return 0
+	}
+	return e.sbuf.free()
+}
+
+// read copies in-order received bytes into p. Reading frees window; the
+// conn layer calls nextPacket afterwards so a window update can go out.
+func (e *engine) read(p []byte) int {
+	return e.rbuf.read(p)
+}
+
+// readable is how many bytes read would return now.
+func (e *engine) readable() int { return e.rbuf.readable() }
+
+// eof reports whether the peer's FIN has been reached by the reader.
+func (e *engine) eof() bool { return e.peerFin && e.rbuf.readOff == e.peerFinOff }
+
+// established reports whether the handshake completed (and the connection
+// has not failed before it did).
+func (e *engine) established() bool {
+	return e.state == stateEstablished || (e.state == stateClosed && e.cc != nil)
+}
+
+// err is the connection's failure, sticky: a syscall.Errno (ECONNREFUSED,
+// ECONNRESET or ETIMEDOUT) so errors.Is works on the conn layer's wrapping.
+// A reader should still drain readable() first: data that arrived in order
+// before a reset is delivered before the error.
+func (e *engine) err() error { return e.failure }
+
+// closeWrite queues our FIN after the data written so far (shutdown(2)
+// SHUT_WR).
+func (e *engine) closeWrite() {
+	if e.finQueued || e.state == stateClosed {
+		return
+	}
+	e.finQueued = true
+	e.finOff = e.sbuf.end
+}
+
+// close is Close: if received data is unread (or arrives later) the
+// connection is reset, as TCP does; otherwise our FIN follows the queued data
+// and the engine lingers until it is acknowledged and the peer's FIN came, or
+// UserTimeout passes. reset reports whether a RST was sent.
+func (e *engine) close() (reset bool) {
+	if e.state == stateClosed {
+		return false
+	}
+	if e.state == stateSynSent {
+		e.state = stateClosed
+		return false
+	}
+	if e.appClosed {
+		return false
+	}
+	e.appClosed = true
+	if e.rbuf.buffered() > 0 {
+		e.abort()
+		return true
+	}
+	e.closeWrite()
+	return false
+}
+
+// abort resets the connection now (SO_LINGER 0): a RST goes out and every
+// buffer is freed.
+func (e *engine) abort() {
+	switch e.state {
+	case stateSynSent:
+		e.state = stateClosed
+	case stateEstablished:
+		e.state = stateClosed
+		e.resetPending = true
+		e.appClosed = true
+		e.sbuf.ring.releaseAll()
+		e.rbuf.release()
+	}
+}
+
+// done reports whether the engine is finished: closed, and not lingering to
+// answer stray packets. The conn layer may forget it once the application
+// has closed too.
+func (e *engine) done() bool {
+	return e.state == stateClosed && !e.resetPending && e.lingerUntil == 0
+}
+
+// fail ends the connection with err (a syscall.Errno). In-order received
+// data stays readable; everything else is dropped.
+func (e *engine) fail(err error) {
+	if e.state == stateClosed {
+		return
+	}
+	e.state = stateClosed
+	e.failure = err
+	e.sbuf.ring.releaseAll()
+	e.rbuf.dropUnordered()
+	e.resetPending = false
+	e.lingerUntil = 0
+}
+
+// ---- Receiving -------------------------------------------------------------
+
+// receive processes one received typeStream body (already CRC-checked and
+// demultiplexed by connection ID). flags is the header's; nothing depends on
+// it. Malformed bodies are dropped whole.
+func (e *engine) receive(now time.Time, flags uint16, body []byte) {
+	pv := &e.pv
+	if !parsePacket(body, pv) {
+		e.stats.malformed++
+		return
+	}
+	t := e.clock(now)
+	switch e.state {
+	case stateSynSent:
+		e.receiveSynSent(t, pv)
+		return
+	case stateClosed:
+		e.receiveClosed(t, pv)
+		return
+	}
+	if pv.hasSyn || pv.hasSA {
+		return // a stale handshake packet (a duplicate SYN-ACK): nothing for us
+	}
+	pn := pv.pn
+	if e.haveRcvd && pn > e.largestRcvd+maxPNJump {
+		e.stats.malformed++
+		return
+	}
+	if pn >= e.rcvdFloor && e.rcvd.contains(pn) {
+		e.stats.dups++
+		if pv.elicit {
+			e.ackImmediate = true // our ACK may have been lost
+			e.notePending(t)
+		}
+		return
+	}
+	if pv.hasReset {
+		e.onReset(t, pv.proof)
+		return
+	}
+	e.stats.packetsRecv++
+	e.lastRecv = t
+	e.kaProbeAt = 0
+	// Only a server with state for us sends anything but a SYN-ACK.
+	e.confirmPending = false
+	if pv.hasAck {
+		e.onAckFrame(t, &pv.ack)
+	}
+	for i := 0; i < pv.nframes; i++ {
+		f := &pv.frames[i]
+		switch f.typ {
+		case sfStream:
+			e.onStream(t, f)
+		case sfMaxData:
+			if f.value > e.peerMaxData {
+				e.peerMaxData = f.value
+				e.persistCount = 0
+			}
+		case sfDataBlocked:
+			e.onDataBlocked(t, f.value)
+		case sfPing:
+			e.ackImmediate = true
+		}
+		if e.state == stateClosed {
+			return // the stream frame made us reset
+		}
+	}
+	if pv.hasConf {
+		e.ackImmediate = true // let the client know we have state
+	}
+	e.notePacket(t, pn, pv.elicit)
+	e.maybeFinish(t)
+}
+
+// notePacket records a received packet number for ACKs.
+func (e *engine) notePacket(t time.Duration, pn uint64, elicit bool) {
+	if e.haveRcvd && pn != e.largestRcvd+1 && elicit {
+		e.ackImmediate = true // reordering or loss: tell the sender now
+	}
+	if !e.haveRcvd || pn > e.largestRcvd {
+		e.largestRcvd, e.largestRTime, e.haveRcvd = pn, t, true
+	}
+	if pn < e.rcvdFloor {
+		return // we stopped reporting this far back; the peer has given up on it
+	}
+	e.rcvd.add(pn, pn+1)
+	if len(e.rcvd.r) > maxTrackedRanges {
+		e.rcvdFloor = e.rcvd.r[1].lo
+		e.rcvd.removeBelow(e.rcvdFloor)
+	}
+	if elicit {
+		e.notePending(t)
+	}
+}
+
+func (e *engine) notePending(t time.Duration) {
+	e.ackEliciting++
+	if e.ackDeadline == 0 {
+		e.ackDeadline = t + maxAckDelay
+	}
+}
+
+// receiveSynSent handles the SYN-ACK (or a refusal) of our SYN.
+func (e *engine) receiveSynSent(t time.Duration, pv *packetView) {
+	if pv.hasReset {
+		// Refused: believed only if it echoes one of our SYNs.
+		if pv.proof >= e.firstPN && pv.proof < e.nextPN {
+			e.fail(syscall.ECONNREFUSED)
+		}
+		return
+	}
+	if !pv.hasSA || !pv.hasAck || pv.synAck.cid == 0 || int(pv.synAck.maxPacket) < minMaxPacket {
+		return
+	}
+	// The SYN-ACK must acknowledge one of our SYNs; the newest one it
+	// acknowledges gives the first RTT sample (each SYN has its own number,
+	// so the sample is unambiguous).
+	var synPN uint64
+	found := false
+	for i := 0; i < pv.ack.n; i++ {
+		r := pv.ack.ranges[i]
+		if r.hi >= e.firstPN && r.lo < e.nextPN {
+			synPN, found = min(r.hi, e.nextPN-1), true
+			break
+		}
+	}
+	if !found {
+		return
+	}
+	if p := e.sent.at(synPN); p != nil {
+		e.rtt.init(t - p.time)
+	}
+	sa := pv.synAck
+	e.peerCID = sa.cid
+	e.peerMaxData = min(sa.maxData, maxStreamOffset)
+	e.sent.reset(e.nextPN) // the SYNs are done with
+	e.largestRcvd, e.largestRTime, e.haveRcvd = pv.pn, t, true
+	e.rcvdFloor = pv.pn + 1 // the SYN-ACK itself is not acknowledged
+	e.establish(t, int(sa.maxPacket))
+	e.confirm = confirmFrame{
+		client:    hsParams{cid: e.localCID, maxData: e.rcvMaxAdv, maxPacket: uint16(e.cfg.MaxPacket)},
+		server:    hsParams{maxData: sa.maxData, maxPacket: sa.maxPacket},
+		rttMicros: uint32(min(e.rtt.smoothed/time.Microsecond, math.MaxUint32)),
+	}
+	e.confirmPending, e.confirmSend = true, true
+}
+
+// receiveClosed answers a packet that reaches a closed engine still
+// lingering after it sent a RST: the peer has not seen it, so say it again.
+func (e *engine) receiveClosed(t time.Duration, pv *packetView) {
+	if e.lingerUntil == 0 || pv.hasReset {
+		return
+	}
+	if !e.haveRcvd || pv.pn > e.largestRcvd {
+		e.largestRcvd, e.haveRcvd = pv.pn, true
+	}
+	if t-e.lastReset >= resetInterval {
+		e.resetPending = true
+	}
+}
+
+// onReset handles a RST. It carries the largest packet number the peer
+// received from us; it is honoured only if that is one we sent and no older
+// than the largest the peer has acknowledged (RFC 5961 in spirit: a blind
+// attacker must guess a number within the packets in flight). Otherwise a
+// challenge ACK, rate-limited per connection, tells a genuine peer that lost
+// its state where we are.
+func (e *engine) onReset(t time.Duration, proof uint64) {
+	floor := e.firstPN
+	if e.haveAcked {
+		floor = e.largestAcked
+	}
+	if proof >= floor && proof < e.nextPN {
+		e.fail(syscall.ECONNRESET)
+		return
+	}
+	e.stats.challenges++
+	if e.challengeAt == 0 || t-e.challengeAt >= challengeInterval {
+		e.challenge = true
+		e.challengeAt = t
+	}
+}
+
+// onStream takes a STREAM frame.
+func (e *engine) onStream(t time.Duration, f *wireFrame) {
+	off, end := f.value, f.value+uint64(len(f.data))
+	if f.fin {
+		if (e.peerFin && end != e.peerFinOff) || (!e.peerFin && end < e.rbuf.highest()) {
+			e.stats.flowViolations++
+			return // contradicts what we know of the final size
+		}
+		if !e.peerFin {
+			e.peerFin, e.peerFinOff = true, end
+		}
+		e.ackImmediate = true
+	} else if e.peerFin && end > e.peerFinOff {
+		e.stats.flowViolations++
+		return
+	}
+	hi := min(end, e.rcvMaxAdv)
+	if end > e.rcvMaxAdv {
+		e.stats.flowViolations++ // beyond the window we gave: dropped
+	}
+	if off >= hi {
+		return
+	}
+	if off != e.rbuf.contiguous() {
+		e.ackImmediate = true // out of order, or filling a hole
+	}
+	fresh, _ := e.rbuf.insert(off, f.data[:hi-off])
+	e.stats.bytesRecv += uint64(fresh)
+	if fresh > 0 && e.appClosed {
+		e.abort() // data nobody will read: reset, as TCP does after close
+	}
+}
+
+// onDataBlocked answers the peer's DATA_BLOCKED: it is stuck at limit. We
+// re-send Max Data (it may have lost our last one) and, if our reader has
+// drained everything, the window was what held it back, so it grows.
+func (e *engine) onDataBlocked(t time.Duration, limit uint64) {
+	e.maxDataPending = true
+	e.ackImmediate = true
+	if limit >= e.rcvMaxAdv && e.rbuf.buffered() == 0 && e.rcvWindow < uint64(e.cfg.RecvBuffer) {
+		e.rcvWindow = min(2*e.rcvWindow, uint64(e.cfg.RecvBuffer))
+		e.rcvMaxAdv = max(e.rcvMaxAdv, e.rbuf.readOff+e.rcvWindow)
+	}
+}
+
+// updateWindow advances Max Data as the reader consumes data: once a quarter
+// of the window can be granted again, auto-tuning first doubles the window
+// (up to RecvBuffer) if the last one lasted less than two RTTs' worth of
+// consumption, as quic-go does.
+func (e *engine) updateWindow(t time.Duration) {
+	if e.appClosed || e.peerFin {
+		return
+	}
+	readOff := e.rbuf.readOff
+	if readOff+e.rcvWindow < e.rcvMaxAdv+e.rcvWindow/4 {
+		return
+	}
+	if consumed := readOff - e.epochOff; consumed > e.rcvWindow/2 {
+		frac := float64(consumed) / float64(e.rcvWindow)
+		if e.rtt.hasSample && e.rcvWindow < uint64(e.cfg.RecvBuffer) &&
+			float64(t-e.epochStart) < 4*frac*float64(e.rtt.smoothed) {
+			e.rcvWindow = min(2*e.rcvWindow, uint64(e.cfg.RecvBuffer))
+		}
+		e.epochStart, e.epochOff = t, readOff
+	}
+	e.rcvMaxAdv = readOff + e.rcvWindow
+	e.maxDataPending = true
+}
+
+// maybeFinish moves a connection whose both directions are done into
+// TIME-WAIT (a few probe timeouts to acknowledge a retransmitted FIN), and
+// notices the end of an orphaned FIN-WAIT-2.
+func (e *engine) maybeFinish(t time.Duration) {
+	if e.state != stateEstablished {
+		return
+	}
+	if e.appClosed && e.finAcked && e.closedAt == 0 {
+		e.closedAt = t
+	}
+	if e.timeWait == 0 && e.finAcked && e.eofReached() {
+		e.timeWait = t + max(3*e.basePTO(), minTimeWait)
+	}
+}
+
+// ---- Sending ---------------------------------------------------------------
+
+// nextPacket builds the next packet to send now into out (which must hold
+// the configured MaxPacket) and returns its length, the header flags and the
+// destination connection ID; n is 0 when there is nothing to send. It
+// respects the congestion window (except for probes and small control
+// frames), flow control and Nagle.
+func (e *engine) nextPacket(now time.Time, out []byte) (n int, flags uint16, dstCID uint64) {
+	t := e.clock(now)
+	switch e.state {
+	case stateSynSent:
+		if t < e.synNext || len(out) < pnLen+synFrameLen {
+			return 0, 0, 0
+		}
+		return e.buildSyn(t, out), streamFlagSYN, 0
+	case stateClosed:
+		if !e.resetPending || len(out) < pnLen+resetFrameLen {
+			return 0, 0, 0
+		}
+		return e.buildReset(t, out), 0, e.peerCID
+	}
+	return e.buildPacket(t, out), 0, e.peerCID
+}
+
+func (e *engine) buildSyn(t time.Duration, out []byte) int {
+	pn := e.nextPN
+	n := putPN(out, pn)
+	n += putHandshakeFrame(out[n:], sfSyn, hsParams{cid: e.localCID, maxData: e.rcvMaxAdv, maxPacket: uint16(e.cfg.MaxPacket)})
+	e.nextPN++
+	e.sent.push(sentPacket{time: t, size: uint16(n), flags: spSyn, state: spNone})
+	e.synNext = t + e.synRTO
+	e.synRTO = min(2*e.synRTO, synMaxRTO)
+	e.stats.packetsSent++
+	return n
+}
+
+func (e *engine) buildReset(t time.Duration, out []byte) int {
+	n := putPN(out, e.nextPN)
+	e.nextPN++
+	n += putU64Frame(out[n:], sfReset, e.largestRcvd)
+	e.resetPending = false
+	e.lastReset = t
+	if e.lingerUntil == 0 {
+		e.lingerUntil = t + max(3*e.basePTO(), minResetLinger)
+	}
+	e.stats.packetsSent++
+	return n
+}
+
+// awaitingAck reports whether data or frames we sent are unacknowledged:
+// the UserTimeout clock runs.
+func (e *engine) awaitingAck() bool { return e.elicitInFlight > 0 || !e.lost.empty() }
+
+// segSize is the most STREAM payload a packet carries: the packet size less
+// the packet number, the STREAM header and ackReserve bytes for an ACK frame
+// and control frames.
+func (e *engine) segSize() int {
+	return e.sendMax - pnLen - streamFrameHdrLen - ackReserve
+}
+
+// flowBlocked reports whether data is waiting only for the peer's window.
+func (e *engine) flowBlocked() bool {
+	return e.sndNxt >= e.peerMaxData && e.sbuf.end > e.peerMaxData && e.lost.empty()
+}
+
+// ackDue reports whether an ACK must go out now even without data.
+func (e *engine) ackDue(t time.Duration) bool {
+	if e.challenge {
+		return true
+	}
+	return e.ackEliciting > 0 && (e.ackImmediate || e.ackEliciting >= 2 || t >= e.ackDeadline)
+}
+
+// buildPacket assembles one packet of an established connection: control
+// frames, one STREAM frame, then an ACK frame in the room left. It returns 0,
+// having changed nothing but the window bookkeeping, when nothing needs
+// sending.
+func (e *engine) buildPacket(t time.Duration, out []byte) int {
+	limit := min(len(out), e.sendMax)
+	if limit < pnLen+streamFrameHdrLen+1 {
+		return 0
+	}
+	e.updateWindow(t)
+	pn := e.nextPN
+	n := putPN(out, pn)
+	var rec sentPacket
+	ackDue := e.ackDue(t)
+	ackWanted := (e.ackEliciting > 0 || e.challenge) && !e.rcvd.empty()
+	probe := e.probes > 0
+	if e.confirmPending {
+		n += putConfirmFrame(out[n:], &e.confirm)
+		rec.flags |= spConfirm
+	}
+	if e.maxDataPending || (probe && !e.peerFin && !e.appClosed) {
+		// A probe repeats Max Data too: if the peer is waiting for it, the
+		// probe is what it needs.
+		n += putU64Frame(out[n:], sfMaxData, e.rcvMaxAdv)
+		rec.flags |= spMaxData
+	}
+	if e.flowBlocked() && e.blockedSent != e.peerMaxData {
+		// Once per limit, again when lost or when the persist timer fires.
+		n += putU64Frame(out[n:], sfDataBlocked, e.peerMaxData)
+		rec.flags |= spBlocked
+	}
+	// Data, if the window allows (probes ignore it). Segments are at most
+	// segSize, for new data and retransmissions alike, and the ACK frame
+	// goes last in whatever room remains: so a lost packet's data fits in
+	// one retransmission whatever the ACK frame has grown to.
+	delay := uint64(max(t-e.largestRTime, 0) / time.Microsecond)
+	minAck := 0
+	if ackWanted {
+		minAck = minAckLen(&e.rcvd, delay)
+	}
+	room := min(e.segSize(), limit-n-streamFrameHdrLen-minAck)
+	if room > 0 && (probe || e.bytesInFlight < e.cc.window()) {
+		if r, retx := e.pickData(room, probe); r.lo < r.hi {
+			dataEnd := e.sbuf.end
+			if e.finQueued {
+				dataEnd = e.finOff
+			}
+			dlen := int(min(r.hi, dataEnd) - r.lo)
+			fin := e.finQueued && r.hi == e.finOff+1
+			n += putStreamHeader(out[n:], r.lo, dlen, fin)
+			e.sbuf.ring.read(r.lo, out[n:n+dlen])
+			n += dlen
+			rec.flags |= spData
+			rec.off, rec.n = r.lo, uint32(r.hi-r.lo)
+			if retx {
+				rec.flags |= spRetx
+				e.lost.remove(r.lo, r.hi)
+				e.stats.packetsRetx++
+				e.stats.bytesRetx += uint64(dlen)
+			} else {
+				e.sndNxt = max(e.sndNxt, r.hi)
+				e.stats.bytesSent += uint64(dlen)
+			}
+		}
+	}
+	if ackWanted {
+		if k := putAckFrame(out[n:], limit-n-1, &e.rcvd, delay); k > 0 {
+			rec.flags |= spAck
+			rec.ackLargest = e.rcvd.last().hi - 1
+			n += k
+		}
+	}
+	elicit := rec.flags&(spData|spMaxData|spBlocked) != 0 || e.confirmSend
+	if !elicit && (probe || e.pingSend || (ackDue && rec.flags&spAck != 0 && e.nonEliciting >= maxNonEliciting)) {
+		// An ACK-only packet now and then carries a PING so the peer
+		// acknowledges it and we learn which ACK ranges to stop repeating.
+		out[n] = sfPing
+		n++
+		rec.flags |= spPing
+		elicit = true
+	}
+	if !elicit && !(ackDue && rec.flags&spAck != 0) {
+		return 0
+	}
+	// Commit.
+	e.nextPN++
+	e.stats.packetsSent++
+	rec.time = t
+	rec.size = uint16(n)
+	if rec.flags&spAck != 0 {
+		if e.challenge {
+			e.stats.challengeAcks++
+		}
+		e.ackEliciting, e.ackImmediate, e.ackDeadline, e.challenge = 0, false, 0, false
+	}
+	if rec.flags&spMaxData != 0 {
+		e.maxDataPending = false
+	}
+	e.confirmSend = false
+	if rec.flags&spBlocked != 0 {
+		e.blockedSent = e.peerMaxData
+	}
+	if rec.flags&spPing != 0 {
+		e.pingSend = false
+		if e.kaProbeAt == 0 && e.cfg.KeepAlive > 0 && t-e.lastRecv >= e.cfg.KeepAlive {
+			e.kaProbeAt = t
+		}
+	}
+	if elicit {
+		rec.flags |= spInFlight
+		rec.state = spLive
+		e.bytesInFlight += n
+		e.elicitInFlight++
+		e.lastElicitSent = t
+		e.nonEliciting = 0
+		if e.unackedSince == 0 {
+			e.unackedSince = t
+		}
+		if probe {
+			e.probes--
+		}
+		e.cc.onPacketSent(t, pn, n)
+	} else {
+		e.nonEliciting++
+	}
+	e.sent.push(rec)
+	e.sent.trim()
+	return n
+}
+
+// pickData chooses the STREAM range (virtual offsets) for a packet with
+// room bytes of payload: lost data first, then new data within the peer's
+// window (holding a sub-packet tail back under Nagle while data is
+// unacknowledged), and for a probe with neither, the oldest unacknowledged
+// data again.
+func (e *engine) pickData(room int, probe bool) (r seqRange, retx bool) {
+	if !e.lost.empty() {
+		l := e.lost.first()
+		return seqRange{l.lo, min(l.hi, l.lo+uint64(room))}, true
+	}
+	vEnd, lim := e.sbuf.end, min(e.sbuf.end, e.peerMaxData)
+	if e.finQueued {
+		vEnd = e.finOff + 1
+		if e.peerMaxData >= e.finOff {
+			lim = vEnd
+		}
+	}
+	if e.sndNxt < lim {
+		end := min(lim, e.sndNxt+uint64(room))
+		full := end-e.sndNxt == uint64(room)
+		finNow := e.finQueued && end == vEnd
+		if !e.cfg.NoDelay && !probe && !full && !finNow && e.sndNxt > e.sndUna {
+			return seqRange{}, false // Nagle: a small tail waits for the ACK or a full packet
+		}
+		return seqRange{e.sndNxt, end}, false
+	}
+	if probe && e.sndUna < e.sndNxt {
+		g := e.acked.firstGap(e.sndUna, e.sndNxt)
+		if g.lo < g.hi {
+			return seqRange{g.lo, min(g.hi, g.lo+uint64(room))}, true
+		}
+	}
+	return seqRange{}, false
+}
+
+// ---- Timers ----------------------------------------------------------------
+
+// nextTimer is when onTimer should run next; the zero time means no timer.
+func (e *engine) nextTimer() time.Time {
+	var d time.Duration
+	at := func(x time.Duration) {
+		if x != 0 && (d == 0 || x < d) {
+			d = x
+		}
+	}
+	switch e.state {
+	case stateSynSent:
+		at(e.synNext)
+		at(e.hsDeadline)
+	case stateClosed:
+		at(e.lingerUntil)
+	case stateEstablished:
+		if e.ackEliciting > 0 {
+			at(e.ackDeadline)
+		}
+		at(e.lossTimer())
+		if e.unackedSince != 0 && e.awaitingAck() {
+			at(e.unackedSince + e.cfg.UserTimeout)
+		}
+		if ka := e.cfg.KeepAlive; ka > 0 {
+			if e.kaProbeAt != 0 {
+				at(e.kaProbeAt + ka)
+			} else if e.elicitInFlight == 0 {
+				at(e.lastRecv + ka)
+			}
+		}
+		at(e.timeWait)
+		if e.closedAt != 0 && !e.peerFin {
+			at(e.closedAt + e.cfg.UserTimeout)
+		}
+	}
+	if d == 0 {
+		return time.Time{}
+	}
+	return e.wall(d)
+}
+
+// onTimer runs whatever timers have expired by now.
+func (e *engine) onTimer(now time.Time) {
+	t := e.clock(now)
+	switch e.state {
+	case stateSynSent:
+		if t >= e.hsDeadline {
+			e.fail(syscall.ETIMEDOUT)
+		}
+		return
+	case stateClosed:
+		if e.lingerUntil != 0 && t >= e.lingerUntil {
+			e.lingerUntil = 0
+			e.resetPending = false
+		}
+		return
+	}
+	if e.unackedSince != 0 && e.awaitingAck() && t-e.unackedSince >= e.cfg.UserTimeout {
+		e.fail(syscall.ETIMEDOUT)
+		return
+	}
+	if ka := e.cfg.KeepAlive; ka > 0 {
+		if e.kaProbeAt != 0 && t-e.kaProbeAt >= ka {
+			e.fail(syscall.ETIMEDOUT)
+			return
+		}
+		if e.kaProbeAt == 0 && e.elicitInFlight == 0 && t-e.lastRecv >= ka {
+			e.pingSend = true
+		}
+	}
+	if e.timeWait != 0 && t >= e.timeWait {
+		e.state = stateClosed
+		e.sbuf.ring.releaseAll()
+		return
+	}
+	if e.closedAt != 0 && !e.peerFin && t-e.closedAt >= e.cfg.UserTimeout {
+		e.state = stateClosed // orphaned FIN-WAIT-2 gives up silently, as Linux does
+		e.rbuf.release()
+		return
+	}
+	e.onLossTimer(t)
+}
+
+// ---- Introspection ---------------------------------------------------------
+
+// engineInfo is a snapshot of a connection's state (Conn.Info).
+type engineInfo struct {
+	State                           string // TCP's name for the state
+	SRTT, RTTVar, MinRTT, LatestRTT time.Duration
+	PTO                             time.Duration // current probe timeout, with backoff
+	Cwnd, Ssthresh, BytesInFlight   int
+	BytesSent, BytesReceived        uint64 // stream bytes: first transmissions; fresh bytes received
+	BytesRetransmitted              uint64
+	PacketsSent, PacketsReceived    uint64
+	PacketsRetransmitted            uint64 // packets carrying retransmitted data
+	PacketsLost, SpuriousLosses     uint64
+	ProbeTimeouts                   uint64
+	SendWindow                      uint64 // peer's Max Data minus our next offset
+	RecvWindow                      uint64 // our Max Data minus what the reader consumed
+	SendBuffered, RecvBuffered      int    // bytes held
+	MemoryHeld                      int    // bytes of chunks held by both buffers
+	PacketThreshold                 uint64 // current reordering threshold
+}
+
+// info returns a snapshot of the connection.
+func (e *engine) info(now time.Time) engineInfo {
+	in := engineInfo{
+		State:                e.stateName(),
+		SRTT:                 e.rtt.smoothed,
+		RTTVar:               e.rtt.variance,
+		MinRTT:               e.rtt.min,
+		LatestRTT:            e.rtt.latest,
+		PTO:                  e.ptoPeriod(),
+		BytesInFlight:        e.bytesInFlight,
+		BytesSent:            e.stats.bytesSent,
+		BytesReceived:        e.stats.bytesRecv,
+		BytesRetransmitted:   e.stats.bytesRetx,
+		PacketsSent:          e.stats.packetsSent,
+		PacketsReceived:      e.stats.packetsRecv,
+		PacketsRetransmitted: e.stats.packetsRetx,
+		PacketsLost:          e.stats.packetsLost,
+		SpuriousLosses:       e.stats.spurious,
+		ProbeTimeouts:        e.stats.ptos,
+		SendBuffered:         int(e.sbuf.end - e.sbuf.una),
+		RecvBuffered:         e.rbuf.buffered(),
+		MemoryHeld:           (e.sbuf.ring.held + e.rbuf.ring.held) * streamChunkSize,
+		PacketThreshold:      e.pktThreshold,
+	}
+	if e.cc != nil {
+		in.Cwnd, in.Ssthresh = e.cc.window(), e.cc.slowStartThreshold()
+	}
+	if e.peerMaxData > e.sndNxt {
+		in.SendWindow = e.peerMaxData - e.sndNxt
+	}
+	if e.rcvMaxAdv > e.rbuf.readOff {
+		in.RecvWindow = e.rcvMaxAdv - e.rbuf.readOff
+	}
+	return in
+}
+
+func (e *engine) stateName() string {
+	switch e.state {
+	case stateSynSent:
+		return "SYN-SENT"
+	case stateClosed:
+		return "CLOSED"
+	}
+	switch {
+	case e.timeWait != 0:
+		return "TIME-WAIT"
+	case e.finQueued && e.peerFin && !e.finAcked:
+		if e.eofReached() {
+			return "LAST-ACK"
+		}
+		return "CLOSING"
+	case e.finQueued && e.finAcked:
+		return "FIN-WAIT-2"
+	case e.finQueued:
+		return "FIN-WAIT-1"
+	case e.peerFin:
+		return "CLOSE-WAIT"
+	}
+	return "ESTABLISHED"
+}
+
+// eofReached reports whether every byte up to the peer's FIN has arrived.
+func (e *engine) eofReached() bool { return e.peerFin && e.rbuf.contiguous() >= e.peerFinOff }

@@ -1,0 +1,247 @@
+package myproto
+
+import "sync"
+
+// Stream bytes live in fixed-size chunks shared by every connection through a
+// pool, so an idle or slow connection holds only the chunks its unacknowledged
+// or unread bytes occupy, never more than its configured buffer plus a chunk.
+const streamChunkSize = 16 << 10
+
+type streamChunk [streamChunkSize]byte
+
+var streamChunkPool = sync.Pool{New: func() any { return new(streamChunk) }}
+
+// chunkRing maps a sliding window of stream offsets, at most size bytes wide,
+// onto chunks: offset o lives in slot (o/streamChunkSize) mod len(slots), and
+// since a window of size bytes touches at most size/streamChunkSize+1 chunks,
+// two live offsets never share a slot by accident. Chunks are taken from the
+// pool when first written and returned by release.
+type chunkRing struct {
+	slots []*streamChunk
+	held  int // chunks currently taken from the pool
+}
+
+func newChunkRing(size int) chunkRing {
+	return chunkRing{slots: make([]*streamChunk, size/streamChunkSize+2)}
+}
+
+func (r *chunkRing) slot(off uint64) **streamChunk {
+	return &r.slots[(off/streamChunkSize)%uint64(len(r.slots))]
+}
+
+// write copies p to offset off, taking chunks from the pool as needed.
+func (r *chunkRing) write(off uint64, p []byte) {
+	for len(p) > 0 {
+		s := r.slot(off)
+		if *s == nil {
+			*s = streamChunkPool.Get().(*streamChunk)
+			r.held++
+		}
+		n := copy((*s)[off%streamChunkSize:], p)
+		p = p[n:]
+		off += uint64(n)
+	}
+}
+
+// read copies len(p) bytes from offset off into p; they must have been
+// written and not released.
+func (r *chunkRing) read(off uint64, p []byte) {
+	for len(p) > 0 {
+		n := copy(p, (*r.slot(off))[off%streamChunkSize:])
+		p = p[n:]
+		off += uint64(n)
+	}
+}
+
+// releaseChunk returns the chunk holding off to the pool, if one is held.
+func (r *chunkRing) releaseChunk(off uint64) {
+	s := r.slot(off)
+	if *s != nil {
+		streamChunkPool.Put(*s)
+		*s = nil
+		r.held--
+	}
+}
+
+// advance releases the chunks that held offsets in [from, to) and now hold
+// nothing live because everything below to is gone: every chunk that ends at
+// or before to.
+func (r *chunkRing) advance(from, to uint64) {
+	for c := from / streamChunkSize; c < to/streamChunkSize; c++ {
+		r.releaseChunk(c * streamChunkSize)
+	}
+}
+
+// releaseAll returns every chunk to the pool.
+func (r *chunkRing) releaseAll() {
+	for i, c := range r.slots {
+		if c != nil {
+			streamChunkPool.Put(c)
+			r.slots[i] = nil
+		}
+	}
+	r.held = 0
+}
+
+// sendBuffer holds the bytes the application wrote that the peer has not yet
+// acknowledged: [una, end). Its size never exceeds limit.
+type sendBuffer struct {
+	ring  chunkRing
+	una   uint64 // every byte below has been acknowledged
+	end   uint64 // next byte the application writes
+	limit int
+}
+
+func newSendBuffer(limit int) sendBuffer {
+	return sendBuffer{ring: newChunkRing(limit), limit: limit}
+}
+
+func (b *sendBuffer) free() int { return max(b.limit-int(b.end-b.una), 0) }
+
+// write appends as much of p as fits and returns how much it took.
+func (b *sendBuffer) write(p []byte) int {
+	n := min(len(p), b.free())
+	if n <= 0 {
+		return 0
+	}
+	b.ring.write(b.end, p[:n])
+	b.end += uint64(n)
+	return n
+}
+
+// ackTo records that every byte below una has been acknowledged and frees
+// the chunks that held them. When nothing remains, the last partial chunk
+// goes back too, so an idle connection holds no chunk at all.
+func (b *sendBuffer) ackTo(una uint64) {
+	una = min(una, b.end)
+	if una <= b.una {
+		return
+	}
+	b.ring.advance(b.una, una)
+	b.una = una
+	if b.una == b.end {
+		b.ring.releaseChunk(b.una)
+	}
+}
+
+// recvBuffer reassembles received bytes: everything the reader has not read
+// yet, at offsets [readOff, readOff+window), in order or not. have records
+// which offsets at or above readOff have arrived.
+type recvBuffer struct {
+	ring     chunkRing
+	readOff  uint64
+	have     rangeSet
+	maxRange int // bound on len(have.r), so the peer cannot make it grow without end
+}
+
+// newRecvBuffer returns a buffer for a window of at most limit bytes. The
+// bound on disjoint pieces allows a hole every 2 KiB of window (one every
+// packet and a half at MTU 1500) and at least 64: beyond that, a piece
+// that would open yet another hole is dropped and comes again later.
+func newRecvBuffer(limit int) recvBuffer {
+	return recvBuffer{ring: newChunkRing(limit), maxRange: recvMaxRanges(limit)}
+}
+
+func recvMaxRanges(limit int) int { return min(max(limit/2048, 64), 1<<16) }
+
+// readable is how many bytes are ready in order.
+func (b *recvBuffer) readable() int {
+	if b.have.empty() || b.have.first().lo != b.readOff {
+		return 0
+	}
+	return int(b.have.first().hi - b.readOff)
+}
+
+// contiguous is the offset up to which every byte has arrived.
+func (b *recvBuffer) contiguous() uint64 {
+	if b.have.empty() || b.have.first().lo != b.readOff {
+		return b.readOff
+	}
+	return b.have.first().hi
+}
+
+// highest is one past the highest byte received.
+func (b *recvBuffer) highest() uint64 {
+	if b.have.empty() {
+		return b.readOff
+	}
+	return b.have.last().hi
+}
+
+// buffered is how many received bytes are held, in order or not.
+func (b *recvBuffer) buffered() int {
+	n := 0
+	for _, r := range b.have.r {
+		n += int(r.hi - r.lo)
+	}
+	return n
+}
+
+// insert stores p at offset off, which the caller has already clipped to
+// the window, and reports how many bytes were new. It refuses data that
+// would split the set of ranges beyond maxRange.
+func (b *recvBuffer) insert(off uint64, p []byte) (fresh int, ok bool) {
+	lo, hi := off, off+uint64(len(p))
+	if hi <= b.readOff {
+		return 0, true
+	}
+	if lo < b.readOff {
+		p = p[b.readOff-lo:]
+		lo = b.readOff
+	}
+	if lo >= hi {
+		return 0, true
+	}
+	if len(b.have.r) >= b.maxRange && b.have.wouldSplit(lo, hi) {
+		return 0, false
+	}
+	// Copy only the gaps: duplicates cost no copying and never overwrite.
+	for cur := lo; cur < hi; {
+		g := b.have.firstGap(cur, hi)
+		if g.lo >= g.hi {
+			break
+		}
+		b.ring.write(g.lo, p[g.lo-lo:g.hi-lo])
+		fresh += int(g.hi - g.lo)
+		cur = g.hi
+	}
+	b.have.add(lo, hi)
+	return fresh, true
+}
+
+// read copies in-order bytes into p and frees what it consumed.
+func (b *recvBuffer) read(p []byte) int {
+	n := min(len(p), b.readable())
+	if n == 0 {
+		return 0
+	}
+	b.ring.read(b.readOff, p[:n])
+	old := b.readOff
+	b.readOff += uint64(n)
+	b.have.removeBelow(b.readOff)
+	b.ring.advance(old, b.readOff)
+	if b.have.empty() {
+		b.ring.releaseChunk(b.readOff)
+	}
+	return n
+}
+
+// dropUnordered discards everything past the in-order prefix, as after a
+// reset: those bytes can never be read.
+func (b *recvBuffer) dropUnordered() {
+	c, h := b.contiguous(), b.highest()
+	if h <= c {
+		return
+	}
+	b.have.remove(c, h)
+	// Chunks wholly past the prefix hold nothing readable any more.
+	for ci := (c + streamChunkSize - 1) / streamChunkSize; ci*streamChunkSize < h; ci++ {
+		b.ring.releaseChunk(ci * streamChunkSize)
+	}
+}
+
+// release returns every chunk to the pool.
+func (b *recvBuffer) release() {
+	b.ring.releaseAll()
+	b.have.clear()
+}

@@ -1,0 +1,65 @@
+package myproto
+
+import "time"
+
+// Socket options on a live connection: TCPConn.SetNoDelay, SetKeepAlive /
+// SetKeepAlivePeriod, TCP_USER_TIMEOUT, SetReadBuffer and SetWriteBuffer.
+
+// setNoDelay turns Nagle's algorithm off (true) or on.
+func (e *engine) setNoDelay(v bool) { e.cfg.NoDelay = v }
+
+// setKeepAlive sets the idle time before a keepalive PING; 0 or less is off.
+func (e *engine) setKeepAlive(d time.Duration) { e.cfg.KeepAlive = max(d, 0) }
+
+// setUserTimeout sets how long sent data may stay unacknowledged before the
+// connection fails with ETIMEDOUT; 0 or less restores the default.
+func (e *engine) setUserTimeout(d time.Duration) {
+	if d <= 0 {
+		d = defaultUserTimeout
+	}
+	e.cfg.UserTimeout = d
+}
+
+// setSendBuffer changes how many unacknowledged and unsent bytes the
+// connection holds (0 or less: the default). Shrinking below what is held
+// only stops writes until acknowledgments make room.
+func (e *engine) setSendBuffer(n int) {
+	n = bufferSize(n)
+	e.sbuf.ring.cover(e.sbuf.una, e.sbuf.end, n)
+	e.sbuf.limit = n
+	e.cfg.SendBuffer = n
+}
+
+// setRecvBuffer changes the largest receive window (0 or less: the
+// default). Growing lets auto-tuning go further; shrinking stops granting
+// credit beyond the new size, but what was already advertised cannot be
+// taken back and stays accepted, as with TCP's window.
+func (e *engine) setRecvBuffer(n int) {
+	n = bufferSize(n)
+	b := &e.rbuf
+	b.ring.cover(b.readOff, b.highest(), max(n, int(e.rcvMaxAdv-b.readOff)))
+	b.maxRange = max(b.maxRange, recvMaxRanges(n))
+	e.cfg.RecvBuffer = n
+	e.rcvWindow = min(e.rcvWindow, uint64(n))
+}
+
+func bufferSize(n int) int {
+	if n <= 0 {
+		return defaultStreamBuffer
+	}
+	return min(n, maxStreamBuffer)
+}
+
+// cover makes the ring able to hold a window of size bytes, keeping the
+// chunks that hold offsets [lo, hi). It never shrinks.
+func (r *chunkRing) cover(lo, hi uint64, size int) {
+	n := size/streamChunkSize + 2
+	if n <= len(r.slots) {
+		return
+	}
+	slots := make([]*streamChunk, n)
+	for k := lo / streamChunkSize; k*streamChunkSize < max(hi, lo+1); k++ {
+		slots[k%uint64(n)] = r.slots[k%uint64(len(r.slots))]
+	}
+	r.slots = slots
+}

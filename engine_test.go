@@ -1,0 +1,742 @@
+package myproto
+
+import (
+	"bytes"
+	"errors"
+	"math/rand/v2"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// testPair is a client and a server engine exchanging packets synchronously:
+// flush hands every packet one side produces straight to the other until
+// both are quiet. Time moves only through tick.
+type testPair struct {
+	t    testing.TB
+	now  time.Time
+	jar  *cookieJar
+	c, s *engine
+	buf  []byte
+	out  []byte
+	sent [2]int // packets client→server, server→client
+	drop func(fromClient bool, body []byte) bool
+}
+
+var testMAC = [6]byte{2, 0, 0x5e, 0x10, 0, 9}
+
+func newTestPair(t testing.TB, ccfg, scfg engineConfig) *testPair {
+	t.Helper()
+	p := &testPair{t: t, now: simEpoch, jar: newCookieJar([]byte("test"), scfg), buf: make([]byte, 65536), out: make([]byte, 65536)}
+	p.c = newClientEngine(ccfg, 0xc11e47, p.now)
+	n, flags, dst := p.c.nextPacket(p.now, p.buf)
+	if n == 0 || flags != streamFlagSYN || dst != 0 {
+		t.Fatalf("first packet: %d bytes, flags %x, to %x", n, flags, dst)
+	}
+	k, dst, ok := p.jar.respondSYN(p.now, testMAC, 1000, 80, p.buf[:n], p.out)
+	if !ok || dst != 0xc11e47 {
+		t.Fatal("no SYN-ACK")
+	}
+	p.c.receive(p.now, 0, p.out[:k])
+	if !p.c.established() {
+		t.Fatal("client not established by the SYN-ACK")
+	}
+	n, _, scid := p.c.nextPacket(p.now, p.buf)
+	params, ok := p.jar.accept(p.now, testMAC, 1000, 80, scid, p.buf[:n])
+	if !ok {
+		t.Fatal("third packet not accepted")
+	}
+	p.s = newServerEngine(scfg, scid, params, p.now)
+	p.s.receive(p.now, 0, p.buf[:n])
+	p.flush()
+	return p
+}
+
+// flush exchanges packets until neither side sends anything and returns how
+// many moved.
+func (p *testPair) flush() int {
+	total := 0
+	for {
+		k := p.pass(p.c, p.s, true) + p.pass(p.s, p.c, false)
+		if k == 0 {
+			return total
+		}
+		total += k
+	}
+}
+
+func (p *testPair) pass(from, to *engine, fromClient bool) int {
+	k := 0
+	for {
+		n, _, _ := from.nextPacket(p.now, p.buf)
+		if n == 0 {
+			return k
+		}
+		if n > from.cfg.MaxPacket {
+			p.t.Fatalf("packet of %d bytes", n)
+		}
+		k++
+		if fromClient {
+			p.sent[0]++
+		} else {
+			p.sent[1]++
+		}
+		if p.drop == nil || !p.drop(fromClient, p.buf[:n]) {
+			to.receive(p.now, 0, p.buf[:n])
+		}
+	}
+}
+
+// tick advances time by d, runs both engines' timers that are due, and
+// flushes.
+func (p *testPair) tick(d time.Duration) {
+	p.now = p.now.Add(d)
+	for _, e := range []*engine{p.c, p.s} {
+		if at := e.nextTimer(); !at.IsZero() && !at.After(p.now) {
+			e.onTimer(p.now)
+		}
+	}
+	p.flush()
+}
+
+func readAll(e *engine) []byte {
+	var out []byte
+	buf := make([]byte, 4096)
+	for {
+		n := e.read(buf)
+		if n == 0 {
+			return out
+		}
+		out = append(out, buf[:n]...)
+	}
+}
+
+func TestEngineEcho(t *testing.T) {
+	p := newTestPair(t, engineConfig{NoDelay: true}, engineConfig{NoDelay: true})
+	if !p.s.established() || p.c.confirmPending {
+		t.Fatal("handshake not complete")
+	}
+	msg := bytes.Repeat([]byte("0123456789"), 1000)
+	if n := p.c.write(msg); n != len(msg) {
+		t.Fatalf("wrote %d", n)
+	}
+	p.c.closeWrite()
+	if p.c.write([]byte("x")) != 0 || p.c.writable() != 0 {
+		t.Error("write after closeWrite accepted")
+	}
+	p.flush()
+	p.tick(2 * time.Millisecond)
+	if got := readAll(p.s); !bytes.Equal(got, msg) {
+		t.Fatalf("server read %d bytes", len(got))
+	}
+	if !p.s.eof() {
+		t.Fatal("no EOF after the client's FIN")
+	}
+	if p.s.info(p.now).State != "CLOSE-WAIT" || p.c.info(p.now).State != "FIN-WAIT-2" {
+		t.Errorf("states %s / %s", p.c.info(p.now).State, p.s.info(p.now).State)
+	}
+	// The half-closed server still writes.
+	p.s.write([]byte("reply"))
+	if p.s.close() {
+		t.Fatal("close reset a connection with nothing unread")
+	}
+	p.flush()
+	p.tick(2 * time.Millisecond)
+	if got := readAll(p.c); string(got) != "reply" || !p.c.eof() {
+		t.Fatalf("client read %q, eof %v", got, p.c.eof())
+	}
+	for range 10 {
+		p.tick(10 * time.Millisecond)
+	}
+	if !p.c.done() || !p.s.done() || p.c.err() != nil || p.s.err() != nil {
+		t.Fatalf("after a clean close: done %v %v, err %v %v, states %s %s", p.c.done(), p.s.done(), p.c.err(), p.s.err(), p.c.stateName(), p.s.stateName())
+	}
+}
+
+// TestEngineDataAfterClose: data arriving after Close has no reader: the
+// connection is reset, as TCP does.
+func TestEngineDataAfterClose(t *testing.T) {
+	p := newTestPair(t, engineConfig{NoDelay: true}, engineConfig{NoDelay: true})
+	if p.c.close() {
+		t.Fatal("close with nothing unread reset")
+	}
+	p.flush()
+	p.tick(2 * time.Millisecond)
+	if !p.s.eof() || p.c.err() != nil {
+		t.Fatalf("server eof %v, client err %v", p.s.eof(), p.c.err())
+	}
+	p.s.write([]byte("too late"))
+	p.flush()
+	if !errors.Is(p.s.err(), syscall.ECONNRESET) {
+		t.Fatalf("server err %v after writing to a closed peer", p.s.err())
+	}
+}
+
+// TestEngineSimultaneousClose: both ends close at once with nothing in
+// flight.
+func TestEngineSimultaneousClose(t *testing.T) {
+	p := newTestPair(t, engineConfig{NoDelay: true}, engineConfig{NoDelay: true})
+	p.c.close()
+	p.s.close()
+	p.flush()
+	if p.c.info(p.now).State != "TIME-WAIT" || p.s.info(p.now).State != "TIME-WAIT" {
+		t.Fatalf("states %s %s", p.c.info(p.now).State, p.s.info(p.now).State)
+	}
+	p.tick(time.Second)
+	if !p.c.done() || !p.s.done() || p.c.err() != nil || p.s.err() != nil || !p.c.eof() || !p.s.eof() {
+		t.Fatalf("done %v %v err %v %v", p.c.done(), p.s.done(), p.c.err(), p.s.err())
+	}
+}
+
+func TestEngineAbort(t *testing.T) {
+	p := newTestPair(t, engineConfig{NoDelay: true}, engineConfig{NoDelay: true})
+	p.s.write([]byte("hello"))
+	p.flush()
+	p.c.abort()
+	p.flush()
+	if !errors.Is(p.s.err(), syscall.ECONNRESET) {
+		t.Fatalf("server err %v", p.s.err())
+	}
+	if p.c.err() != nil {
+		t.Errorf("aborting side has err %v", p.c.err())
+	}
+	if p.s.write([]byte("x")) != 0 {
+		t.Error("write after reset accepted")
+	}
+	if p.c.done() {
+		t.Error("aborted engine done before its linger")
+	}
+	p.tick(time.Second)
+	if !p.c.done() || !p.s.done() {
+		t.Error("not done after reset")
+	}
+}
+
+// TestEngineResetLinger: when the RST is lost, the peer's next packet gets
+// another.
+func TestEngineResetLinger(t *testing.T) {
+	p := newTestPair(t, engineConfig{NoDelay: true}, engineConfig{NoDelay: true})
+	dropped := 0
+	p.drop = func(fromClient bool, body []byte) bool {
+		var pv packetView
+		if fromClient && parsePacket(body, &pv) && pv.hasReset {
+			dropped++
+			return true
+		}
+		return false
+	}
+	p.c.abort()
+	p.flush()
+	if p.s.err() != nil || dropped != 1 {
+		t.Fatalf("RST not dropped: %v, %d dropped", p.s.err(), dropped)
+	}
+	p.drop = nil
+	p.s.write([]byte("anyone there?"))
+	p.tick(2 * time.Millisecond)
+	if !errors.Is(p.s.err(), syscall.ECONNRESET) {
+		t.Fatalf("server err %v after writing to a reset peer", p.s.err())
+	}
+}
+
+func TestEngineNagle(t *testing.T) {
+	for _, noDelay := range []bool{false, true} {
+		p := newTestPair(t, engineConfig{NoDelay: !noDelay}, engineConfig{NoDelay: true})
+		p.c.setNoDelay(noDelay) // as TCPConn.SetNoDelay after dialing
+		p.c.write([]byte("a"))
+		if n, _, _ := p.c.nextPacket(p.now, p.buf); n == 0 {
+			t.Fatalf("NoDelay %v: first small write held", noDelay)
+		}
+		// The first packet is in flight, unacknowledged.
+		p.c.write([]byte("b"))
+		n, _, _ := p.c.nextPacket(p.now, p.buf)
+		if noDelay && n == 0 {
+			t.Fatal("NoDelay: second small write held")
+		}
+		if !noDelay && n != 0 {
+			t.Fatal("Nagle: second small write sent with data unacknowledged")
+		}
+		if !noDelay {
+			// A full segment goes at once, and the held byte with it.
+			big := make([]byte, 4000)
+			p.c.write(big)
+			if n, _, _ := p.c.nextPacket(p.now, p.buf); n < p.c.segSize() {
+				t.Fatalf("Nagle held a full segment (%d)", n)
+			}
+			// The small tail waits until the ACK.
+			for {
+				n, _, _ := p.c.nextPacket(p.now, p.buf)
+				if n == 0 {
+					break
+				}
+				if n < p.c.segSize() {
+					t.Fatalf("Nagle sent a %d-byte tail with data unacknowledged", n)
+				}
+			}
+			// A FIN is never held.
+			p.c.closeWrite()
+			if n, _, _ := p.c.nextPacket(p.now, p.buf); n == 0 {
+				t.Fatal("Nagle held the last segment with FIN")
+			}
+		}
+	}
+}
+
+// TestEngineHostilePeer sends what no honest peer would: data beyond the
+// window, one-byte segments with holes, a FIN contradicting the data, ACKs
+// for packets never sent. Memory stays bounded and nothing breaks.
+func TestEngineHostilePeer(t *testing.T) {
+	cfg := engineConfig{NoDelay: true, RecvBuffer: 64 << 10}
+	p := newTestPair(t, cfg, cfg)
+	s := p.s
+	pn := p.c.nextPN + 100
+	send := func(build func(b []byte) int) {
+		b := make([]byte, 2000)
+		n := putPN(b, pn)
+		pn++
+		n += build(b[n:])
+		s.receive(p.now, 0, b[:n])
+	}
+	stream := func(off uint64, data []byte, fin bool) {
+		send(func(b []byte) int {
+			n := putStreamHeader(b, off, len(data), fin)
+			return n + copy(b[n:], data)
+		})
+	}
+	// Beyond the advertised window: dropped.
+	stream(s.rcvMaxAdv, []byte("x"), false)
+	stream(1<<40, []byte("x"), false)
+	if s.rbuf.buffered() != 0 || s.stats.flowViolations != 2 {
+		t.Fatalf("data beyond the window kept: %d bytes, %d violations", s.rbuf.buffered(), s.stats.flowViolations)
+	}
+	// One byte every other offset: the reassembly ranges stay bounded.
+	for off := uint64(1); off < 60<<10; off += 2 {
+		stream(off, []byte{byte(off)}, false)
+	}
+	if len(s.rbuf.have.r) > s.rbuf.maxRange {
+		t.Fatalf("%d reassembly ranges", len(s.rbuf.have.r))
+	}
+	if held := s.rbuf.ring.held * streamChunkSize; held > cfg.RecvBuffer+2*streamChunkSize {
+		t.Fatalf("receiver holds %d bytes of chunks", held)
+	}
+	// A FIN below data already received is refused.
+	stream(0, nil, true)
+	if s.peerFin {
+		t.Fatal("FIN below received data accepted")
+	}
+	// ACKs of packets never sent are ignored.
+	var rs rangeSet
+	rs.add(s.nextPN, s.nextPN+1000)
+	send(func(b []byte) int { return putAckFrame(b, 500, &rs, 0) })
+	if s.bytesInFlight < 0 || s.elicitInFlight < 0 {
+		t.Fatal("bogus ACK corrupted the flight")
+	}
+	// The genuine stream still works: fill the holes in order.
+	data := make([]byte, 60<<10)
+	for i := range data {
+		data[i] = byte(i)
+	}
+	stream(0, data[:1000], false)
+	stream(1000, data[1000:], false)
+	got := readAll(s)
+	if len(got) == 0 || !bytes.Equal(got, data[:len(got)]) {
+		t.Fatalf("read %d bytes, mismatch", len(got))
+	}
+}
+
+func TestRangeSetModel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for iter := range 200 {
+		var s rangeSet
+		model := make([]bool, 300)
+		for range 100 {
+			lo := rng.Uint64N(300)
+			hi := min(lo+rng.Uint64N(40), 300)
+			switch rng.IntN(4) {
+			case 0:
+				s.remove(lo, hi)
+				for i := lo; i < hi; i++ {
+					model[i] = false
+				}
+			case 1:
+				s.removeBelow(lo)
+				for i := uint64(0); i < lo; i++ {
+					model[i] = false
+				}
+			default:
+				split := s.wouldSplit(lo, hi)
+				before := len(s.r)
+				s.add(lo, hi)
+				if lo < hi && split != (len(s.r) > before) {
+					t.Fatalf("iter %d: wouldSplit(%d,%d)=%v but ranges went %d→%d", iter, lo, hi, split, before, len(s.r))
+				}
+				for i := lo; i < hi; i++ {
+					model[i] = true
+				}
+			}
+			// Compare: sorted, disjoint, non-adjacent, same members.
+			for i := 1; i < len(s.r); i++ {
+				if s.r[i].lo <= s.r[i-1].hi || s.r[i].lo >= s.r[i].hi {
+					t.Fatalf("iter %d: malformed %v", iter, s.r)
+				}
+			}
+			for v := range uint64(300) {
+				if s.contains(v) != model[v] {
+					t.Fatalf("iter %d: contains(%d) = %v, model %v; %v", iter, v, s.contains(v), model[v], s.r)
+				}
+			}
+			lo = rng.Uint64N(300)
+			hi = min(lo+rng.Uint64N(60), 300)
+			g := s.firstGap(lo, hi)
+			var want seqRange
+			for i := lo; i < hi; i++ {
+				if !model[i] {
+					j := i
+					for j < hi && !model[j] {
+						j++
+					}
+					want = seqRange{i, j}
+					break
+				}
+			}
+			if g.lo < g.hi || want.lo < want.hi {
+				if g != want {
+					t.Fatalf("iter %d: firstGap(%d,%d) = %v, want %v; %v", iter, lo, hi, g, want, s.r)
+				}
+			}
+		}
+	}
+}
+
+// TestRecvBufferReassembly feeds a stream in random pieces, overlapping,
+// duplicated and out of order, within a bounded window, reading as it goes.
+func TestRecvBufferReassembly(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	const size, window = 1 << 20, 100_000
+	data := make([]byte, size)
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	b := newRecvBuffer(window)
+	var got []byte
+	buf := make([]byte, 7000)
+	for b.readOff < size {
+		// A random piece within the window, possibly overlapping what is
+		// there or already read.
+		lo := b.readOff + rng.Uint64N(window)
+		if rng.IntN(3) == 0 && lo > 3000 {
+			lo -= 3000
+		}
+		hi := min(lo+1+rng.Uint64N(3000), b.readOff+window, size)
+		if lo < hi {
+			b.insert(lo, data[lo:hi])
+		}
+		if b.buffered() > window {
+			t.Fatalf("buffered %d > window", b.buffered())
+		}
+		if rng.IntN(4) == 0 {
+			n := b.read(buf[:rng.IntN(len(buf))])
+			got = append(got, buf[:n]...)
+		}
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("reassembled stream differs")
+	}
+	b.release()
+	if b.ring.held != 0 {
+		t.Fatalf("%d chunks held after release", b.ring.held)
+	}
+}
+
+func TestSendBufferBounded(t *testing.T) {
+	b := newSendBuffer(100_000)
+	p := make([]byte, 30_000)
+	total := 0
+	for range 10 {
+		total += b.write(p)
+	}
+	if total != 100_000 || b.free() != 0 {
+		t.Fatalf("wrote %d, free %d", total, b.free())
+	}
+	if b.ring.held*streamChunkSize > 100_000+streamChunkSize {
+		t.Fatalf("%d chunks", b.ring.held)
+	}
+	b.ackTo(50_000)
+	if b.free() != 50_000 {
+		t.Fatalf("free %d after ack", b.free())
+	}
+	b.ackTo(100_000)
+	if b.ring.held != 0 {
+		t.Fatalf("%d chunks held with nothing unacknowledged", b.ring.held)
+	}
+}
+
+func TestRTTEstimator(t *testing.T) {
+	var r rttEstimator
+	r.update(0, 0)
+	if r.smoothed <= 0 || r.pto() < timerGranularity+maxAckDelay || r.lossDelay() < timerGranularity {
+		t.Fatalf("zero sample: srtt %v pto %v loss delay %v", r.smoothed, r.pto(), r.lossDelay())
+	}
+	r = rttEstimator{}
+	r.update(100*time.Microsecond, 0)
+	if r.smoothed != 100*time.Microsecond || r.variance != 50*time.Microsecond || r.min != 100*time.Microsecond {
+		t.Fatalf("first sample: %+v", r)
+	}
+	// The ACK delay is subtracted only when the sample stays above min RTT.
+	r.update(900*time.Microsecond, 500*time.Microsecond)
+	if want := (7*100*time.Microsecond + 400*time.Microsecond) / 8; r.smoothed != want {
+		t.Errorf("srtt %v, want %v", r.smoothed, want)
+	}
+	r.update(120*time.Microsecond, 500*time.Microsecond)
+	if r.min != 100*time.Microsecond {
+		t.Errorf("min %v", r.min)
+	}
+	if got := r.pto(); got != r.smoothed+max(4*r.variance, timerGranularity)+maxAckDelay {
+		t.Errorf("pto %v", got)
+	}
+}
+
+func TestNewRenoOneCutPerFlight(t *testing.T) {
+	const mss = 1000
+	c := newNewReno(mss)
+	if c.window() != 10*mss {
+		t.Fatalf("initial window %d", c.window())
+	}
+	// Slow start: a full window acknowledged doubles it.
+	for pn := range uint64(10) {
+		c.onPacketSent(time.Millisecond, pn, mss)
+	}
+	c.onAck(2*time.Millisecond, 10*mss)
+	for pn := range uint64(10) {
+		c.onPacketAcked(2*time.Millisecond, pn, mss, time.Millisecond)
+	}
+	if c.window() != 20*mss {
+		t.Fatalf("window %d after one round, want 20000", c.window())
+	}
+	// Two losses from the same flight cut once.
+	if !c.onCongestionEvent(3*time.Millisecond, 2*time.Millisecond) {
+		t.Fatal("no cut")
+	}
+	if c.window() != 10*mss || c.slowStartThreshold() != 10*mss {
+		t.Fatalf("after loss: cwnd %d ssthresh %d", c.window(), c.slowStartThreshold())
+	}
+	if c.onCongestionEvent(4*time.Millisecond, 2500*time.Microsecond) {
+		t.Fatal("second cut for the same flight")
+	}
+	// No growth in recovery; growth of one MSS per window after it.
+	c.onAck(4*time.Millisecond, 10*mss)
+	c.onPacketAcked(4*time.Millisecond, 20, mss, 2900*time.Microsecond)
+	if c.window() != 10*mss {
+		t.Fatalf("grew in recovery: %d", c.window())
+	}
+	for i := range 10 {
+		c.onAck(5*time.Millisecond, 10*mss)
+		c.onPacketAcked(5*time.Millisecond, uint64(30+i), mss, 4*time.Millisecond)
+	}
+	if c.window() != 11*mss {
+		t.Fatalf("window %d after a window of ACKs in congestion avoidance, want 11000", c.window())
+	}
+	// A later loss cuts again, to no less than two packets.
+	for range 10 {
+		c.onCongestionEvent(time.Hour, time.Hour)
+		c.recoveryStart = 0
+	}
+	if c.window() != 2*mss {
+		t.Fatalf("window %d, want the 2-packet minimum", c.window())
+	}
+	// Undo restores the window before the last cut.
+	c = newNewReno(mss)
+	c.onCongestionEvent(time.Millisecond, time.Millisecond)
+	c.undo()
+	if c.window() != 10*mss {
+		t.Fatalf("undo: window %d", c.window())
+	}
+	// App-limited: no growth when the window was not used.
+	c = newNewReno(mss)
+	c.onAck(time.Millisecond, 2*mss)
+	c.onPacketAcked(time.Millisecond, 1, mss, 0)
+	if c.window() != 10*mss {
+		t.Fatalf("grew while app-limited: %d", c.window())
+	}
+}
+
+func TestHyStartExit(t *testing.T) {
+	const mss = 1000
+	c := newNewReno(mss)
+	pn := uint64(0)
+	round := func(rtt time.Duration) {
+		start := pn
+		for range 10 {
+			c.onPacketSent(0, pn, mss)
+			pn++
+		}
+		c.onAck(0, c.window())
+		for p := start; p < pn; p++ {
+			c.onRTTSample(rtt)
+			c.onPacketAcked(0, p, mss, 1)
+		}
+	}
+	round(100 * time.Microsecond)
+	round(100 * time.Microsecond)
+	round(300 * time.Microsecond) // +200 µs: jitter, below the 250 µs floor
+	if c.inCSS {
+		t.Fatal("CSS without a significant RTT increase")
+	}
+	round(100 * time.Microsecond)
+	round(400 * time.Microsecond) // +300 µs: a queue is building
+	if !c.inCSS {
+		t.Fatal("no conservative slow start after the RTT rose")
+	}
+	for range hystartCSSRounds + 1 {
+		round(400 * time.Microsecond)
+	}
+	if c.slowStartThreshold() == int(^uint(0)>>1) || c.window() < c.slowStartThreshold() {
+		t.Fatalf("still in slow start after CSS: cwnd %d ssthresh %d", c.window(), c.slowStartThreshold())
+	}
+}
+
+// steadyTransfer moves one 64 KiB write through a test pair, with the ACKs.
+func steadyTransfer(p *testPair, data, rbuf []byte) {
+	p.c.write(data)
+	p.flush()
+	for p.s.read(rbuf) > 0 {
+	}
+	p.tick(time.Millisecond)
+}
+
+// TestEngineNoAllocs: once warm, moving data allocates nothing: not the
+// packets, the ACKs, the buffers nor the bookkeeping.
+func TestEngineNoAllocs(t *testing.T) {
+	p := newTestPair(t, engineConfig{NoDelay: true}, engineConfig{NoDelay: true})
+	data := make([]byte, 64<<10)
+	rbuf := make([]byte, 64<<10)
+	for range 200 {
+		steadyTransfer(p, data, rbuf)
+	}
+	before := p.sent
+	allocs := testing.AllocsPerRun(100, func() { steadyTransfer(p, data, rbuf) })
+	pkts := float64(p.sent[0]-before[0]+p.sent[1]-before[1]) / 101
+	t.Logf("%.1f allocations per 64 KiB (%.0f packets)", allocs, pkts)
+	if allocs > 0 && !raceEnabled { // the race detector's sync.Pool drops items on purpose
+		t.Errorf("steady-state transfer allocates %.2f times per 64 KiB", allocs)
+	}
+	if got := p.s.info(p.now).BytesReceived; got != 301*64<<10 {
+		t.Fatalf("received %d", got)
+	}
+	// Idle, with everything acknowledged and read: no chunk is held.
+	if c, s := p.c.info(p.now).MemoryHeld, p.s.info(p.now).MemoryHeld; c != 0 || s != 0 {
+		t.Errorf("idle connection holds %d and %d bytes of buffers", c, s)
+	}
+}
+
+// BenchmarkEngineTransfer is the protocol cost of moving data: both engines,
+// one way, no loss; bytes/s counts stream payload.
+func BenchmarkEngineTransfer(b *testing.B) {
+	for _, mtu := range []int{1500, 9000} {
+		b.Run(itoaMTU(mtu), func(b *testing.B) {
+			cfg := engineConfig{NoDelay: true, MaxPacket: mtu - headerLen}
+			p := newTestPair(b, cfg, cfg)
+			data := make([]byte, 64<<10)
+			rbuf := make([]byte, 64<<10)
+			for range 50 {
+				steadyTransfer(p, data, rbuf)
+			}
+			b.SetBytes(int64(len(data)))
+			b.ReportAllocs()
+			before := p.sent
+			b.ResetTimer()
+			for b.Loop() {
+				steadyTransfer(p, data, rbuf)
+			}
+			pk := float64(p.sent[0]-before[0]+p.sent[1]-before[1]) / float64(b.N)
+			b.ReportMetric(b.Elapsed().Seconds()*1e9/float64(b.N)/pk, "ns/packet")
+		})
+	}
+}
+
+func itoaMTU(m int) string {
+	if m == 1500 {
+		return "mtu1500"
+	}
+	return "mtu9000"
+}
+
+// BenchmarkEngineLossy measures the engines with 2% loss: loss detection,
+// SACK and retransmission on the hot path.
+func BenchmarkEngineLossy(b *testing.B) {
+	cfg := engineConfig{NoDelay: true}
+	p := newTestPair(b, cfg, cfg)
+	rng := rand.New(rand.NewPCG(1, 1))
+	p.drop = func(bool, []byte) bool { return rng.IntN(50) == 0 }
+	data := make([]byte, 64<<10)
+	rbuf := make([]byte, 64<<10)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		steadyTransfer(p, data, rbuf)
+		for p.c.writable() < len(data) {
+			p.tick(time.Millisecond)
+			for p.s.read(rbuf) > 0 {
+			}
+		}
+	}
+}
+
+// FuzzEngineReceive feeds arbitrary bodies to engines in every state: a
+// client in SYN-SENT, both ends of an established connection with data in
+// flight, and the listener's cookie checks. Nothing may panic or break the
+// engines' invariants.
+func FuzzEngineReceive(f *testing.F) {
+	seeds := [][]byte{
+		synBody(1, 2),
+		confirmBody(1, 2),
+		{0, 0, 0, 0, 0, 0, 0, 1, sfPing},
+		{0, 0, 0, 0, 0, 0, 0, 1, sfReset, 0, 0, 0, 0, 0, 0, 0, 0},
+	}
+	b := make([]byte, 200)
+	n := putPN(b, 1<<20)
+	n += putStreamHeader(b[n:], 0, 5, true)
+	n += copy(b[n:], "hello")
+	var rs rangeSet
+	rs.add(1, 1<<30)
+	n += putAckFrame(b[n:], 100, &rs, 99)
+	seeds = append(seeds, bytes.Clone(b[:n]))
+	for _, s := range seeds {
+		f.Add(s, uint8(0))
+	}
+	f.Fuzz(func(t *testing.T, body []byte, which uint8) {
+		p := newTestPair(t, engineConfig{NoDelay: true, RecvBuffer: 64 << 10, SendBuffer: 64 << 10}, engineConfig{NoDelay: true})
+		p.c.write(make([]byte, 10000))
+		p.c.nextPacket(p.now, p.buf) // one packet in flight, unacknowledged
+		// Let the body look like a plausible packet number sometimes.
+		if which&1 != 0 && len(body) >= 8 {
+			body = bytes.Clone(body)
+			putPN(body, p.s.largestRcvd+uint64(which>>1))
+		}
+		syn := newClientEngine(engineConfig{}, 5, p.now)
+		syn.nextPacket(p.now, p.buf)
+		for _, e := range []*engine{p.c, p.s, syn} {
+			e.receive(p.now, 0, body)
+			for range 3 {
+				for {
+					n, _, _ := e.nextPacket(p.now, p.buf)
+					if n == 0 {
+						break
+					}
+					if n > e.cfg.MaxPacket {
+						t.Fatalf("packet of %d bytes", n)
+					}
+				}
+				p.now = p.now.Add(time.Second)
+				e.onTimer(p.now)
+			}
+			if e.bytesInFlight < 0 || e.elicitInFlight < 0 || e.rbuf.buffered() > e.cfg.RecvBuffer {
+				t.Fatalf("invariants broken: %d %d %d", e.bytesInFlight, e.elicitInFlight, e.rbuf.buffered())
+			}
+			e.read(make([]byte, 100))
+			e.info(p.now)
+		}
+		p.jar.accept(p.now, testMAC, 1, 2, 3, body)
+		p.jar.respondSYN(p.now, testMAC, 1, 2, body, p.out)
+		refuseSYN(body, p.out)
+	})
+}
