@@ -17,9 +17,40 @@ func (s *stack) demux(ep *endpoint, h *header, body []byte) dropReason {
 			return dropNoSocket
 		}
 		return b.pc.deliver(ep, h, body)
+	case typeStream:
+		if h.connID != 0 {
+			if c, ok := s.conns.Load(h.connID); ok {
+				return c.(*Conn).input(ep, h, body)
+			}
+		}
+		b := s.lookup(h.dstPort)
+		switch {
+		case b != nil && b.ln != nil && (b.ifindex == 0 || b.ifindex == ep.index):
+			return b.ln.input(ep, h, body)
+		case b == nil && h.flags&streamFlagSYN != 0:
+			s.refuseSYN(ep, h, body)
+		}
+		return dropNoSocket
 	default:
 		return dropNoSocket
 	}
+}
+
+// refuseSYN answers a SYN to a port no process on this host owns with a RST,
+// so the dialer fails at once with ECONNREFUSED instead of timing out. Every
+// process's stack sees the SYN; those that own nothing check the host-wide
+// reservation first, so a port owned by another process is never refused.
+func (s *stack) refuseSYN(ep *endpoint, h *header, body []byte) {
+	if s.prov.owned(s.etherType, h.dstPort) || !s.refuse.allow(time.Now()) {
+		return
+	}
+	tb := ep.getTx()
+	defer ep.txPool.Put(tb)
+	n, dst, ok := refuseSYN(body, tb.buf[offBody:ep.frameSize()])
+	if !ok {
+		return
+	}
+	ep.sendBuilt(tb, &header{dst: h.src, typ: typeStream, srcPort: h.dstPort, dstPort: h.srcPort, connID: dst}, n)
 }
 
 // rateLimiter is a token bucket: rate tokens a second, burst at most.

@@ -30,8 +30,13 @@ type endpoint struct {
 	groupMu sync.Mutex
 	groups  map[[6]byte]int // multicast memberships by group, counted
 
-	txPool sync.Pool // *txBuf
-	stats  endpointStats
+	txPool    sync.Pool // *txBuf
+	batchPool sync.Pool // *txBatch
+	stats     endpointStats
+
+	// pending are connections that received frames in the current batch;
+	// the reader flushes each once after the batch. Reader goroutine only.
+	pending []*Conn
 }
 
 // endpointStats are the per-interface counters behind Stats.
@@ -98,6 +103,12 @@ func (ep *endpoint) readLoop() {
 		for i := range n {
 			ep.input(ms[i].Buf[:ms[i].N])
 		}
+		for i, c := range ep.pending {
+			c.pending.Store(false)
+			c.flush()
+			ep.pending[i] = nil
+		}
+		ep.pending = ep.pending[:0]
 
 	}
 }
@@ -182,8 +193,9 @@ func (ep *endpoint) leaveGroup(g [6]byte) error {
 	}
 }
 
-// close closes the link and waits for the reader to finish.
+// close closes the link; the reader sees that and returns. It does not
+// wait for the reader, because the last user can let go of an endpoint from
+// the reader goroutine itself (a connection retired while flushing).
 func (ep *endpoint) close() {
 	ep.l.Close()
-	<-ep.done
 }

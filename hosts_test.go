@@ -1,6 +1,7 @@
 package myproto
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/myproto/myproto/internal/link"
 	"github.com/myproto/myproto/internal/memlink"
+	"github.com/myproto/myproto/internal/sys"
 	"github.com/myproto/myproto/internal/testenv"
 	"golang.org/x/net/bpf"
 )
@@ -20,6 +22,14 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv("MYPROTO_HOLD_PORT"); spec != "" {
 		holdPort(spec)
 		return
+	}
+	// In the private namespace, give the examples (package myproto_test,
+	// same binary) their veth pair before anything runs.
+	if sys.InPrivateNetns() {
+		if err := sys.CreateVeth("myproto0", "myproto1", 1500, nil); err != nil {
+			fmt.Fprintln(os.Stderr, "examples' veth pair:", err)
+			os.Exit(1)
+		}
 	}
 	testenv.Main(m)
 }

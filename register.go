@@ -17,11 +17,13 @@ type registered struct{}
 func (registered) Name() string { return network }
 
 func (registered) Dial(ctx context.Context, network, address string) (net.Conn, error) {
-	return nil, opError("dial", nil, nil, errNotSupported)
+	var d Dialer
+	return d.DialContext(ctx, network, address)
 }
 
 func (registered) Listen(ctx context.Context, network, address string) (net.Listener, error) {
-	return nil, opError("listen", nil, nil, errNotSupported)
+	var lc ListenConfig
+	return lc.Listen(ctx, network, address)
 }
 
 func (registered) ListenPacket(ctx context.Context, network, address string) (net.PacketConn, error) {

@@ -54,6 +54,7 @@ type binding struct {
 	ifindex int         // 0: every interface the socket was bound on
 	eps     []*endpoint // endpoints this binding holds a reference on
 	pc      *PacketConn // datagram owner
+	ln      *Listener   // stream listener
 }
 
 func newStack(cfg Config, prov provider) *stack {
@@ -263,6 +264,9 @@ func (s *stack) filterFor(mac net.HardwareAddr) ([]bpf.RawInstruction, error) {
 		Version:      wireVersion,
 		HardwareAddr: mac,
 		Ports:        ports,
+		// Every process sees SYNs to any port, so that one to a port
+		// nobody on the host owns is refused (see refuseSYN).
+		AnyPortFlagged: []sys.TypeFlags{{Type: uint8(typeStream), Flags: streamFlagSYN}},
 	})
 }
 

@@ -1,0 +1,595 @@
+package myproto
+
+import (
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/myproto/myproto/internal/link"
+)
+
+var _ net.Conn = &Conn{}
+
+// txBatchLen is how many frames one flush sends with one sendmmsg(2).
+const txBatchLen = 32
+
+// A Conn is a myproto stream connection. It implements net.Conn, with the
+// extras *net.TCPConn offers (CloseRead, CloseWrite, SetNoDelay, buffers,
+// keepalive, linger) and Info, the TCP_INFO of myproto.
+//
+// Conn wraps a stream engine (pure protocol logic) with what the engine
+// leaves out: a lock, a timer, the endpoint that moves its frames, blocking
+// and deadlines.
+type Conn struct {
+	s             *stack
+	ep            *endpoint
+	b             *binding // the port; shared with the listener for accepted conns
+	local, remote *Addr
+	cid           uint64 // our connection ID: the demultiplexing key
+	peer          [6]byte
+
+	mu      sync.Mutex // guards e and the fields below it
+	e       *engine
+	timer   *time.Timer
+	timerAt time.Time
+	linger  time.Duration // <0 background, 0 reset on Close, >0 bounded
+	wrShut  bool          // CloseWrite or Close called
+	done    bool          // finish ran
+
+	sendMu sync.Mutex // keeps packets leaving in packet-number order
+
+	pending atomic.Bool // queued for the endpoint's post-batch flush
+
+	readable chan struct{} // a token when Read may make progress
+	writable chan struct{} // a token when Write may make progress
+	estab    chan struct{} // closed once the handshake ends, either way
+	estOnce  sync.Once
+	closed   chan struct{} // closed by Close
+	rdShut   atomic.Bool   // CloseRead called
+
+	closeOnce sync.Once
+	rd, wd    deadline
+}
+
+func newConn(s *stack, ep *endpoint, b *binding, cid uint64, remote *Addr) *Conn {
+	c := &Conn{
+		s:        s,
+		ep:       ep,
+		b:        b,
+		cid:      cid,
+		remote:   remote,
+		local:    &Addr{HardwareAddr: net.HardwareAddr(append([]byte(nil), ep.mac[:]...)), Port: b.port, Zone: ep.name},
+		linger:   -1,
+		readable: make(chan struct{}, 1),
+		writable: make(chan struct{}, 1),
+		estab:    make(chan struct{}),
+		closed:   make(chan struct{}),
+		rd:       makeDeadline(),
+		wd:       makeDeadline(),
+	}
+	copy(c.peer[:], remote.HardwareAddr)
+	return c
+}
+
+// input runs one received frame through the engine. It is called by the
+// endpoint's reader, which flushes the connection after the whole batch so
+// one ACK answers many frames.
+func (c *Conn) input(ep *endpoint, h *header, body []byte) dropReason {
+	if ep != c.ep || h.src != c.peer || h.srcPort != c.remote.Port || h.dstPort != c.local.Port {
+		// Right ID, wrong sender: an off-path guess. Drop it silently.
+		return dropNoSocket
+	}
+	c.mu.Lock()
+	if c.done {
+		c.mu.Unlock()
+		return dropNoSocket
+	}
+	c.e.receive(time.Now(), h.flags, body)
+	c.mu.Unlock()
+	if !c.pending.Swap(true) {
+		ep.pending = append(ep.pending, c)
+	}
+	return dropNone
+}
+
+// flush sends whatever the engine has to send now, in batches, re-arms the
+// timer, wakes blocked callers, and retires the connection once the engine
+// is done with it.
+func (c *Conn) flush() {
+	c.sendMu.Lock()
+	tb := c.ep.getBatch()
+	for {
+		c.mu.Lock()
+		if c.done {
+			c.mu.Unlock()
+			break
+		}
+		now := time.Now()
+		n := 0
+		for n < len(tb.ms) {
+			buf := tb.ms[n].Buf[:cap(tb.ms[n].Buf)]
+			bl, flags, dst := c.e.nextPacket(now, buf[offBody:c.ep.frameSize()])
+			if bl == 0 {
+				break
+			}
+			h := header{dst: c.peer, src: c.ep.mac, etherType: c.s.etherType, typ: typeStream,
+				flags: flags, srcPort: c.local.Port, dstPort: c.remote.Port, connID: dst}
+			tb.ms[n].N = marshalFrame(buf, &h, bl)
+			n++
+		}
+		c.armTimerLocked()
+		finished := c.e.done()
+		c.mu.Unlock()
+		if n > 0 {
+			if _, err := c.ep.l.WriteBatch(tb.ms[:n]); err == nil {
+				c.ep.countOut(tb.ms[:n])
+			}
+		}
+		if finished {
+			c.finish()
+			break
+		}
+		if n < len(tb.ms) {
+			break
+		}
+	}
+	c.ep.putBatch(tb)
+	c.sendMu.Unlock()
+	c.wake()
+}
+
+// wake hands tokens to blocked Read, Write and Dial calls that can now make
+// progress. A token is a hint: the woken call re-checks under the lock.
+func (c *Conn) wake() {
+	c.mu.Lock()
+	e := c.e
+	if c.rdShut.Load() {
+		// After CloseRead, data is consumed and thrown away so the peer's
+		// window stays open, as Linux does after shutdown(SHUT_RD).
+		var scratch [4096]byte
+		for e.read(scratch[:]) > 0 {
+		}
+	}
+	r := e.readable() > 0 || e.eof() || e.err() != nil || c.done
+	w := e.writable() > 0 || e.err() != nil || c.done
+	est := e.established() || e.err() != nil || c.done
+	c.mu.Unlock()
+	if r {
+		signal(c.readable)
+	}
+	if w {
+		signal(c.writable)
+	}
+	if est {
+		c.estOnce.Do(func() { close(c.estab) })
+	}
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// armTimerLocked points the timer at the engine's next deadline.
+func (c *Conn) armTimerLocked() {
+	at := c.e.nextTimer()
+	if at.Equal(c.timerAt) {
+		return
+	}
+	c.timerAt = at
+	if at.IsZero() {
+		if c.timer != nil {
+			c.timer.Stop()
+		}
+		return
+	}
+	d := time.Until(at)
+	if c.timer == nil {
+		c.timer = time.AfterFunc(d, c.onTimer)
+	} else {
+		c.timer.Reset(d)
+	}
+}
+
+func (c *Conn) onTimer() {
+	c.mu.Lock()
+	if c.done {
+		c.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	if at := c.e.nextTimer(); !at.IsZero() && !now.Before(at) {
+		c.e.onTimer(now)
+	}
+	c.timerAt = time.Time{} // force re-arming
+	c.mu.Unlock()
+	c.flush()
+}
+
+// finish retires a connection the engine is done with: it leaves the
+// demultiplexer, stops its timer and gives back its port.
+func (c *Conn) finish() {
+	c.mu.Lock()
+	if c.done {
+		c.mu.Unlock()
+		return
+	}
+	c.done = true
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.mu.Unlock()
+	c.s.conns.Delete(c.cid)
+	c.s.release(c.b)
+	c.estOnce.Do(func() { close(c.estab) })
+	signal(c.readable)
+	signal(c.writable)
+}
+
+// Read implements the net.Conn Read method. After the peer's FIN and all
+// data before it, Read returns io.EOF; after a reset, what arrived in order
+// first and then an error for which errors.Is(err, syscall.ECONNRESET) holds.
+func (c *Conn) Read(b []byte) (int, error) {
+	n, err := c.read(b)
+	if err != nil && err != io.EOF {
+		err = opError("read", c.local, c.remote, err)
+	}
+	return n, err
+}
+
+func (c *Conn) read(b []byte) (int, error) {
+	for {
+		switch {
+		case isClosedChan(c.closed):
+			return 0, net.ErrClosed
+		case c.rd.expired():
+			return 0, os.ErrDeadlineExceeded
+		case c.rdShut.Load():
+			return 0, io.EOF
+		}
+		c.mu.Lock()
+		n := 0
+		if len(b) > 0 {
+			n = c.e.read(b)
+		}
+		var err error
+		switch {
+		case n > 0 || len(b) == 0:
+		case c.e.eof():
+			err = io.EOF
+		case c.e.err() != nil:
+			err = c.e.err()
+		case c.done:
+			err = net.ErrClosed
+		}
+		c.mu.Unlock()
+		if n > 0 {
+			c.flush() // the window may have opened enough to say so
+			return n, nil
+		}
+		if err != nil || len(b) == 0 {
+			return 0, err
+		}
+		select {
+		case <-c.readable:
+		case <-c.rd.wait():
+		case <-c.closed:
+		}
+	}
+}
+
+// Write implements the net.Conn Write method. It returns once all of b is in
+// the send buffer; a slow peer makes it block, never the buffer grow.
+func (c *Conn) Write(b []byte) (int, error) {
+	n, err := c.write(b)
+	if err != nil {
+		err = opError("write", c.local, c.remote, err)
+	}
+	return n, err
+}
+
+func (c *Conn) write(b []byte) (int, error) {
+	written := 0
+	for {
+		switch {
+		case isClosedChan(c.closed):
+			return written, net.ErrClosed
+		case c.wd.expired():
+			return written, os.ErrDeadlineExceeded
+		}
+		c.mu.Lock()
+		var err error
+		n := 0
+		switch {
+		case c.e.err() != nil:
+			err = c.e.err()
+		case c.wrShut:
+			err = os.NewSyscallError("write", syscall.EPIPE)
+		case c.done:
+			err = net.ErrClosed
+		default:
+			n = c.e.write(b[written:])
+		}
+		c.mu.Unlock()
+		if err != nil {
+			return written, err
+		}
+		written += n
+		if n > 0 {
+			c.flush()
+		}
+		if written == len(b) {
+			return written, nil
+		}
+		select {
+		case <-c.writable:
+		case <-c.wd.wait():
+		case <-c.closed:
+		}
+	}
+}
+
+// Close implements the net.Conn Close method. Queued data is still sent and
+// the connection closed with a FIN in the background (see SetLinger), unless
+// received data was left unread: then the peer gets a reset, as from TCP.
+// Blocked Read and Write calls return an error wrapping net.ErrClosed.
+func (c *Conn) Close() error {
+	first := false
+	c.closeOnce.Do(func() {
+		first = true
+		close(c.closed)
+		c.mu.Lock()
+		c.wrShut = true
+		linger := c.linger
+		if linger == 0 {
+			c.e.abort()
+		} else {
+			c.e.close()
+		}
+		c.mu.Unlock()
+		c.flush()
+		if linger > 0 {
+			time.AfterFunc(linger, func() {
+				c.mu.Lock()
+				if !c.done {
+					c.e.abort()
+				}
+				c.mu.Unlock()
+				c.flush()
+			})
+		}
+	})
+	if !first {
+		return opError("close", c.local, c.remote, net.ErrClosed)
+	}
+	return nil
+}
+
+// CloseWrite shuts down the writing side: queued data is sent, then a FIN.
+// The peer reads io.EOF after the data; this side can go on reading. Later
+// writes fail with EPIPE. net/http and crypto/tls look for this method.
+func (c *Conn) CloseWrite() error {
+	if isClosedChan(c.closed) {
+		return opError("close", c.local, c.remote, net.ErrClosed)
+	}
+	c.mu.Lock()
+	c.wrShut = true
+	c.e.closeWrite()
+	c.mu.Unlock()
+	c.flush()
+	return nil
+}
+
+// CloseRead shuts down the reading side: Read returns io.EOF from now on and
+// data that still arrives is discarded.
+func (c *Conn) CloseRead() error {
+	if isClosedChan(c.closed) {
+		return opError("close", c.local, c.remote, net.ErrClosed)
+	}
+	c.rdShut.Store(true)
+	c.wake()
+	return nil
+}
+
+// LocalAddr implements the net.Conn LocalAddr method.
+func (c *Conn) LocalAddr() net.Addr { return c.local }
+
+// RemoteAddr implements the net.Conn RemoteAddr method.
+func (c *Conn) RemoteAddr() net.Addr { return c.remote }
+
+// SetDeadline implements the net.Conn SetDeadline method.
+func (c *Conn) SetDeadline(t time.Time) error {
+	if err := c.setCheck(); err != nil {
+		return err
+	}
+	c.rd.set(t)
+	c.wd.set(t)
+	return nil
+}
+
+// SetReadDeadline implements the net.Conn SetReadDeadline method.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	if err := c.setCheck(); err != nil {
+		return err
+	}
+	c.rd.set(t)
+	return nil
+}
+
+// SetWriteDeadline implements the net.Conn SetWriteDeadline method. A
+// timeout leaves the connection intact; data already accepted is sent.
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	if err := c.setCheck(); err != nil {
+		return err
+	}
+	c.wd.set(t)
+	return nil
+}
+
+func (c *Conn) setCheck() error {
+	if isClosedChan(c.closed) {
+		return opError("set", c.local, c.remote, net.ErrClosed)
+	}
+	return nil
+}
+
+// SetNoDelay controls whether small writes are sent at once (true, the
+// default, as for Go's TCP) or coalesced while data is unacknowledged
+// (Nagle's algorithm).
+func (c *Conn) SetNoDelay(noDelay bool) error {
+	return c.setOption(func(e *engine) { e.setNoDelay(noDelay) })
+}
+
+// SetReadBuffer sets the receive buffer: the most received data held for
+// the reader, and so the largest window advertised.
+func (c *Conn) SetReadBuffer(bytes int) error {
+	if bytes <= 0 {
+		return opError("set", c.local, c.remote, os.NewSyscallError("setsockopt", syscall.EINVAL))
+	}
+	return c.setOption(func(e *engine) { e.setRecvBuffer(bytes) })
+}
+
+// SetWriteBuffer sets the send buffer: the most data held unsent or
+// unacknowledged before Write blocks.
+func (c *Conn) SetWriteBuffer(bytes int) error {
+	if bytes <= 0 {
+		return opError("set", c.local, c.remote, os.NewSyscallError("setsockopt", syscall.EINVAL))
+	}
+	return c.setOption(func(e *engine) { e.setSendBuffer(bytes) })
+}
+
+// SetKeepAlive enables or disables keepalive probes on an idle connection;
+// a peer that stops answering them fails the connection with ETIMEDOUT.
+func (c *Conn) SetKeepAlive(keepalive bool) error {
+	return c.setOption(func(e *engine) {
+		if keepalive {
+			e.setKeepAlive(defaultKeepAlive)
+		} else {
+			e.setKeepAlive(0)
+		}
+	})
+}
+
+// SetKeepAlivePeriod sets the idle time before keepalive probes, and
+// enables them.
+func (c *Conn) SetKeepAlivePeriod(d time.Duration) error {
+	if d <= 0 {
+		return opError("set", c.local, c.remote, os.NewSyscallError("setsockopt", syscall.EINVAL))
+	}
+	return c.setOption(func(e *engine) { e.setKeepAlive(d) })
+}
+
+// SetLinger sets what Close does with unsent data, as for *net.TCPConn:
+// sec < 0 (the default) sends it in the background; sec == 0 discards it and
+// resets the connection; sec > 0 sends it in the background for at most sec
+// seconds, then resets.
+func (c *Conn) SetLinger(sec int) error {
+	if err := c.setCheck(); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if sec < 0 {
+		c.linger = -1
+	} else {
+		c.linger = time.Duration(sec) * time.Second
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *Conn) setOption(f func(e *engine)) error {
+	if err := c.setCheck(); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	f(c.e)
+	c.mu.Unlock()
+	c.flush()
+	return nil
+}
+
+// defaultKeepAlive is the idle period SetKeepAlive(true) uses, as Go's
+// net.Dialer does.
+const defaultKeepAlive = 15 * time.Second
+
+// txBatch is a set of frame buffers for one sendmmsg(2).
+type txBatch struct {
+	ms [txBatchLen]link.Message
+}
+
+func (ep *endpoint) getBatch() *txBatch {
+	fs := ep.frameSize()
+	if tb, ok := ep.batchPool.Get().(*txBatch); ok && cap(tb.ms[0].Buf) >= fs {
+		return tb
+	}
+	tb := new(txBatch)
+	for i := range tb.ms {
+		tb.ms[i].Buf = make([]byte, fs)
+	}
+	return tb
+}
+
+func (ep *endpoint) putBatch(tb *txBatch) { ep.batchPool.Put(tb) }
+
+func (ep *endpoint) countOut(ms []link.Message) {
+	var bytes uint64
+	for i := range ms {
+		bytes += uint64(ms[i].N)
+	}
+	ep.stats.framesOut.Add(uint64(len(ms)))
+	ep.stats.bytesOut.Add(bytes)
+}
+
+// ConnInfo describes a connection's state, as TCP_INFO (tcp(7)) does for
+// TCP: see (*Conn).Info.
+type ConnInfo struct {
+	// State is TCP's name for the connection state, such as "ESTABLISHED".
+	State string
+	// SRTT and RTTVar are the smoothed round-trip time and its variation
+	// (RFC 9002); MinRTT and LatestRTT the smallest and the last sample.
+	SRTT, RTTVar, MinRTT, LatestRTT time.Duration
+	// PTO is the current probe timeout, backoff included.
+	PTO time.Duration
+	// Cwnd and Ssthresh are the congestion window and slow-start threshold
+	// in bytes; BytesInFlight the bytes sent and not yet acknowledged or
+	// declared lost.
+	Cwnd, Ssthresh, BytesInFlight int
+	// BytesSent counts stream bytes sent for the first time, BytesReceived
+	// new stream bytes received.
+	BytesSent, BytesReceived uint64
+	// BytesRetransmitted counts stream bytes sent again.
+	BytesRetransmitted uint64
+	// PacketsSent and PacketsReceived count packets of any kind.
+	PacketsSent, PacketsReceived uint64
+	// PacketsRetransmitted counts packets carrying retransmitted data.
+	PacketsRetransmitted uint64
+	// PacketsLost counts packets declared lost; SpuriousLosses those of
+	// them acknowledged afterwards.
+	PacketsLost, SpuriousLosses uint64
+	// ProbeTimeouts counts probe timer expiries.
+	ProbeTimeouts uint64
+	// SendWindow is how many more bytes the peer's flow control lets us
+	// send; RecvWindow how many more we let the peer send.
+	SendWindow uint64
+	RecvWindow uint64
+	// SendBuffered and RecvBuffered are the bytes held in the buffers.
+	SendBuffered, RecvBuffered int
+	// MemoryHeld is the bytes of buffer memory the connection holds.
+	MemoryHeld int
+	// PacketThreshold is the current reordering threshold for loss
+	// detection, in packets.
+	PacketThreshold uint64
+}
+
+// Info returns a snapshot of the connection's protocol state.
+func (c *Conn) Info() ConnInfo {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return ConnInfo(c.e.info(time.Now()))
+}

@@ -1,0 +1,172 @@
+package myproto
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"net"
+	"os"
+	"time"
+)
+
+// A Dialer contains options for connecting to an address, as net.Dialer
+// does; its DialContext fits http.Transport.DialContext.
+type Dialer struct {
+	// Timeout is the most a dial may take, handshake included; 0 means the
+	// handshake timeout of 20 s. A context deadline may cut it shorter.
+	Timeout time.Duration
+	// KeepAlive is the keepalive period: 0 means 15 s, negative disables.
+	KeepAlive time.Duration
+	// Config is the stack configuration; nil means defaults.
+	Config *Config
+}
+
+// Dial connects to the address on the named network, which must be
+// "myproto". The address is "[mac]:port" or "[mac%iface]:port"; the zone
+// picks the outgoing interface and may be left out when there is only one.
+// Dialing a port nobody on that host listens on fails at once with an error
+// for which errors.Is(err, syscall.ECONNREFUSED) holds.
+func Dial(network, address string) (*Conn, error) {
+	var d Dialer
+	return d.dial(context.Background(), network, address)
+}
+
+// DialContext connects to the address on the named network using ctx, as
+// net.Dialer.DialContext does.
+func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	c, err := d.dial(ctx, network, address)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Dial connects to the address on the named network.
+func (d *Dialer) Dial(network, address string) (net.Conn, error) {
+	return d.DialContext(context.Background(), network, address)
+}
+
+func (d *Dialer) dial(ctx context.Context, network, address string) (*Conn, error) {
+	s, err := defaultStack(d.Config)
+	if err != nil {
+		return nil, opError("dial", nil, nil, err)
+	}
+	return s.dial(ctx, d, network, address)
+}
+
+func (s *stack) dial(ctx context.Context, d *Dialer, netw, address string) (*Conn, error) {
+	remote, ifi, err := s.resolveRemote(netw, address)
+	if err != nil {
+		return nil, opError("dial", nil, nil, err)
+	}
+	timeout := d.Timeout
+	if timeout <= 0 {
+		timeout = defaultHandshakeTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	b := &binding{}
+	if err := s.bind(b, []net.Interface{*ifi}); err != nil {
+		return nil, opError("dial", nil, remote, err)
+	}
+	cid, err := s.newCID()
+	if err != nil {
+		s.release(b)
+		return nil, opError("dial", nil, remote, err)
+	}
+	c := newConn(s, b.eps[0], b, cid, remote)
+	c.e = newClientEngine(s.engineConfig(b.eps[0], d.KeepAlive), cid, time.Now())
+	s.conns.Store(cid, c)
+	c.flush() // the SYN
+
+	select {
+	case <-c.estab:
+	case <-ctx.Done():
+	}
+	c.mu.Lock()
+	ok := c.e.established() && c.e.err() == nil && !c.done
+	err = c.e.err()
+	c.mu.Unlock()
+	if ok {
+		return c, nil
+	}
+	if err == nil {
+		err = ctx.Err()
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = os.ErrDeadlineExceeded
+		}
+	}
+	c.mu.Lock()
+	if !c.done {
+		c.e.abort()
+	}
+	c.mu.Unlock()
+	c.flush()
+	c.finish()
+	return nil, opError("dial", c.local, remote, err)
+}
+
+// resolveRemote parses a remote address and picks the interface to reach it.
+func (s *stack) resolveRemote(netw, address string) (*Addr, *net.Interface, error) {
+	mac, zone, host, port, err := s.parseLocal(netw, address)
+	if err != nil {
+		return nil, nil, err
+	}
+	if mac == nil && host == "" {
+		return nil, nil, &net.AddrError{Err: "missing host", Addr: address}
+	}
+	if mac == nil {
+		a, err := resolveHost(host)
+		if err != nil {
+			return nil, nil, err
+		}
+		mac = a.HardwareAddr
+		if zone == "" {
+			zone = a.Zone
+		}
+	}
+	if port == 0 {
+		return nil, nil, &net.AddrError{Err: "missing port", Addr: address}
+	}
+	ifis, err := s.selectInterfaces(nil, zone)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(ifis) != 1 {
+		return nil, nil, &net.AddrError{Err: "zone needed to choose among several interfaces", Addr: address}
+	}
+	return &Addr{HardwareAddr: mac, Port: port, Zone: ifis[0].Name}, &ifis[0], nil
+}
+
+// newCID returns a random connection ID not in use here. IDs are the
+// demultiplexing key and part of the off-path defence, so they come from
+// crypto/rand.
+func (s *stack) newCID() (uint64, error) {
+	var b [8]byte
+	for {
+		if _, err := rand.Read(b[:]); err != nil {
+			return 0, err
+		}
+		cid := binary.BigEndian.Uint64(b[:])
+		if _, used := s.conns.Load(cid); cid != 0 && !used {
+			return cid, nil
+		}
+	}
+}
+
+// engineConfig is the engine configuration for a new connection.
+func (s *stack) engineConfig(ep *endpoint, keepAlive time.Duration) engineConfig {
+	cfg := engineConfig{NoDelay: true}
+	cfg.MaxPacket = ep.maxPayload()
+	switch {
+	case keepAlive == 0:
+		cfg.KeepAlive = defaultKeepAlive
+	case keepAlive > 0:
+		cfg.KeepAlive = keepAlive
+	default:
+		cfg.KeepAlive = 0
+	}
+	return cfg
+}

@@ -1,0 +1,241 @@
+package myproto
+
+import (
+	"context"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+var _ net.Listener = &Listener{}
+
+// defaultBacklog is how many handshaken connections may wait for Accept.
+const defaultBacklog = 512
+
+// A Listener is a myproto stream listener. It implements net.Listener.
+//
+// The handshake is stateless: until a client's third packet proves it
+// received the listener's SYN cookie, the listener keeps nothing, so a flood
+// of SYNs costs no memory.
+type Listener struct {
+	s     *stack
+	b     *binding
+	eps   []*endpoint
+	local *Addr
+	keep  time.Duration // ListenConfig.KeepAlive
+	jar   *cookieJar
+
+	mu      sync.Mutex
+	backlog int
+	queue   []*Conn // handshaken, not yet accepted
+	ready   chan struct{}
+	closed  chan struct{}
+	once    sync.Once
+	dl      deadline
+}
+
+// ListenConfig contains options for listening, as net.ListenConfig does.
+type ListenConfig struct {
+	// Backlog is how many established connections may wait for Accept;
+	// handshakes beyond it are ignored and the clients retry. 0 means 512.
+	Backlog int
+	// KeepAlive is the keepalive period of accepted connections: 0 means
+	// 15 s, negative disables keepalive.
+	KeepAlive time.Duration
+	// Config is the stack configuration; nil means defaults.
+	Config *Config
+}
+
+// Listen announces on the local address and returns a stream listener, as
+// net.Listen does. The network must be "myproto"; the address forms are
+// those of ListenPacket.
+func Listen(network, address string) (*Listener, error) {
+	var lc ListenConfig
+	return lc.listen(network, address)
+}
+
+// Listen announces on the local address, as Listen does, with lc's options.
+// ctx is not used after Listen returns.
+func (lc *ListenConfig) Listen(ctx context.Context, network, address string) (net.Listener, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, opError("listen", nil, nil, err)
+	}
+	return lc.listen(network, address)
+}
+
+func (lc *ListenConfig) listen(network, address string) (*Listener, error) {
+	s, err := defaultStack(lc.Config)
+	if err != nil {
+		return nil, opError("listen", nil, nil, err)
+	}
+	return s.listen(lc, network, address)
+}
+
+func (s *stack) listen(lc *ListenConfig, netw, address string) (*Listener, error) {
+	mac, zone, host, port, err := s.parseLocal(netw, address)
+	if err != nil {
+		return nil, opError("listen", nil, nil, err)
+	}
+	if zone == "" {
+		zone = host
+	}
+	ifis, err := s.selectInterfaces(mac, zone)
+	if err != nil {
+		return nil, opError("listen", nil, &Addr{HardwareAddr: mac, Port: port, Zone: zone}, err)
+	}
+	ln := &Listener{
+		s:       s,
+		keep:    lc.KeepAlive,
+		backlog: lc.Backlog,
+		ready:   make(chan struct{}, 1),
+		closed:  make(chan struct{}),
+		dl:      makeDeadline(),
+	}
+	if ln.backlog <= 0 {
+		ln.backlog = defaultBacklog
+	}
+	ln.b = &binding{port: port, ln: ln}
+	if err := s.bind(ln.b, ifis); err != nil {
+		return nil, opError("listen", nil, &Addr{HardwareAddr: mac, Port: port, Zone: zone}, err)
+	}
+	ln.eps = append([]*endpoint(nil), ln.b.eps...)
+	// The cookie carries no state, so the SYN-ACK's parameters must be
+	// the ones every connection of this listener starts with.
+	ln.jar = newCookieJar(nil, s.engineConfig(ln.eps[0], ln.keep))
+	ln.local = &Addr{Port: ln.b.port}
+	if len(ifis) == 1 {
+		ln.local.HardwareAddr = ifis[0].HardwareAddr
+		ln.local.Zone = ifis[0].Name
+	}
+	return ln, nil
+}
+
+// input handles a stream frame for the listener's port that no connection
+// claimed: a SYN, answered statelessly, or a client's packet proving it got
+// our cookie, which creates the connection.
+func (ln *Listener) input(ep *endpoint, h *header, body []byte) dropReason {
+	if isClosedChan(ln.closed) {
+		return dropNoSocket
+	}
+	now := time.Now()
+	if h.flags&streamFlagSYN != 0 {
+		if ln.full() {
+			return dropQueueFull // the client retries its SYN
+		}
+		tb := ep.getTx()
+		defer ep.txPool.Put(tb)
+		n, dst, ok := ln.jar.respondSYN(now, h.src, h.srcPort, h.dstPort, body, tb.buf[offBody:ep.frameSize()])
+		if !ok {
+			return dropNoSocket
+		}
+		ep.sendBuilt(tb, &header{dst: h.src, typ: typeStream, srcPort: h.dstPort, dstPort: h.srcPort, connID: dst}, n)
+		return dropNone
+	}
+	params, ok := ln.jar.accept(now, h.src, h.srcPort, h.dstPort, h.connID, body)
+	if !ok {
+		return dropNoSocket
+	}
+	if ln.full() {
+		return dropQueueFull
+	}
+	remote := &Addr{HardwareAddr: net.HardwareAddr(append([]byte(nil), h.src[:]...)), Port: h.srcPort, Zone: ep.name}
+	ln.s.retain(ln.b)
+	c := newConn(ln.s, ep, ln.b, h.connID, remote)
+	c.e = newServerEngine(ln.s.engineConfig(ep, ln.keep), h.connID, params, now)
+	if _, loaded := ln.s.conns.LoadOrStore(h.connID, c); loaded {
+		ln.s.release(ln.b)
+		return dropNoSocket
+	}
+	c.input(ep, h, body)
+	ln.mu.Lock()
+	ln.queue = append(ln.queue, c)
+	ln.mu.Unlock()
+	signal(ln.ready)
+	return dropNone
+}
+
+func (ln *Listener) full() bool {
+	ln.mu.Lock()
+	defer ln.mu.Unlock()
+	return len(ln.queue) >= ln.backlog
+}
+
+// Accept implements the net.Listener Accept method: it waits for the next
+// established connection. After Close it returns a non-temporary error
+// wrapping net.ErrClosed, which ends net/http's Serve loop.
+func (ln *Listener) Accept() (net.Conn, error) {
+	c, err := ln.AcceptMyproto()
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// AcceptMyproto accepts the next connection and returns it as a *Conn.
+func (ln *Listener) AcceptMyproto() (*Conn, error) {
+	for {
+		switch {
+		case isClosedChan(ln.closed):
+			return nil, opError("accept", nil, ln.local, net.ErrClosed)
+		case ln.dl.expired():
+			return nil, opError("accept", nil, ln.local, os.ErrDeadlineExceeded)
+		}
+		ln.mu.Lock()
+		var c *Conn
+		if len(ln.queue) > 0 {
+			c = ln.queue[0]
+			ln.queue[0] = nil
+			ln.queue = ln.queue[1:]
+		}
+		more := len(ln.queue) > 0
+		ln.mu.Unlock()
+		if more {
+			signal(ln.ready)
+		}
+		if c != nil {
+			return c, nil
+		}
+		select {
+		case <-ln.ready:
+		case <-ln.closed:
+		case <-ln.dl.wait():
+		}
+	}
+}
+
+// Close implements the net.Listener Close method: it stops listening and
+// unblocks Accept. Connections already accepted are left alone; those
+// established but not yet accepted are reset, as TCP does.
+func (ln *Listener) Close() error {
+	first := false
+	ln.once.Do(func() {
+		first = true
+		close(ln.closed)
+		ln.mu.Lock()
+		q := ln.queue
+		ln.queue = nil
+		ln.mu.Unlock()
+		for _, c := range q {
+			c.SetLinger(0)
+			c.Close()
+		}
+		ln.s.release(ln.b)
+	})
+	if !first {
+		return opError("close", nil, ln.local, net.ErrClosed)
+	}
+	return nil
+}
+
+// Addr implements the net.Listener Addr method.
+func (ln *Listener) Addr() net.Addr { return ln.local }
+
+// SetDeadline sets the deadline for Accept; the zero time means none.
+func (ln *Listener) SetDeadline(t time.Time) error {
+	if isClosedChan(ln.closed) {
+		return opError("set", nil, ln.local, net.ErrClosed)
+	}
+	ln.dl.set(t)
+	return nil
+}
