@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -24,7 +25,9 @@ type Listener struct {
 	eps   []*endpoint
 	local *Addr
 	keep  time.Duration // ListenConfig.KeepAlive
-	jar   *cookieJar
+	// jar answers SYNs; it is made once the port is bound (its parameters
+	// depend on the interface), and frames that come before are dropped.
+	jar atomic.Pointer[cookieJar]
 
 	mu      sync.Mutex
 	backlog int
@@ -73,17 +76,6 @@ func (lc *ListenConfig) listen(network, address string) (*Listener, error) {
 }
 
 func (s *stack) listen(lc *ListenConfig, netw, address string) (*Listener, error) {
-	mac, zone, host, port, err := s.parseLocal(netw, address)
-	if err != nil {
-		return nil, opError("listen", nil, nil, err)
-	}
-	if zone == "" {
-		zone = host
-	}
-	ifis, err := s.selectInterfaces(mac, zone)
-	if err != nil {
-		return nil, opError("listen", nil, &Addr{HardwareAddr: mac, Port: port, Zone: zone}, err)
-	}
 	ln := &Listener{
 		s:       s,
 		keep:    lc.KeepAlive,
@@ -95,19 +87,15 @@ func (s *stack) listen(lc *ListenConfig, netw, address string) (*Listener, error
 	if ln.backlog <= 0 {
 		ln.backlog = defaultBacklog
 	}
-	ln.b = &binding{port: port, ln: ln}
-	if err := s.bind(ln.b, ifis); err != nil {
-		return nil, opError("listen", nil, &Addr{HardwareAddr: mac, Port: port, Zone: zone}, err)
+	ln.b = &binding{ln: ln}
+	var err error
+	if ln.local, err = s.bindLocal(netw, address, ln.b); err != nil {
+		return nil, err
 	}
 	ln.eps = append([]*endpoint(nil), ln.b.eps...)
 	// The cookie carries no state, so the SYN-ACK's parameters must be
 	// the ones every connection of this listener starts with.
-	ln.jar = newCookieJar(nil, s.engineConfig(ln.eps[0], ln.keep))
-	ln.local = &Addr{Port: ln.b.port}
-	if len(ifis) == 1 {
-		ln.local.HardwareAddr = ifis[0].HardwareAddr
-		ln.local.Zone = ifis[0].Name
-	}
+	ln.jar.Store(newCookieJar(nil, s.engineConfig(ln.eps[0], ln.keep)))
 	return ln, nil
 }
 
@@ -115,7 +103,8 @@ func (s *stack) listen(lc *ListenConfig, netw, address string) (*Listener, error
 // claimed: a SYN, answered statelessly, or a client's packet proving it got
 // our cookie, which creates the connection.
 func (ln *Listener) input(ep *endpoint, h *header, body []byte) dropReason {
-	if isClosedChan(ln.closed) {
+	jar := ln.jar.Load()
+	if jar == nil || isClosedChan(ln.closed) {
 		return dropNoSocket
 	}
 	now := time.Now()
@@ -125,14 +114,14 @@ func (ln *Listener) input(ep *endpoint, h *header, body []byte) dropReason {
 		}
 		tb := ep.getTx()
 		defer ep.txPool.Put(tb)
-		n, dst, ok := ln.jar.respondSYN(now, h.src, h.srcPort, h.dstPort, body, tb.buf[offBody:ep.frameSize()])
+		n, dst, ok := jar.respondSYN(now, h.src, h.srcPort, h.dstPort, body, tb.buf[offBody:ep.frameSize()])
 		if !ok {
 			return dropNoSocket
 		}
 		ep.sendBuilt(tb, &header{dst: h.src, typ: typeStream, srcPort: h.dstPort, dstPort: h.srcPort, connID: dst}, n)
 		return dropNone
 	}
-	params, ok := ln.jar.accept(now, h.src, h.srcPort, h.dstPort, h.connID, body)
+	params, ok := jar.accept(now, h.src, h.srcPort, h.dstPort, h.connID, body)
 	if !ok {
 		return dropNoSocket
 	}

@@ -73,17 +73,6 @@ func ListenPacket(network, address string) (*PacketConn, error) {
 }
 
 func (s *stack) listenPacket(netw, address string) (*PacketConn, error) {
-	mac, zone, host, port, err := s.parseLocal(netw, address)
-	if err != nil {
-		return nil, opError("listen", nil, nil, err)
-	}
-	if zone == "" {
-		zone = host
-	}
-	ifis, err := s.selectInterfaces(mac, zone)
-	if err != nil {
-		return nil, opError("listen", nil, &Addr{HardwareAddr: mac, Port: port, Zone: zone}, err)
-	}
 	c := &PacketConn{
 		s:      s,
 		rcvBuf: defaultPacketReadBuffer,
@@ -93,16 +82,12 @@ func (s *stack) listenPacket(netw, address string) (*PacketConn, error) {
 		rd:     makeDeadline(),
 		wd:     makeDeadline(),
 	}
-	c.b = &binding{port: port, pc: c}
-	if err := s.bind(c.b, ifis); err != nil {
-		return nil, opError("listen", nil, &Addr{HardwareAddr: mac, Port: port, Zone: zone}, err)
+	c.b = &binding{pc: c}
+	var err error
+	if c.local, err = s.bindLocal(netw, address, c.b); err != nil {
+		return nil, err
 	}
 	c.eps = slices.Clone(c.b.eps)
-	c.local = &Addr{Port: c.b.port}
-	if len(ifis) == 1 {
-		c.local.HardwareAddr = ifis[0].HardwareAddr
-		c.local.Zone = ifis[0].Name
-	}
 	return c, nil
 }
 

@@ -122,6 +122,34 @@ func errNoInterface(what string) error {
 	return &net.AddrError{Err: "no such interface", Addr: what}
 }
 
+// bindLocal binds b on the local address of a listening socket ("iface:port",
+// "[mac]:port", "[mac%iface]:port" or ":port") and returns the socket's
+// local address: without hardware address or zone when it is on every
+// interface. Its errors are ready to return.
+func (s *stack) bindLocal(netw, address string, b *binding) (*Addr, error) {
+	mac, zone, host, port, err := s.parseLocal(netw, address)
+	if err != nil {
+		return nil, opError("listen", nil, nil, err)
+	}
+	if zone == "" {
+		zone = host
+	}
+	ifis, err := s.selectInterfaces(mac, zone)
+	if err == nil {
+		b.port = port
+		err = s.bind(b, ifis)
+	}
+	if err != nil {
+		return nil, opError("listen", nil, &Addr{HardwareAddr: mac, Port: port, Zone: zone}, err)
+	}
+	local := &Addr{Port: b.port}
+	if len(ifis) == 1 {
+		local.HardwareAddr = ifis[0].HardwareAddr
+		local.Zone = ifis[0].Name
+	}
+	return local, nil
+}
+
 // bind claims port (0: an ephemeral one) on the given interfaces for b's
 // owner, opening their endpoints as needed. On failure nothing is left held.
 func (s *stack) bind(b *binding, ifis []net.Interface) error {
