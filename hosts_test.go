@@ -25,7 +25,9 @@ func TestMain(m *testing.M) {
 	}
 	// In the private namespace, give the examples (package myproto_test,
 	// same binary) their veth pair before anything runs.
-	if sys.InPrivateNetns() {
+	// Fuzz workers are started by the coordinator inside the same
+	// namespace, where the pair already exists.
+	if _, err := net.InterfaceByName("myproto0"); err != nil && sys.InPrivateNetns() {
 		if err := sys.CreateVeth("myproto0", "myproto1", 1500, nil); err != nil {
 			fmt.Fprintln(os.Stderr, "examples' veth pair:", err)
 			os.Exit(1)

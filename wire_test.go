@@ -382,7 +382,10 @@ func FuzzParseFrame(f *testing.F) {
 		}
 		if reason == dropNone {
 			n := link.EthernetHeaderLen + int(h.length)
-			if len(body) != int(h.length)-headerLen || unsafe.SliceData(body) != unsafe.SliceData(data[offBody:]) {
+			// An empty slice at the end of an array has no defined address
+			// (Go does not point past the end), so aliasing is checked
+			// only for a non-empty body.
+			if len(body) != int(h.length)-headerLen || len(body) > 0 && unsafe.SliceData(body) != unsafe.SliceData(data[offBody:]) {
 				t.Fatalf("body is %d bytes not aliasing data[%d:], length %d", len(body), offBody, h.length)
 			}
 			b := make([]byte, n)
