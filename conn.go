@@ -154,7 +154,7 @@ func (c *Conn) wake() {
 		for e.read(scratch[:]) > 0 {
 		}
 	}
-	r := e.readable() > 0 || e.eof() || e.err() != nil || c.done
+	r := e.readable() > 0 || e.eof() || e.err() != nil || c.done || c.rdShut.Load()
 	w := e.writable() > 0 || e.err() != nil || c.done
 	est := e.established() || e.err() != nil || c.done
 	c.mu.Unlock()
@@ -393,7 +393,8 @@ func (c *Conn) CloseRead() error {
 		return opError("close", c.local, c.remote, net.ErrClosed)
 	}
 	c.rdShut.Store(true)
-	c.wake()
+	c.wake()  // discards what is buffered and wakes a blocked Read
+	c.flush() // tells the peer its window opened
 	return nil
 }
 
@@ -483,6 +484,13 @@ func (c *Conn) SetKeepAlivePeriod(d time.Duration) error {
 		return opError("set", c.local, c.remote, os.NewSyscallError("setsockopt", syscall.EINVAL))
 	}
 	return c.setOption(func(e *engine) { e.setKeepAlive(d) })
+}
+
+// SetUserTimeout sets how long sent data, or a keepalive probe, may go
+// unacknowledged before the connection fails with ETIMEDOUT, as Linux's
+// TCP_USER_TIMEOUT; d <= 0 restores the default of 30 s.
+func (c *Conn) SetUserTimeout(d time.Duration) error {
+	return c.setOption(func(e *engine) { e.setUserTimeout(d) })
 }
 
 // SetLinger sets what Close does with unsent data, as for *net.TCPConn:

@@ -18,6 +18,10 @@ type Dialer struct {
 	Timeout time.Duration
 	// KeepAlive is the keepalive period: 0 means 15 s, negative disables.
 	KeepAlive time.Duration
+	// UserTimeout is how long sent data, or a keepalive probe, may go
+	// unacknowledged before the connection fails with ETIMEDOUT, as Linux's
+	// TCP_USER_TIMEOUT; 0 means 30 s.
+	UserTimeout time.Duration
 	// Config is the stack configuration; nil means defaults.
 	Config *Config
 }
@@ -77,7 +81,7 @@ func (s *stack) dial(ctx context.Context, d *Dialer, netw, address string) (*Con
 		return nil, opError("dial", nil, remote, err)
 	}
 	c := newConn(s, b.eps[0], b, cid, remote)
-	c.e = newClientEngine(s.engineConfig(b.eps[0], d.KeepAlive), cid, time.Now())
+	c.e = newClientEngine(s.engineConfig(b.eps[0], d.KeepAlive, d.UserTimeout), cid, time.Now())
 	s.conns.Store(cid, c)
 	c.flush() // the SYN
 
@@ -157,8 +161,8 @@ func (s *stack) newCID() (uint64, error) {
 }
 
 // engineConfig is the engine configuration for a new connection.
-func (s *stack) engineConfig(ep *endpoint, keepAlive time.Duration) engineConfig {
-	cfg := engineConfig{NoDelay: true}
+func (s *stack) engineConfig(ep *endpoint, keepAlive, userTimeout time.Duration) engineConfig {
+	cfg := engineConfig{NoDelay: true, UserTimeout: max(userTimeout, 0)}
 	cfg.MaxPacket = ep.maxPayload()
 	switch {
 	case keepAlive == 0:

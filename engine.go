@@ -403,7 +403,16 @@ func (e *engine) receive(now time.Time, flags uint16, body []byte) {
 		return // a stale handshake packet (a duplicate SYN-ACK): nothing for us
 	}
 	pn := pv.pn
-	if e.haveRcvd && pn > e.largestRcvd+maxPNJump {
+	// Packet numbers far from those seen, either way, are a blind guess
+	// (RFC 5961's in-window check): nothing in the packet is believed.
+	if e.haveRcvd && (pn > e.largestRcvd+maxPNJump || pn+maxPNJump < e.largestRcvd) {
+		e.stats.malformed++
+		return
+	}
+	// So is a packet acknowledging packets we never sent. It must not be
+	// recorded either: our ACKs would then report a number the peer never
+	// used, and it would rightly ignore them all.
+	if pv.hasAck && !e.ackPlausible(&pv.ack) {
 		e.stats.malformed++
 		return
 	}

@@ -111,9 +111,14 @@ type lostRecord struct {
 }
 
 // onAckFrame processes an ACK frame (RFC 9002 §A.7).
+// ackPlausible reports whether a acknowledges only packets we sent.
+func (e *engine) ackPlausible(a *ackFrame) bool {
+	return a.largest() < e.nextPN && a.ranges[a.n-1].lo >= e.firstPN
+}
+
 func (e *engine) onAckFrame(t time.Duration, a *ackFrame) {
 	largest := a.largest()
-	if largest >= e.nextPN || a.ranges[a.n-1].lo < e.firstPN {
+	if !e.ackPlausible(a) {
 		return // acknowledges packets we never sent: ignore the frame
 	}
 	priorInFlight := e.bytesInFlight

@@ -23,6 +23,10 @@ func TestMain(m *testing.M) {
 		holdPort(spec)
 		return
 	}
+	if spec := os.Getenv("MYPROTO_STREAM_PEER"); spec != "" {
+		servePeer(spec)
+		return
+	}
 	// In the private namespace, give the examples (package myproto_test,
 	// same binary) their veth pair before anything runs.
 	// Fuzz workers are started by the coordinator inside the same

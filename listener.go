@@ -25,6 +25,7 @@ type Listener struct {
 	eps   []*endpoint
 	local *Addr
 	keep  time.Duration // ListenConfig.KeepAlive
+	user  time.Duration // ListenConfig.UserTimeout
 	// jar answers SYNs; it is made once the port is bound (its parameters
 	// depend on the interface), and frames that come before are dropped.
 	jar atomic.Pointer[cookieJar]
@@ -46,6 +47,9 @@ type ListenConfig struct {
 	// KeepAlive is the keepalive period of accepted connections: 0 means
 	// 15 s, negative disables keepalive.
 	KeepAlive time.Duration
+	// UserTimeout is the user timeout of accepted connections (see
+	// Dialer.UserTimeout); 0 means 30 s.
+	UserTimeout time.Duration
 	// Config is the stack configuration; nil means defaults.
 	Config *Config
 }
@@ -79,6 +83,7 @@ func (s *stack) listen(lc *ListenConfig, netw, address string) (*Listener, error
 	ln := &Listener{
 		s:       s,
 		keep:    lc.KeepAlive,
+		user:    lc.UserTimeout,
 		backlog: lc.Backlog,
 		ready:   make(chan struct{}, 1),
 		closed:  make(chan struct{}),
@@ -95,7 +100,7 @@ func (s *stack) listen(lc *ListenConfig, netw, address string) (*Listener, error
 	ln.eps = append([]*endpoint(nil), ln.b.eps...)
 	// The cookie carries no state, so the SYN-ACK's parameters must be
 	// the ones every connection of this listener starts with.
-	ln.jar.Store(newCookieJar(nil, s.engineConfig(ln.eps[0], ln.keep)))
+	ln.jar.Store(newCookieJar(nil, s.engineConfig(ln.eps[0], ln.keep, ln.user)))
 	return ln, nil
 }
 
@@ -131,7 +136,7 @@ func (ln *Listener) input(ep *endpoint, h *header, body []byte) dropReason {
 	remote := &Addr{HardwareAddr: net.HardwareAddr(append([]byte(nil), h.src[:]...)), Port: h.srcPort, Zone: ep.name}
 	ln.s.retain(ln.b)
 	c := newConn(ln.s, ep, ln.b, h.connID, remote)
-	c.e = newServerEngine(ln.s.engineConfig(ep, ln.keep), h.connID, params, now)
+	c.e = newServerEngine(ln.s.engineConfig(ep, ln.keep, ln.user), h.connID, params, now)
 	if _, loaded := ln.s.conns.LoadOrStore(h.connID, c); loaded {
 		ln.s.release(ln.b)
 		return dropNoSocket

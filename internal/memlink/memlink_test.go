@@ -347,6 +347,30 @@ func TestSetImpairments(t *testing.T) {
 	}
 }
 
+func TestSetDrop(t *testing.T) {
+	a, b := memlink.Pair(memlink.Config{Seed: 1})
+	defer a.Close()
+	defer b.Close()
+	c := collect(b)
+	// Drop the odd sequence numbers only.
+	a.Segment().SetDrop(func(f []byte) bool { return seqOf(f)%2 == 1 })
+	write(t, a, frames(a, b, 100, 64))
+	a.Segment().SetDrop(nil)
+	write(t, a, frames(a, b, 10, 64))
+	got := c.wait(60, time.Second, 10*time.Second)
+	if len(got) != 60 {
+		t.Fatalf("%d frames arrived, want 60", len(got))
+	}
+	for _, f := range got[:50] {
+		if seqOf(f)%2 == 1 {
+			t.Fatalf("frame %d arrived though the predicate dropped it", seqOf(f))
+		}
+	}
+	if st := a.Segment().Stats(); st.Dropped != 50 || st.Delivered != 60 || st.Lost != 0 {
+		t.Errorf("stats %+v, want 50 dropped, 60 delivered", st)
+	}
+}
+
 func TestDelayAndJitter(t *testing.T) {
 	seed := testenv.Seed(t)
 	const delay = 30 * time.Millisecond

@@ -80,6 +80,7 @@ type Config struct {
 type SegmentStats struct {
 	Sent       uint64 // frames accepted by WriteBatch
 	Lost       uint64 // dropped by Impairments.Loss
+	Dropped    uint64 // dropped by the SetDrop predicate
 	Duplicated uint64 // delivered an extra time by Impairments.Duplicate
 	Reordered  uint64 // held back behind a later frame by Impairments.Reorder
 	Corrupted  uint64 // had a bit flipped by Impairments.Corrupt
@@ -107,6 +108,7 @@ type Segment struct {
 	mu       sync.Mutex
 	rng      *rand.Rand
 	im       Impairments
+	drop     func(frame []byte) bool // SetDrop's predicate; nil for none
 	links    []*Link
 	nextIdx  int
 	stats    SegmentStats
@@ -188,6 +190,16 @@ func (s *Segment) SetImpairments(im Impairments) {
 	s.mu.Unlock()
 }
 
+// SetDrop makes the segment drop every frame written from now on for which
+// drop returns true, before any impairment; nil stops it. It lets a test
+// lose one kind of frame (window updates, say) rather than a random share.
+// drop runs with the segment locked and must not keep frame.
+func (s *Segment) SetDrop(drop func(frame []byte) bool) {
+	s.mu.Lock()
+	s.drop = drop
+	s.mu.Unlock()
+}
+
 // Impairments returns the segment's current impairments.
 func (s *Segment) Impairments() Impairments {
 	s.mu.Lock()
@@ -246,6 +258,10 @@ func (s *Segment) send(src *Link, b []byte, now int64) {
 	}
 	im := &s.im
 	s.stats.Sent++
+	if s.drop != nil && s.drop(b) {
+		s.stats.Dropped++
+		return
+	}
 	if unit(r[0]) < im.Loss {
 		s.stats.Lost++
 		return

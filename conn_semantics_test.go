@@ -1,0 +1,692 @@
+package myproto
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"runtime"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/myproto/myproto/internal/link"
+	"github.com/myproto/myproto/internal/memlink"
+	"github.com/myproto/myproto/internal/testenv"
+)
+
+// What a user of *net.TCPConn relies on: Close unblocking, half-close,
+// resets, the errors' kinds, dial failures, and no leaks.
+
+// readErr runs c.Read in the background and returns its result channel.
+func readErr(c *Conn) <-chan error {
+	ch := make(chan error, 1)
+	go func() {
+		_, err := c.Read(make([]byte, 10))
+		ch <- err
+	}()
+	return ch
+}
+
+// wantBlocked fails unless nothing arrives on ch for a little while.
+func wantBlocked(t *testing.T, what string, ch <-chan error) {
+	t.Helper()
+	select {
+	case err := <-ch:
+		t.Fatalf("%s returned early: %v", what, err)
+	case <-time.After(50 * time.Millisecond):
+	}
+}
+
+// waitErr returns what arrives on ch, or fails after a few seconds.
+func waitErr(t *testing.T, what string, ch <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-ch:
+		return err
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s still blocked", what)
+		return nil
+	}
+}
+
+// wantOpError checks err is a *net.OpError for op on "myproto" wrapping target.
+func wantOpError(t *testing.T, err error, op string, target error) {
+	t.Helper()
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != op || oe.Net != "myproto" {
+		t.Fatalf("error %#v: want a *net.OpError for %q on myproto", err, op)
+	}
+	if !errors.Is(err, target) {
+		t.Fatalf("error %v: want one wrapping %v", err, target)
+	}
+}
+
+func TestConnCloseUnblocks(t *testing.T) {
+	onBothLinks(t, func(t *testing.T, h *testHosts) {
+		watchdog(t)
+		ln := listenB(t, h, nil)
+
+		t.Run("Read", func(t *testing.T) {
+			c, s := streamPair(t, h, ln)
+			defer s.Close()
+			ch := readErr(c)
+			wantBlocked(t, "Read", ch)
+			c.Close()
+			wantOpError(t, waitErr(t, "Read", ch), "read", net.ErrClosed)
+			// And every call after Close.
+			_, err := c.Read(make([]byte, 1))
+			wantOpError(t, err, "read", net.ErrClosed)
+			_, err = c.Write([]byte("x"))
+			wantOpError(t, err, "write", net.ErrClosed)
+			wantOpError(t, c.Close(), "close", net.ErrClosed)
+			wantOpError(t, c.SetNoDelay(false), "set", net.ErrClosed)
+		})
+
+		t.Run("Write", func(t *testing.T) {
+			c, s := streamPair(t, h, ln)
+			defer s.Close()
+			// The peer never reads: Write blocks once both buffers are full.
+			c.SetWriteBuffer(64 << 10)
+			s.SetReadBuffer(64 << 10)
+			ch := make(chan error, 1)
+			var n atomic.Int64
+			go func() {
+				m, err := c.Write(make([]byte, 16<<20))
+				n.Store(int64(m))
+				ch <- err
+			}()
+			time.Sleep(300 * time.Millisecond)
+			wantBlocked(t, "Write", ch)
+			c.Close()
+			wantOpError(t, waitErr(t, "Write", ch), "write", net.ErrClosed)
+			if n.Load() >= 16<<20 {
+				t.Fatalf("Write wrote everything to a peer that does not read")
+			}
+		})
+
+		t.Run("Accept", func(t *testing.T) {
+			ln := listenB(t, h, nil)
+			ch := make(chan error, 1)
+			go func() {
+				_, err := ln.Accept()
+				ch <- err
+			}()
+			wantBlocked(t, "Accept", ch)
+			ln.Close()
+			err := waitErr(t, "Accept", ch)
+			wantOpError(t, err, "accept", net.ErrClosed)
+			// net/http's Serve retries a temporary error forever.
+			if te, ok := err.(interface{ Temporary() bool }); ok && te.Temporary() {
+				t.Fatalf("Accept after Close: %v is temporary", err)
+			}
+			if _, err := ln.Accept(); !errors.Is(err, net.ErrClosed) {
+				t.Fatalf("second Accept: %v", err)
+			}
+		})
+	})
+}
+
+// TestConnHalfClose shuts each direction down in turn while the other goes
+// on, as HTTP/1.0 clients and rsh-style protocols do.
+func TestConnHalfClose(t *testing.T) {
+	onBothLinks(t, func(t *testing.T, h *testHosts) {
+		watchdog(t)
+		ln := listenB(t, h, nil)
+		request := bytes.Repeat([]byte("request "), 40_000)
+		response := bytes.Repeat([]byte("response "), 70_000)
+
+		// One side sends all it has and half-closes; the other reads to EOF
+		// and only then answers on the still-open direction.
+		halfClose := func(t *testing.T, closer, answerer *Conn) {
+			done := make(chan error, 1)
+			go func() {
+				got, err := io.ReadAll(answerer)
+				if err == nil && !bytes.Equal(got, request) {
+					err = errors.New("request corrupted")
+				}
+				if err == nil {
+					_, err = answerer.Write(response)
+				}
+				if err == nil {
+					err = answerer.CloseWrite()
+				}
+				done <- err
+			}()
+			if _, err := closer.Write(request); err != nil {
+				t.Fatal(err)
+			}
+			if err := closer.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			_, err := closer.Write([]byte("late"))
+			wantOpError(t, err, "write", syscall.EPIPE)
+			got, err := io.ReadAll(closer)
+			if err != nil || !bytes.Equal(got, response) {
+				t.Fatalf("response: %d bytes, %v; want %d bytes", len(got), err, len(response))
+			}
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			// Both directions are shut: the connection ends cleanly.
+			for _, c := range []*Conn{closer, answerer} {
+				if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+					t.Fatalf("Read after both FINs: %d, %v", n, err)
+				}
+			}
+		}
+		t.Run("client first", func(t *testing.T) {
+			c, s := streamPair(t, h, ln)
+			defer c.Close()
+			defer s.Close()
+			halfClose(t, c, s)
+		})
+		t.Run("server first", func(t *testing.T) {
+			c, s := streamPair(t, h, ln)
+			defer c.Close()
+			defer s.Close()
+			halfClose(t, s, c)
+		})
+		t.Run("CloseRead", func(t *testing.T) {
+			c, s := streamPair(t, h, ln)
+			defer c.Close()
+			defer s.Close()
+			ch := readErr(c)
+			wantBlocked(t, "Read", ch)
+			if err := c.CloseRead(); err != nil {
+				t.Fatal(err)
+			}
+			if err := waitErr(t, "Read", ch); err != io.EOF {
+				t.Fatalf("Read blocked across CloseRead: %v, want io.EOF", err)
+			}
+			// Writing still works.
+			if _, err := c.Write([]byte("still here")); err != nil {
+				t.Fatal(err)
+			}
+			b := make([]byte, 10)
+			if _, err := io.ReadFull(s, b); err != nil || string(b) != "still here" {
+				t.Fatalf("after CloseRead: %q, %v", b, err)
+			}
+		})
+	})
+}
+
+// TestConnCloseUnreadResets closes a connection that has unread data: the
+// peer gets everything sent before the Close, then ECONNRESET.
+func TestConnCloseUnreadResets(t *testing.T) {
+	onBothLinks(t, func(t *testing.T, h *testHosts) {
+		watchdog(t)
+		ln := listenB(t, h, nil)
+		c, s := streamPair(t, h, ln)
+		defer c.Close()
+		payload := bytes.Repeat([]byte("payload!"), 16<<10)
+		if _, err := s.Write(payload); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write(make([]byte, 100<<10)); err != nil {
+			t.Fatal(err)
+		}
+		// Close once the client's bytes sit unread in the server's buffer,
+		// and its own have been acknowledged (a reset discards what is
+		// still unsent).
+		deadline := time.Now().Add(5 * time.Second)
+		for in := s.Info(); in.RecvBuffered == 0 || in.SendBuffered > 0; in = s.Info() {
+			if time.Now().After(deadline) {
+				t.Fatalf("server never got the client's data: %+v", in)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		s.Close()
+		got := make([]byte, 0, len(payload))
+		buf := make([]byte, 4096)
+		var err error
+		for {
+			var n int
+			n, err = c.Read(buf)
+			got = append(got, buf[:n]...)
+			if err != nil {
+				break
+			}
+		}
+		if !bytes.Equal(got, payload) {
+			t.Fatalf("read %d bytes before the reset, want the %d sent", len(got), len(payload))
+		}
+		wantOpError(t, err, "read", syscall.ECONNRESET)
+		_, err = c.Write([]byte("x"))
+		wantOpError(t, err, "write", syscall.ECONNRESET)
+		if in := c.Info(); in.State != "CLOSED" {
+			t.Errorf("state after a reset: %s", in.State)
+		}
+	})
+}
+
+// TestConnDialNobody dials a MAC that never answers: the dial fails at the
+// Dialer's timeout, or when its context is cancelled, and not before.
+func TestConnDialNobody(t *testing.T) {
+	watchdog(t)
+	h := memHosts(t, memlink.Config{Seed: 1})
+	nobody := "[02:00:5e:10:00:99%mem0]:80"
+
+	start := time.Now()
+	_, err := h.a.dial(context.Background(), &Dialer{Timeout: 300 * time.Millisecond}, "myproto", nobody)
+	d := time.Since(start)
+	wantOpError(t, err, "dial", os.ErrDeadlineExceeded)
+	if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+		t.Fatalf("%v: Timeout() is not true", err)
+	}
+	if d < 300*time.Millisecond || d > 2*time.Second {
+		t.Fatalf("a 300 ms dial timeout took %v", d)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(200*time.Millisecond, cancel)
+	start = time.Now()
+	_, err = h.a.dial(ctx, &Dialer{}, "myproto", nobody)
+	d = time.Since(start)
+	wantOpError(t, err, "dial", context.Canceled)
+	if d < 200*time.Millisecond || d > 2*time.Second {
+		t.Fatalf("a dial cancelled at 200 ms took %v", d)
+	}
+
+	// Bad addresses are *net.AddrError, before anything is sent.
+	for _, addr := range []string{"[02:00:5e:10:00:99%mem0]", "[02:00:5e:10:00:99%mem0]:0", "[zz]:1", ""} {
+		_, err := h.a.dial(context.Background(), &Dialer{}, "myproto", addr)
+		var ae *net.AddrError
+		if !errors.As(err, &ae) {
+			t.Errorf("dial %q: %v, want a *net.AddrError", addr, err)
+		}
+	}
+	if _, err := h.a.dial(context.Background(), &Dialer{}, "tcp", "[02:00:5e:10:00:99%mem0]:80"); !errors.Is(err, net.UnknownNetworkError("tcp")) {
+		t.Errorf("dial on network tcp: %v", err)
+	}
+}
+
+// TestConnErrorKinds pins the error kinds of the remaining paths.
+func TestConnErrorKinds(t *testing.T) {
+	watchdog(t)
+	h := memHosts(t, memlink.Config{Seed: 1})
+	c, s := streamPair(t, h, listenB(t, h, nil))
+	defer c.Close()
+	defer s.Close()
+
+	c.SetReadDeadline(time.Now().Add(-time.Second))
+	_, err := c.Read(make([]byte, 1))
+	wantOpError(t, err, "read", os.ErrDeadlineExceeded)
+	if ne := err.(net.Error); !ne.Timeout() {
+		t.Fatalf("%v: Timeout() is not true", err)
+	}
+	c.SetReadDeadline(time.Time{})
+	for name, err := range map[string]error{
+		"SetReadBuffer(0)":       c.SetReadBuffer(0),
+		"SetWriteBuffer(-1)":     c.SetWriteBuffer(-1),
+		"SetKeepAlivePeriod(0)":  c.SetKeepAlivePeriod(0),
+		"SetKeepAlivePeriod(-1)": c.SetKeepAlivePeriod(-time.Second),
+	} {
+		if !errors.Is(err, syscall.EINVAL) {
+			t.Errorf("%s: %v, want EINVAL", name, err)
+		}
+	}
+	// Options that are valid take.
+	if err := c.SetUserTimeout(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	ut := c.e.cfg.UserTimeout
+	c.mu.Unlock()
+	if ut != 5*time.Second {
+		t.Fatalf("SetUserTimeout(5s) left %v", ut)
+	}
+}
+
+// TestConnLostWindowUpdates drops every packet that carries a window update
+// (MAX_DATA) from reader to writer for a while: the writer's blocked probes
+// get the flow going again once the drops stop.
+func TestConnLostWindowUpdates(t *testing.T) {
+	watchdog(t)
+	seed := testenv.Seed(t)
+	h := memHosts(t, memlink.Config{Seed: seed})
+	c, s := streamPair(t, h, listenB(t, h, nil))
+	defer c.Close()
+	defer s.Close()
+	s.SetReadBuffer(256 << 10)
+
+	var dropping atomic.Bool
+	var dropped atomic.Int64
+	h.seg.SetDrop(func(f []byte) bool {
+		if !dropping.Load() || !bytes.Equal(f[6:12], h.bMAC) {
+			return false
+		}
+		hd, body, reason := parseFrame(f, DefaultEtherType)
+		var pv packetView
+		if reason != dropNone || hd.typ != typeStream || !parsePacket(body, &pv) {
+			return false
+		}
+		for i := range pv.nframes {
+			if pv.frames[i].typ == sfMaxData {
+				dropped.Add(1)
+				return true
+			}
+		}
+		return false
+	})
+
+	const size = 16 << 20
+	src := loadStream(seed, 1)
+	sent := sha256.New()
+	werr := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.MultiWriter(c, sent), io.LimitReader(src, size))
+		if err == nil {
+			err = c.CloseWrite()
+		}
+		werr <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	dropping.Store(true)
+	// A timer ends the drops: Read may block meanwhile, waiting for data
+	// the writer cannot send without the updates.
+	time.AfterFunc(500*time.Millisecond, func() { dropping.Store(false) })
+	// The reader reads slowly while the updates are lost, so the window
+	// must be reopened by updates that never arrive.
+	recv := sha256.New()
+	var n int64
+	buf := make([]byte, 32<<10)
+	for stop := time.Now().Add(500 * time.Millisecond); time.Now().Before(stop); {
+		m, err := s.Read(buf)
+		recv.Write(buf[:m])
+		n += int64(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	readDuring := n
+	at := time.Now()
+	m, err := io.Copy(recv, s)
+	n += m
+	if err != nil || n != size {
+		t.Fatalf("read %d of %d bytes: %v", n, size, err)
+	}
+	if err := <-werr; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(sent.Sum(nil), recv.Sum(nil)) {
+		t.Fatal("data corrupted")
+	}
+	if dropped.Load() == 0 {
+		t.Fatal("no window update was dropped: the test tested nothing")
+	}
+	t.Logf("%d packets with MAX_DATA dropped in 500 ms, %d bytes read meanwhile; the rest took %v",
+		dropped.Load(), readDuring, time.Since(at).Round(time.Millisecond))
+}
+
+// TestConnStalledReaderBounded writes to a peer that never reads: Write
+// blocks once the buffers are full and the heap stays within them; then the
+// reader wakes and gets every byte.
+func TestConnStalledReaderBounded(t *testing.T) {
+	watchdog(t)
+	seed := testenv.Seed(t)
+	h := memHosts(t, memlink.Config{Seed: seed})
+	c, s := streamPair(t, h, listenB(t, h, nil))
+	defer c.Close()
+	defer s.Close()
+
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+
+	const size = 256 << 20 // far more than the buffers hold
+	sent := sha256.New()
+	var written atomic.Int64
+	werr := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 256<<10)
+		src := io.LimitReader(loadStream(seed, 1), size)
+		for {
+			m, err := io.ReadFull(src, buf)
+			if m == 0 {
+				werr <- c.CloseWrite()
+				return
+			}
+			sent.Write(buf[:m])
+			k, err := c.Write(buf[:m])
+			written.Add(int64(k))
+			if err != nil {
+				werr <- err
+				return
+			}
+		}
+	}()
+	// Wait until the writer has stopped making progress.
+	last := int64(-1)
+	for written.Load() != last {
+		last = written.Load()
+		time.Sleep(200 * time.Millisecond)
+	}
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	ci, si := c.Info(), s.Info()
+	grown := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("writer blocked after %d MiB; heap grew %.1f MiB; client holds %d B (send buffer), server %d B (receive buffer), chunks %d + %d B",
+		last>>20, float64(grown)/(1<<20), ci.SendBuffered, si.RecvBuffered, ci.MemoryHeld, si.MemoryHeld)
+	if last >= size {
+		t.Fatal("the writer never blocked")
+	}
+	if ci.SendBuffered > defaultStreamBuffer || si.RecvBuffered > defaultStreamBuffer {
+		t.Fatalf("buffers over their limits: send %d, receive %d, limit %d", ci.SendBuffered, si.RecvBuffered, defaultStreamBuffer)
+	}
+	// Both buffers, the write buffer above and slack for pools.
+	if limit := int64(2*defaultStreamBuffer + 8<<20); grown > limit {
+		t.Fatalf("heap grew %d bytes with a stalled reader, more than %d", grown, limit)
+	}
+
+	recv := sha256.New()
+	n, err := io.Copy(recv, s)
+	if err != nil || n != size {
+		t.Fatalf("read %d of %d: %v", n, size, err)
+	}
+	if err := <-werr; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(sent.Sum(nil), recv.Sum(nil)) {
+		t.Fatal("data corrupted")
+	}
+}
+
+// TestConnInjectedFrames sends forged frames at both ends of a live
+// transfer from a third station that spoofs the peers' MACs and ports. It
+// plays three attackers: one blind to the connection IDs; one that knows
+// the IDs but not the packet numbers, which guesses them (random data, ACKs,
+// resets and window updates); and one that also knows the packet numbers and
+// sends resets with a wrong proof and ACKs of packets never sent. None of
+// them breaks the transfer. (Whoever knows the IDs and packet numbers can
+// inject data, as into TCP: myproto has no cryptography; run TLS over it.)
+func TestConnInjectedFrames(t *testing.T) {
+	watchdog(t)
+	seed := testenv.Seed(t)
+	h := memHosts(t, memlink.Config{Seed: seed})
+	c, s := streamPair(t, h, listenB(t, h, nil))
+	defer c.Close()
+	defer s.Close()
+	evilA := h.seg.Attach("evil-as-b", h.bMAC) // sends to a, as b
+	evilB := h.seg.Attach("evil-as-a", h.aMAC) // sends to b, as a
+	defer evilA.Close()
+	defer evilB.Close()
+
+	stop := make(chan struct{})
+	var injected atomic.Int64
+	injectDone := make(chan struct{})
+	go func() {
+		defer close(injectDone)
+		rng := rand.New(rand.NewPCG(uint64(seed), 2))
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for _, to := range []struct {
+				l        *memlink.Link
+				dst, src net.HardwareAddr
+				victim   *Conn
+			}{{evilA, h.aMAC, h.bMAC, c}, {evilB, h.bMAC, h.aMAC, s}} {
+				ms := make([]link.Message, 8)
+				for i := range ms {
+					f := forgeStream(rng, to.dst, to.src, to.victim)
+					ms[i] = link.Message{Buf: f, N: len(f)}
+				}
+				if n, err := to.l.WriteBatch(ms); err == nil {
+					injected.Add(int64(n))
+				}
+			}
+			time.Sleep(20 * time.Microsecond)
+		}
+	}()
+	d := loadBidi(t, c, s, 16<<20, seed)
+	close(stop)
+	<-injectDone
+	c.mu.Lock()
+	cst := c.e.stats
+	c.mu.Unlock()
+	t.Logf("%d forged frames injected during a 16 MiB-each-way transfer of %v; client: %d rejected, %d challenged resets",
+		injected.Load(), d.Round(time.Millisecond), cst.malformed, cst.challenges)
+	if injected.Load() < 1000 {
+		t.Fatalf("only %d frames injected", injected.Load())
+	}
+	if st := h.a.stats(); st[0].Drops.NoSocket == 0 {
+		t.Errorf("host a dropped no frame of an unknown connection: %+v", st[0])
+	}
+	if cst.malformed == 0 || cst.challenges == 0 {
+		t.Errorf("the client rejected %d packets and challenged %d resets; the test missed a class", cst.malformed, cst.challenges)
+	}
+}
+
+// forgeStream builds one forged stream frame aimed at victim's connection.
+func forgeStream(rng *rand.Rand, dst, src net.HardwareAddr, victim *Conn) []byte {
+	h := header{etherType: DefaultEtherType, typ: typeStream, srcPort: victim.remote.Port, dstPort: victim.local.Port}
+	copy(h.dst[:], dst)
+	copy(h.src[:], src)
+	h.connID = victim.cid
+	pn := rng.Uint64() // a blind guess
+	class := rng.IntN(4)
+	switch class {
+	case 0:
+		h.connID = rng.Uint64() // someone else's connection, or nobody's
+	case 3:
+		// Knows the packet numbers too: uses the peer's next ones.
+		victim.mu.Lock()
+		pn = victim.e.largestRcvd + 1 + uint64(rng.IntN(4))
+		victim.mu.Unlock()
+	}
+	body := make([]byte, 200)
+	n := putPN(body, pn)
+	kind := rng.IntN(4)
+	if class == 3 {
+		kind = 1 + rng.IntN(2) // a reset or an ACK: data would be believed
+	}
+	switch kind {
+	case 0: // data at a random offset
+		data := make([]byte, rng.IntN(64))
+		n += putStreamHeader(body[n:], rng.Uint64()>>rng.IntN(64), len(data), rng.IntN(8) == 0)
+		n += copy(body[n:], data)
+	case 1: // a reset with a guessed proof
+		n += putU64Frame(body[n:], sfReset, rng.Uint64()>>2)
+	case 2: // an acknowledgement of packets never sent
+		var rs rangeSet
+		lo := rng.Uint64()>>34 + 1<<40
+		rs.add(lo, lo+uint64(rng.IntN(1000))+1)
+		n += putAckFrame(body[n:], len(body)-n, &rs, 0)
+	default: // a window update
+		n += putU64Frame(body[n:], sfMaxData, rng.Uint64()>>2)
+	}
+	return buildFrame(&h, body[:n])
+}
+
+// TestConnDialCloseCycles opens and closes 10,000 connections: afterwards
+// the goroutines and the heap are back where they started.
+func TestConnDialCloseCycles(t *testing.T) {
+	testenv.Watchdog(t, 4*time.Minute)
+	h := memHosts(t, memlink.Config{Seed: 1})
+	ln := listenB(t, h, nil)
+	port := ln.Addr().(*Addr).Port
+	cycles := 10_000
+	if testing.Short() {
+		cycles = 1000
+	}
+	cycle := func() {
+		acc := make(chan *Conn, 1)
+		go func() {
+			s, err := ln.AcceptMyproto()
+			if err != nil {
+				t.Error(err)
+			}
+			acc <- s
+		}()
+		c, err := h.a.dial(context.Background(), &Dialer{}, "myproto", h.addrB(port).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := <-acc
+		if s == nil {
+			t.FailNow()
+		}
+		if _, err := c.Write([]byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, 5)
+		if _, err := io.ReadFull(s, b); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		s.Close()
+	}
+	// Warm up the pools and the stack's own goroutines first.
+	for range 100 {
+		cycle()
+	}
+	settle := func() (int, uint64) {
+		var ms runtime.MemStats
+		var g int
+		// Connections retire after TIME-WAIT; give them time.
+		for range 50 {
+			time.Sleep(100 * time.Millisecond)
+			n := 0
+			h.a.conns.Range(func(_, _ any) bool { n++; return true })
+			h.b.conns.Range(func(_, _ any) bool { n++; return true })
+			runtime.GC()
+			if g = runtime.NumGoroutine(); n == 0 {
+				break
+			}
+		}
+		runtime.ReadMemStats(&ms)
+		return g, ms.HeapAlloc
+	}
+	g0, heap0 := settle()
+	start := time.Now()
+	for range cycles {
+		cycle()
+	}
+	d := time.Since(start)
+	g1, heap1 := settle()
+	t.Logf("%d dial/close cycles in %v (%v each); goroutines %d → %d; heap %.1f → %.1f MiB",
+		cycles, d.Round(time.Millisecond), (d / time.Duration(cycles)).Round(time.Microsecond), g0, g1,
+		float64(heap0)/(1<<20), float64(heap1)/(1<<20))
+	if g1 > g0 {
+		t.Errorf("%d goroutines leaked", g1-g0)
+	}
+	if heap1 > heap0+2<<20 {
+		t.Errorf("heap grew from %d to %d bytes", heap0, heap1)
+	}
+	n := 0
+	h.a.conns.Range(func(_, _ any) bool { n++; return true })
+	h.b.conns.Range(func(_, _ any) bool { n++; return true })
+	if n != 0 {
+		t.Errorf("%d connections still registered", n)
+	}
+}
