@@ -399,15 +399,12 @@ func (e *engine) lossTimer() time.Duration {
 // ptoPeriod is the current probe timeout with exponential backoff.
 func (e *engine) ptoPeriod() time.Duration { return e.backoff(e.ptoCount) }
 
-// backoff is the base probe timeout doubled count times, capped at maxPTO
-// (or the base when that is larger).
+// backoff is the base probe timeout doubled count times, capped at maxPTO.
+// The cap holds even when the base is larger: an RTT of seconds on a link
+// that has microseconds means an overloaded host, not a far one, and a tail
+// loss must still be probed for several times within the user timeout.
 func (e *engine) backoff(count int) time.Duration {
-	base := e.basePTO()
-	d := base << min(count, 20)
-	if d > maxPTO {
-		d = max(maxPTO, base)
-	}
-	return d
+	return min(e.basePTO()<<min(count, 20), maxPTO)
 }
 
 // basePTO is the probe timeout without backoff; before any RTT sample it
