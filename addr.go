@@ -1,6 +1,7 @@
 package myproto
 
 import (
+	"context"
 	"errors"
 	"net"
 	"slices"
@@ -17,7 +18,7 @@ const (
 	errInvalidZone     = "invalid zone"
 	errZoneWithoutMAC  = "zone requires a MAC address"
 	errInvalidHost     = "invalid host name"
-	errUnknownHost     = "unknown host or interface"
+	errInvalidName     = "invalid node name (want a DNS label: letters, digits, hyphens)"
 	errNoSuchInterface = "no such interface"
 	errNotEthernet     = "not an Ethernet interface"
 )
@@ -123,9 +124,10 @@ func (a *Addr) isBroadcast() bool {
 //   - the name of an interface on this host, as in "eth0:80", which resolves to
 //     that interface's hardware address with the name as the zone.
 //
-// Other host names will be resolved by neighbour discovery; until then they
-// are an error. Every malformed or unresolvable address gives a
-// *net.AddrError whose Addr field is address.
+// Any other host is a node name, resolved by DefaultResolver (static
+// entries, then neighbour discovery); an unknown one gives a *net.DNSError
+// with IsNotFound set. Every malformed address gives a *net.AddrError whose
+// Addr field is address.
 func ResolveAddr(netw, address string) (*Addr, error) {
 	switch netw {
 	case "", network:
@@ -153,7 +155,7 @@ func ResolveAddr(netw, address string) (*Addr, error) {
 	default:
 		return nil, &net.AddrError{Err: why, Addr: address}
 	}
-	a, err := resolveHost(host)
+	a, err := DefaultResolver.LookupName(context.Background(), host)
 	if err != nil {
 		// Report the whole address, as for every other bad input.
 		if ae, ok := errors.AsType[*net.AddrError](err); ok {
@@ -164,13 +166,6 @@ func ResolveAddr(netw, address string) (*Addr, error) {
 	a = a.clone()
 	a.Port = port
 	return a, nil
-}
-
-// resolveHost returns the address of the neighbour named host, its port
-// unset. It is the seam where neighbour discovery plugs in; until then no
-// name is known.
-func resolveHost(host string) (*Addr, error) {
-	return nil, &net.AddrError{Err: errUnknownHost, Addr: host}
 }
 
 // ethernetInterface returns the interface on this host named name, or why it

@@ -263,9 +263,8 @@ func TestResolveAddrErrors(t *testing.T) {
 		{"[02:00:5e:10:00:01:02:03]:80", errInvalidMAC},
 		{"[%eth0]:80", errZoneWithoutMAC},
 		{"[02:00:5e:10:00:01%nosuchif0]:80", errNoSuchInterface},
-		{"nosuchhost0:80", errUnknownHost},
-		{"[nosuchhost0]:80", errUnknownHost},
-		{"printer.example:631", errUnknownHost},
+		{"printer.example:631", errInvalidName},
+		{"under_score:80", errInvalidName},
 	}
 	for _, tt := range tests {
 		a, err := ResolveAddr("myproto", tt.address)
@@ -413,4 +412,16 @@ func FuzzParseAddr(f *testing.F) {
 				s, mac, zone, host, port, again, mac2, zone2, host2, port2)
 		}
 	})
+}
+
+// TestResolveAddrUnknownName checks that a valid name nobody answers for is
+// a *net.DNSError that says so, as net.ResolveTCPAddr gives for DNS.
+func TestResolveAddrUnknownName(t *testing.T) {
+	for _, address := range []string{"nosuchhost0:80", "[NoSuchHost0]:80"} {
+		_, err := ResolveAddr("myproto", address)
+		var de *net.DNSError
+		if !errors.As(err, &de) || !de.IsNotFound || de.Name != "nosuchhost0" {
+			t.Errorf("ResolveAddr(%q): %#v, want a *net.DNSError with IsNotFound for nosuchhost0", address, err)
+		}
+	}
 }

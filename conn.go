@@ -212,6 +212,18 @@ func (c *Conn) onTimer() {
 	c.flush()
 }
 
+// failWith ends the connection with err at once, as when its peer
+// restarted or its interface went away: blocked calls return err.
+func (c *Conn) failWith(err error) {
+	c.mu.Lock()
+	if !c.done {
+		c.e.fail(err)
+	}
+	c.mu.Unlock()
+	c.flush()
+	c.wake()
+}
+
 // finish retires a connection the engine is done with: it leaves the
 // demultiplexer, stops its timer and gives back its port.
 func (c *Conn) finish() {

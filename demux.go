@@ -17,6 +17,8 @@ func (s *stack) demux(ep *endpoint, h *header, body []byte) dropReason {
 			return dropNoSocket
 		}
 		return b.pc.deliver(ep, h, body)
+	case typeDiscovery:
+		return s.discInput(ep, h, body)
 	case typeStream:
 		if h.connID != 0 {
 			if c, ok := s.conns.Load(h.connID); ok {
@@ -53,11 +55,13 @@ func (s *stack) refuseSYN(ep *endpoint, h *header, body []byte) {
 	ep.sendBuilt(tb, &header{dst: h.src, typ: typeStream, srcPort: h.dstPort, dstPort: h.srcPort, connID: dst}, n)
 }
 
-// rateLimiter is a token bucket: rate tokens a second, burst at most.
+// rateLimiter is a token bucket: rate tokens a second, burst at most; the
+// zero value has the refusal rates.
 type rateLimiter struct {
-	mu     sync.Mutex
-	tokens float64
-	last   time.Time
+	rate, burst float64
+	mu          sync.Mutex
+	tokens      float64
+	last        time.Time
 }
 
 const (
@@ -68,10 +72,14 @@ const (
 func (r *rateLimiter) allow(now time.Time) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	rate, burst := r.rate, r.burst
+	if rate == 0 {
+		rate, burst = refuseRate, refuseBurst
+	}
 	if r.last.IsZero() {
-		r.tokens = refuseBurst
+		r.tokens = burst
 	} else {
-		r.tokens = min(refuseBurst, r.tokens+now.Sub(r.last).Seconds()*refuseRate)
+		r.tokens = min(burst, r.tokens+now.Sub(r.last).Seconds()*rate)
 	}
 	r.last = now
 	if r.tokens < 1 {

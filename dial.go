@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"syscall"
 	"time"
 )
 
@@ -24,6 +25,9 @@ type Dialer struct {
 	UserTimeout time.Duration
 	// Config is the stack configuration; nil means defaults.
 	Config *Config
+	// Resolver resolves node names ("nodeb:80"); nil means DefaultResolver
+	// (its Config is not used: names are looked up by the Dialer's stack).
+	Resolver *Resolver
 }
 
 // Dial connects to the address on the named network, which must be
@@ -60,20 +64,24 @@ func (d *Dialer) dial(ctx context.Context, network, address string) (*Conn, erro
 }
 
 func (s *stack) dial(ctx context.Context, d *Dialer, netw, address string) (*Conn, error) {
-	remote, ifi, err := s.resolveRemote(netw, address)
-	if err != nil {
-		return nil, opError("dial", nil, nil, err)
-	}
 	timeout := d.Timeout
 	if timeout <= 0 {
 		timeout = defaultHandshakeTimeout
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	remote, ifi, err := s.resolveRemote(ctx, d.Resolver, netw, address)
+	if err != nil {
+		return nil, opError("dial", nil, nil, err)
+	}
 
 	b := &binding{}
 	if err := s.bind(b, []net.Interface{*ifi}); err != nil {
 		return nil, opError("dial", nil, remote, err)
+	}
+	if b.eps[0].down.Load() {
+		s.release(b)
+		return nil, opError("dial", nil, remote, os.NewSyscallError("connect", syscall.ENETDOWN))
 	}
 	cid, err := s.newCID()
 	if err != nil {
@@ -113,7 +121,7 @@ func (s *stack) dial(ctx context.Context, d *Dialer, netw, address string) (*Con
 }
 
 // resolveRemote parses a remote address and picks the interface to reach it.
-func (s *stack) resolveRemote(netw, address string) (*Addr, *net.Interface, error) {
+func (s *stack) resolveRemote(ctx context.Context, r *Resolver, netw, address string) (*Addr, *net.Interface, error) {
 	mac, zone, host, port, err := s.parseLocal(netw, address)
 	if err != nil {
 		return nil, nil, err
@@ -122,7 +130,10 @@ func (s *stack) resolveRemote(netw, address string) (*Addr, *net.Interface, erro
 		return nil, nil, &net.AddrError{Err: "missing host", Addr: address}
 	}
 	if mac == nil {
-		a, err := resolveHost(host)
+		if r == nil {
+			r = DefaultResolver
+		}
+		a, err := s.lookupName(ctx, r, host, zone)
 		if err != nil {
 			return nil, nil, err
 		}

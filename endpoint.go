@@ -34,6 +34,15 @@ type endpoint struct {
 	batchPool sync.Pool // *txBatch
 	stats     endpointStats
 
+	// disc is neighbour discovery on this interface.
+	disc *discovery
+	// down is set while the interface is down (rtnetlink link events):
+	// its connections have failed and datagram writes fail.
+	down atomic.Bool
+	// mtu is the interface MTU, from the link when opened and from link
+	// events after.
+	mtu atomic.Int64
+
 	// pending are connections that received frames in the current batch;
 	// the reader flushes each once after the batch. Reader goroutine only.
 	pending []*Conn
@@ -65,17 +74,18 @@ func newEndpoint(s *stack, ifi *net.Interface, l link.Link) *endpoint {
 		groups: make(map[[6]byte]int),
 	}
 	copy(ep.mac[:], l.HardwareAddr())
+	ep.mtu.Store(int64(l.MTU()))
 	return ep
 }
 
 // frameSize is the largest frame the link carries, Ethernet header included.
 func (ep *endpoint) frameSize() int {
-	return ep.l.MTU() + link.EthernetHeaderLen
+	return int(ep.mtu.Load()) + link.EthernetHeaderLen
 }
 
 // maxPayload is the largest body a frame on this link can carry.
 func (ep *endpoint) maxPayload() int {
-	return min(ep.l.MTU()-headerLen, maxBodyLen)
+	return min(int(ep.mtu.Load())-headerLen, maxBodyLen)
 }
 
 // readLoop reads frames in batches until the link closes.
@@ -125,6 +135,9 @@ func (ep *endpoint) input(frame []byte) {
 	}
 	if reason == dropNone {
 		reason = ep.s.demux(ep, &h, body)
+		if reason == dropNone && h.typ != typeDiscovery {
+			ep.disc.confirmFrom(h.src, time.Now())
+		}
 	}
 	if reason != dropNone {
 		ep.stats.drops[reason].Add(1)
@@ -197,5 +210,6 @@ func (ep *endpoint) leaveGroup(g [6]byte) error {
 // wait for the reader, because the last user can let go of an endpoint from
 // the reader goroutine itself (a connection retired while flushing).
 func (ep *endpoint) close() {
+	ep.disc.stop()
 	ep.l.Close()
 }

@@ -11,6 +11,14 @@ func (e *engine) setNoDelay(v bool) { e.cfg.NoDelay = v }
 // setKeepAlive sets the idle time before a keepalive PING; 0 or less is off.
 func (e *engine) setKeepAlive(d time.Duration) { e.cfg.KeepAlive = max(d, 0) }
 
+// limitPacket lowers the largest packet body sent to limit (an interface
+// MTU that shrank); data is re-chunked by offset, so retransmissions fit too.
+func (e *engine) limitPacket(limit int) {
+	if e.sendMax > 0 {
+		e.sendMax = max(min(e.sendMax, limit), minMaxPacket)
+	}
+}
+
 // setUserTimeout sets how long sent data may stay unacknowledged before the
 // connection fails with ETIMEDOUT; 0 or less restores the default.
 func (e *engine) setUserTimeout(d time.Duration) {

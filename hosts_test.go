@@ -1,6 +1,7 @@
 package myproto
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -74,8 +75,8 @@ func memHosts(t testing.TB, cfg memlink.Config) *testHosts {
 	}
 	h := &testHosts{
 		kind: "mem",
-		a:    newStack(Config{EtherType: DefaultEtherType}, &memProvider{seg: seg, name: "mem0", mac: aMAC, mtu: mtu, host: newMemHost()}),
-		b:    newStack(Config{EtherType: DefaultEtherType}, &memProvider{seg: seg, name: "mem1", mac: bMAC, mtu: mtu, host: newMemHost()}),
+		a:    newStack(Config{EtherType: DefaultEtherType, Name: "host-a"}, &memProvider{seg: seg, name: "mem0", mac: aMAC, mtu: mtu, host: newMemHost()}),
+		b:    newStack(Config{EtherType: DefaultEtherType, Name: "host-b"}, &memProvider{seg: seg, name: "mem1", mac: bMAC, mtu: mtu, host: newMemHost()}),
 		aIf:  "mem0", bIf: "mem1",
 		aMAC: aMAC, bMAC: bMAC,
 		seg: seg,
@@ -90,8 +91,8 @@ func vethHosts(t testing.TB, mtu int) *testHosts {
 	p := testenv.NewPair(t, mtu)
 	return &testHosts{
 		kind: "veth",
-		a:    newStack(Config{}, packetProvider{}),
-		b:    newStack(Config{}, packetProvider{ns: p.NetnsB}),
+		a:    newStack(Config{Name: "host-a"}, packetProvider{}),
+		b:    newStack(Config{Name: "host-b"}, packetProvider{ns: p.NetnsB}),
 		aIf:  p.A.Name, bIf: p.B.Name,
 		aMAC: p.A.HardwareAddr, bMAC: p.B.HardwareAddr,
 		pair: p,
@@ -135,14 +136,36 @@ func (p *memProvider) open(ifi *net.Interface, _ uint16, filter []bpf.RawInstruc
 
 func (p *memProvider) reserve(_, port uint16) (io.Closer, error) { return p.host.reserve(port) }
 func (p *memProvider) owned(_, port uint16) bool                 { return p.host.owned(port) }
+func (p *memProvider) watchLinks() (linkWatcher, error)          { return nil, errors.ErrUnsupported }
+func (p *memProvider) reserveName(_ uint16, name string) (io.Closer, error) {
+	return p.host.reserveName(name)
+}
 
 // memHost stands in for the host-wide port reservations of one host.
 type memHost struct {
 	mu    sync.Mutex
 	ports map[uint16]bool
+	names map[string]bool
 }
 
-func newMemHost() *memHost { return &memHost{ports: make(map[uint16]bool)} }
+func newMemHost() *memHost {
+	return &memHost{ports: make(map[uint16]bool), names: make(map[string]bool)}
+}
+
+func (h *memHost) reserveName(name string) (io.Closer, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.names[name] {
+		return nil, os.NewSyscallError("bind", syscall.EADDRINUSE)
+	}
+	h.names[name] = true
+	return closerFunc(func() error {
+		h.mu.Lock()
+		delete(h.names, name)
+		h.mu.Unlock()
+		return nil
+	}), nil
+}
 
 func (h *memHost) reserve(port uint16) (io.Closer, error) {
 	h.mu.Lock()

@@ -32,6 +32,7 @@ package myproto
 
 import (
 	"sync"
+	"time"
 )
 
 // Config configures the stack. A nil *Config means the defaults.
@@ -48,6 +49,22 @@ type Config struct {
 	// transfers free of socket drops. Without CAP_NET_ADMIN the kernel caps
 	// them at net.core.rmem_max and wmem_max.
 	ReadBuffer, WriteBuffer int
+
+	// Name is this host's node name, which neighbours resolve through
+	// discovery ("nodeb:80"). "" means $MYPROTO_NAME, else the first label
+	// of the host name. It must be a DNS label (letters, digits, hyphens);
+	// letters are folded to lower case. One process per host answers for a
+	// name: the first to open a stack with it.
+	Name string
+	// Services are further names this stack answers for, like aliases.
+	Services []string
+	// NameLifetime is how long neighbours keep our names without hearing
+	// from us; we re-announce every third of it. 0 means 60 s.
+	NameLifetime time.Duration
+	// OnNameConflict, if set, is called (from the stack's receive
+	// goroutine: do not block) when another station on a link holds or
+	// claims one of our names.
+	OnNameConflict func(*NameConflictError)
 }
 
 func (c *Config) etherType() uint16 {
@@ -79,6 +96,9 @@ func defaultStack(cfg *Config) (*stack, error) {
 	}
 	c.EtherType = et
 	s := newStack(c, packetProvider{})
+	if s.err != nil {
+		return nil, s.err
+	}
 	if stacks.m == nil {
 		stacks.m = make(map[uint16]*stack)
 	}

@@ -225,6 +225,9 @@ func (c *PacketConn) writeTo(p []byte, a *Addr) error {
 	if err != nil {
 		return err
 	}
+	if ep.down.Load() {
+		return os.NewSyscallError("sendmmsg", syscall.ENETDOWN)
+	}
 	h := header{typ: typeDatagram, srcPort: c.local.Port, dstPort: a.Port}
 	copy(h.dst[:], a.HardwareAddr)
 	if h.dst == broadcastMAC {

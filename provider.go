@@ -21,6 +21,10 @@ type provider interface {
 	reserve(etherType, port uint16) (io.Closer, error)
 	// owned reports whether any process on the host holds port.
 	owned(etherType, port uint16) bool
+	// reserveName claims a node name host-wide, as reserve does a port.
+	reserveName(etherType uint16, name string) (io.Closer, error)
+	// watchLinks subscribes to the interfaces' up/down/MTU changes.
+	watchLinks() (linkWatcher, error)
 }
 
 // packetProvider opens AF_PACKET sockets, optionally inside another network
@@ -75,6 +79,27 @@ func (p packetProvider) reserve(etherType, port uint16) (io.Closer, error) {
 		return nil
 	})
 	return r, err
+}
+
+func (p packetProvider) reserveName(etherType uint16, name string) (io.Closer, error) {
+	var r io.Closer
+	err := p.do(func() error {
+		res, err := sys.ReserveName(etherType, name)
+		if err != nil {
+			return err
+		}
+		r = res
+		return nil
+	})
+	return r, err
+}
+
+func (p packetProvider) watchLinks() (linkWatcher, error) {
+	w, err := sys.WatchLinks(p.ns)
+	if err != nil {
+		return nil, err
+	}
+	return w, nil
 }
 
 func (p packetProvider) owned(etherType, port uint16) bool {

@@ -41,6 +41,17 @@ type stack struct {
 	// refuse limits RSTs for SYNs to ports nobody on the host owns.
 	refuse rateLimiter
 
+	// names are what discovery answers for; err is a bad configured name.
+	names names
+	err   error
+	// claims hold the names this process answers for host-wide, while it
+	// has any endpoint open; tables are the neighbour tables by interface
+	// index, kept across endpoint closes. Both under mu.
+	claims map[string]io.Closer
+	tables map[int]*neighborTable
+	// watcher follows link events while any endpoint is open; under mu.
+	watcher linkWatcher
+
 	// table is an immutable snapshot of ports for the receive path, which
 	// reads it once per frame without locks; writers copy it under mu.
 	table atomic.Pointer[map[uint16]*binding]
@@ -65,7 +76,10 @@ func newStack(cfg Config, prov provider) *stack {
 		endpoints: make(map[int]*endpoint),
 		ports:     make(map[uint16]*binding),
 		nextEph:   uint16(ephemeralLow + rand.IntN(ephemeralHigh-ephemeralLow+1)),
+		claims:    make(map[string]io.Closer),
+		tables:    make(map[int]*neighborTable),
 	}
+	s.names, s.err = stackNames(&cfg)
 	empty := map[uint16]*binding{}
 	s.table.Store(&empty)
 	return s
@@ -256,6 +270,15 @@ func (s *stack) releaseLocked(b *binding) []*endpoint {
 		}
 	}
 	b.eps = nil
+	if len(s.endpoints) == 0 {
+		// Gone from every link: another process on the host may answer
+		// for the names now.
+		for n, c := range s.claims {
+			c.Close()
+			delete(s.claims, n)
+		}
+		s.stopWatchingLocked()
+	}
 	return closing
 }
 
@@ -276,8 +299,34 @@ func (s *stack) acquireEndpoint(ifi *net.Interface) (*endpoint, error) {
 	ep := newEndpoint(s, ifi, l)
 	ep.refs = 1
 	s.endpoints[ifi.Index] = ep
+	t := s.tables[ifi.Index]
+	if t == nil {
+		t = newNeighborTable(ifi.Name)
+		s.tables[ifi.Index] = t
+	}
+	ep.disc = &discovery{ep: ep, table: t, names: make(map[string]nameState),
+		answer: rateLimiter{rate: answerRate, burst: answerBurst}}
 	go ep.readLoop()
+	s.watchLinksLocked()
+	ep.startDiscovery(s.claimNamesLocked())
 	return ep, nil
+}
+
+// claimNamesLocked reserves the stack's names host-wide where no other
+// process holds them yet, and returns those this process holds.
+func (s *stack) claimNamesLocked() []string {
+	var owned []string
+	for _, n := range s.names.list {
+		if _, ok := s.claims[n]; !ok {
+			c, err := s.prov.reserveName(s.etherType, n)
+			if err != nil {
+				continue // another process on this host answers for it
+			}
+			s.claims[n] = c
+		}
+		owned = append(owned, n)
+	}
+	return owned
 }
 
 // filterFor builds the kernel filter for an interface with the given MAC from
@@ -292,6 +341,7 @@ func (s *stack) filterFor(mac net.HardwareAddr) ([]bpf.RawInstruction, error) {
 		Version:      wireVersion,
 		HardwareAddr: mac,
 		Ports:        ports,
+		AnyPortTypes: []uint8{uint8(typeDiscovery)},
 		// Every process sees SYNs to any port, so that one to a port
 		// nobody on the host owns is refused (see refuseSYN).
 		AnyPortFlagged: []sys.TypeFlags{{Type: uint8(typeStream), Flags: streamFlagSYN}},

@@ -28,6 +28,7 @@ type DropStats struct {
 	NoSocket  uint64 // no socket here owns the port or connection
 	NotForUs  uint64 // unicast to another station, or a group not joined
 	QueueFull uint64 // the socket's receive buffer was full
+	Malformed uint64 // a discovery message that does not parse
 }
 
 // LinkStats returns the counters of every interface the stack for cfg's
@@ -71,6 +72,7 @@ func (ep *endpoint) snapshot() Stats {
 		NoSocket:  d[dropNoSocket].Load(),
 		NotForUs:  d[dropNotForUs].Load(),
 		QueueFull: d[dropQueueFull].Load(),
+		Malformed: d[dropMalformed].Load(),
 	}
 	return st
 }

@@ -120,6 +120,7 @@ const (
 	dropNoSocket               // no socket owns the destination port or connection
 	dropNotForUs               // unicast to another MAC, or a group nobody joined
 	dropQueueFull              // the socket's receive buffer was full
+	dropMalformed              // a discovery body that does not parse
 	dropReasonCount            // number of reasons
 )
 

@@ -29,15 +29,19 @@ type Reservation struct {
 // The reservation is not tied to garbage collection: dropping the
 // *Reservation without calling Close keeps the port until the process exits.
 func ReservePort(etherType, port uint16) (*Reservation, error) {
+	return reserve(reserveAddr(etherType, port), fmt.Sprintf("port %d", port), etherType)
+}
+
+func reserve(sa *unix.SockaddrUnix, what string, etherType uint16) (*Reservation, error) {
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, os.NewSyscallError("socket", err)
 	}
-	if err := unix.Bind(fd, reserveAddr(etherType, port)); err != nil {
+	if err := unix.Bind(fd, sa); err != nil {
 		_ = unix.Close(fd)
 		if errors.Is(err, unix.EADDRINUSE) {
-			return nil, fmt.Errorf("sys: port %d of EtherType %#04x is taken: %w",
-				port, etherType, os.NewSyscallError("bind", err))
+			return nil, fmt.Errorf("sys: %s of EtherType %#04x is taken: %w",
+				what, etherType, os.NewSyscallError("bind", err))
 		}
 		return nil, os.NewSyscallError("bind", err)
 	}
@@ -55,6 +59,16 @@ func (r *Reservation) Close() error {
 	err := unix.Close(r.fd)
 	r.fd = -1
 	return os.NewSyscallError("close", err)
+}
+
+// ReserveName reserves a node name of etherType for this process among all
+// the processes of the network namespace, as ReservePort reserves a port
+// (the abstract name is "@myproto/<ethertype in hex>/name/<name>"), so that
+// one process per host answers neighbour discovery for it. A name held by
+// another process gives an error wrapping syscall.EADDRINUSE.
+func ReserveName(etherType uint16, name string) (*Reservation, error) {
+	return reserve(&unix.SockaddrUnix{Name: fmt.Sprintf("\x00myproto/%04x/name/%s", etherType, name)},
+		fmt.Sprintf("name %q", name), etherType)
 }
 
 // PortOwned reports whether some process in the current network namespace,

@@ -1,0 +1,393 @@
+package myproto
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"math"
+	mrand "math/rand/v2"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Neighbour discovery: a stack claims its node name (and service names) on
+// each interface it opens, answers solicits for them, announces them, and
+// says goodbye when it closes the interface. SPEC.md §13 has the protocol.
+
+const (
+	defaultNameLifetime = 60 * time.Second
+	// probeInterval and probeWait: a name is probed for twice, 50 ms apart,
+	// and claimed 150 ms after the first probe if nobody answered.
+	probeInterval = 50 * time.Millisecond
+	probeWait     = 150 * time.Millisecond
+	// Answers to solicits are rate-limited per interface, so a flood of
+	// solicits costs a bounded number of frames.
+	answerRate  = 100
+	answerBurst = 20
+)
+
+// A NameConflictError reports that another station on a link holds or claims
+// one of this stack's names.
+type NameConflictError struct {
+	Name      string           // the name
+	Interface string           // where the other station is
+	Holder    net.HardwareAddr // the other station's MAC
+	// Kept is true if this stack keeps the name on the interface (it held
+	// it first and defends it), false if it gave it up (it was probing).
+	Kept bool
+}
+
+func (e *NameConflictError) Error() string {
+	what := "gave it up"
+	if e.Kept {
+		what = "kept it"
+	}
+	return fmt.Sprintf("myproto: name %q on %s is also claimed by %v; this stack %s", e.Name, e.Interface, e.Holder, what)
+}
+
+// names is what a stack answers for.
+type names struct {
+	list     []string // node name first, then services; canonical
+	nodeID   uint64   // random per stack: a new one tells neighbours we restarted
+	lifetime time.Duration
+}
+
+// stackNames works out the names from cfg. An explicitly configured bad name
+// is an error; a host name that is no DNS label just leaves the stack without
+// a node name (it can still look others up).
+func stackNames(cfg *Config) (names, error) {
+	n := names{lifetime: cfg.NameLifetime}
+	if n.lifetime <= 0 {
+		n.lifetime = defaultNameLifetime
+	}
+	n.lifetime = min(n.lifetime, time.Duration(math.MaxUint32)*time.Millisecond)
+	var b [8]byte
+	rand.Read(b[:])
+	n.nodeID = binary.BigEndian.Uint64(b[:])
+	node, explicit := cfg.Name, true
+	if node == "" {
+		node = os.Getenv("MYPROTO_NAME")
+	}
+	if node == "" {
+		explicit = false
+		if h, err := os.Hostname(); err == nil {
+			node, _, _ = strings.Cut(h, ".")
+		}
+	}
+	if node != "" {
+		c, err := canonicalName(node)
+		switch {
+		case err == nil:
+			n.list = append(n.list, c)
+		case explicit:
+			return names{}, err
+		}
+	}
+	for _, svc := range cfg.Services {
+		c, err := canonicalName(svc)
+		if err != nil {
+			return names{}, err
+		}
+		n.list = append(n.list, c)
+	}
+	return n, nil
+}
+
+// discovery is the discovery state of one endpoint.
+type discovery struct {
+	ep    *endpoint
+	table *neighborTable
+
+	answer rateLimiter
+
+	mu      sync.Mutex
+	names   map[string]nameState // names this stack claims on the interface
+	timer   *time.Timer
+	step    int // where the probe/announce schedule is
+	closed  bool
+	waiters map[uint64]chan discAnswer // lookups by nonce
+
+	// Reader goroutine only: the last reachability confirmation.
+	lastConfirm   [6]byte
+	lastConfirmAt time.Time
+}
+
+type nameState uint8
+
+const (
+	nameTentative nameState = iota // probing
+	nameClaimed                    // ours: answered and announced
+	nameLost                       // another station has it
+)
+
+// discAnswer is an advertise that answered a lookup.
+type discAnswer struct {
+	ep  *endpoint
+	mac [6]byte
+	msg discMsg
+}
+
+// startDiscovery begins claiming the stack's names on ep. owned are the
+// names this process holds host-wide.
+func (ep *endpoint) startDiscovery(owned []string) {
+	d := ep.disc
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, n := range owned {
+		d.names[n] = nameTentative
+	}
+	if len(owned) > 0 {
+		d.scheduleLocked(0)
+	}
+}
+
+// scheduleLocked runs the next step of the probe/announce schedule after
+// delay: probe, probe, claim and announce, announce, announce, then a refresh
+// every third of the lifetime, each with some jitter so that stations
+// started together do not answer in step.
+func (d *discovery) scheduleLocked(delay time.Duration) {
+	if d.closed {
+		return
+	}
+	if d.timer == nil {
+		d.timer = time.AfterFunc(delay, d.tick)
+	} else {
+		d.timer.Reset(delay)
+	}
+}
+
+func jitter(d time.Duration) time.Duration {
+	return d + time.Duration(mrand.Int64N(int64(d)/4+1))
+}
+
+func (d *discovery) tick() {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return
+	}
+	step := d.step
+	d.step++
+	var probe, announce []string
+	for n, st := range d.names {
+		switch {
+		case st == nameTentative && step < 2:
+			probe = append(probe, n)
+		case st == nameTentative: // step 2: nobody objected
+			d.names[n] = nameClaimed
+			announce = append(announce, n)
+		case st == nameClaimed && step >= 2:
+			announce = append(announce, n)
+		}
+	}
+	switch {
+	case step == 0:
+		d.scheduleLocked(probeInterval)
+	case step == 1:
+		d.scheduleLocked(probeWait - probeInterval)
+	case step < 4:
+		d.scheduleLocked(jitter(time.Duration(step-1) * 100 * time.Millisecond))
+	default:
+		d.scheduleLocked(jitter(d.ep.s.names.lifetime / 3))
+	}
+	d.mu.Unlock()
+	for _, n := range probe {
+		d.send(broadcastMAC, &discMsg{op: discSolicit, flags: discFlagProbe, nonce: randNonce(), name: n})
+	}
+	for _, n := range announce {
+		d.send(broadcastMAC, &discMsg{op: discAnnounce, name: n})
+	}
+}
+
+// announceNow re-announces the claimed names at once (a changed MTU or MAC,
+// or a defended name).
+func (d *discovery) announceNow() {
+	for _, n := range d.claimed() {
+		d.send(broadcastMAC, &discMsg{op: discAnnounce, name: n})
+	}
+}
+
+func (d *discovery) claimed() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []string
+	for n, st := range d.names {
+		if st == nameClaimed {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// stop says goodbye for the claimed names and stops the schedule; the link
+// is still open.
+func (d *discovery) stop() {
+	names := d.claimed()
+	d.mu.Lock()
+	d.closed = true
+	if d.timer != nil {
+		d.timer.Stop()
+	}
+	d.mu.Unlock()
+	for _, n := range names {
+		d.send(broadcastMAC, &discMsg{op: discGoodbye, name: n})
+	}
+}
+
+// send fills in our node ID, MTU and lifetime and sends m to dst.
+func (d *discovery) send(dst [6]byte, m *discMsg) {
+	ep := d.ep
+	m.nodeID = ep.s.names.nodeID
+	m.mtu = uint32(ep.mtu.Load())
+	m.lifetime = uint32(ep.s.names.lifetime / time.Millisecond)
+	if m.op == discGoodbye {
+		m.lifetime = 0
+	}
+	var body [discFixedLen + maxNameLen]byte
+	n := marshalDisc(body[:], m)
+	ep.send(&header{dst: dst, typ: typeDiscovery, connID: m.nonce}, body[:n])
+}
+
+func randNonce() uint64 {
+	var b [8]byte
+	rand.Read(b[:])
+	return binary.BigEndian.Uint64(b[:])
+}
+
+// discInput handles a discovery frame.
+func (s *stack) discInput(ep *endpoint, h *header, body []byte) dropReason {
+	var m discMsg
+	if h.srcPort != 0 || h.dstPort != 0 || !parseDisc(body, h.connID, &m) {
+		return dropMalformed
+	}
+	if m.nodeID == s.names.nodeID || h.src == ep.mac {
+		// Our own frame back through another interface on the same
+		// segment, or another process on this host: never a neighbour.
+		return dropNone
+	}
+	d := ep.disc
+	now := time.Now()
+	switch m.op {
+	case discSolicit:
+		d.onSolicit(h, &m, now)
+	case discAdvertise, discAnnounce:
+		d.onAdvertise(h, &m, now)
+	case discGoodbye:
+		d.table.remove(m.name, h.src)
+	}
+	return dropNone
+}
+
+func (d *discovery) onSolicit(h *header, m *discMsg, now time.Time) {
+	var answer []string
+	d.mu.Lock()
+	if m.name == "" {
+		if m.target == d.ep.mac {
+			for n, st := range d.names {
+				if st == nameClaimed {
+					answer = append(answer, n)
+				}
+			}
+		}
+	} else if d.names[m.name] == nameClaimed {
+		answer = append(answer, m.name)
+	}
+	d.mu.Unlock()
+	for _, n := range answer {
+		if !d.answer.allow(now) {
+			return
+		}
+		d.send(h.src, &discMsg{op: discAdvertise, nonce: m.nonce, name: n})
+	}
+}
+
+func (d *discovery) onAdvertise(h *header, m *discMsg, now time.Time) {
+	ep := d.ep
+	d.mu.Lock()
+	st, ours := d.names[m.name]
+	var w chan discAnswer
+	if m.op == discAdvertise {
+		w = d.waiters[m.nonce]
+	}
+	switch {
+	case ours && st == nameTentative:
+		d.names[m.name] = nameLost
+	case ours && st == nameClaimed && m.op == discAnnounce:
+		// Someone claims what we hold without having probed (or in the
+		// same instant): defend it, and tell both sides.
+	default:
+		ours = false
+	}
+	d.mu.Unlock()
+	if ours {
+		if st == nameClaimed {
+			d.announceNow()
+		}
+		if f := ep.s.cfg.OnNameConflict; f != nil {
+			f(&NameConflictError{Name: m.name, Interface: ep.name,
+				Holder: net.HardwareAddr(append([]byte(nil), h.src[:]...)), Kept: st == nameClaimed})
+		}
+		return
+	}
+	old, existed := d.table.update(m, h.src, now, w != nil)
+	if existed && (old.nodeID != m.nodeID || old.mac != h.src) {
+		// A new node ID (or MAC) for a known name: the neighbour
+		// restarted, and its connections with us are gone.
+		ep.s.peerRestarted(ep, old.mac)
+	}
+	if w != nil {
+		select {
+		case w <- discAnswer{ep: ep, mac: h.src, msg: *m}:
+		default:
+		}
+	}
+}
+
+// confirmFrom notes a valid packet from mac (reader goroutine only). The
+// table is touched at most every 100 ms per sender run, so the data path
+// pays nearly nothing.
+func (d *discovery) confirmFrom(mac [6]byte, now time.Time) {
+	if mac == d.lastConfirm && now.Sub(d.lastConfirmAt) < 100*time.Millisecond {
+		return
+	}
+	d.lastConfirm, d.lastConfirmAt = mac, now
+	d.table.confirm(mac, now)
+}
+
+// peerRestarted fails the connections on ep with the station mac: they no
+// longer exist at the other end, and waiting for a timeout would only delay
+// the news.
+func (s *stack) peerRestarted(ep *endpoint, mac [6]byte) {
+	s.failConns(func(c *Conn) bool { return c.ep == ep && c.peer == mac }, syscall.ECONNRESET)
+}
+
+// failConns fails every connection match selects with err.
+func (s *stack) failConns(match func(*Conn) bool, err error) {
+	s.conns.Range(func(_, v any) bool {
+		if c := v.(*Conn); match(c) {
+			c.failWith(err)
+		}
+		return true
+	})
+}
+
+// solicit sends a lookup's solicit on ep and registers its waiter.
+func (d *discovery) solicit(dst [6]byte, m *discMsg, w chan discAnswer) {
+	d.mu.Lock()
+	if d.waiters == nil {
+		d.waiters = make(map[uint64]chan discAnswer)
+	}
+	d.waiters[m.nonce] = w
+	d.mu.Unlock()
+	d.send(dst, m)
+}
+
+func (d *discovery) unwait(nonce uint64) {
+	d.mu.Lock()
+	delete(d.waiters, nonce)
+	d.mu.Unlock()
+}

@@ -1,0 +1,486 @@
+package myproto
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/myproto/myproto/internal/link"
+	"github.com/myproto/myproto/internal/memlink"
+	"github.com/myproto/myproto/internal/testenv"
+)
+
+func TestValidName(t *testing.T) {
+	for _, s := range []string{"a", "node-b", "x1", "1a", "a-1", strings.Repeat("a", 63)} {
+		if !validName(s) {
+			t.Errorf("validName(%q) = false", s)
+		}
+	}
+	for _, s := range []string{"", "-a", "a-", "A", "a.b", "a_b", "123", "1-2", strings.Repeat("a", 64), "é"} {
+		if validName(s) {
+			t.Errorf("validName(%q) = true", s)
+		}
+	}
+	if n, err := canonicalName("Node-B"); err != nil || n != "node-b" {
+		t.Errorf("canonicalName(Node-B) = %q, %v", n, err)
+	}
+	var ae *net.AddrError
+	if _, err := canonicalName("no_good"); !errors.As(err, &ae) {
+		t.Errorf("canonicalName(no_good): %v, want *net.AddrError", err)
+	}
+	if _, err := stackNames(&Config{Name: "bad name"}); !errors.As(err, &ae) {
+		t.Errorf("a bad Config.Name: %v, want *net.AddrError", err)
+	}
+	if _, err := stackNames(&Config{Name: "ok", Services: []string{"also_bad"}}); !errors.As(err, &ae) {
+		t.Errorf("a bad service name: %v, want *net.AddrError", err)
+	}
+	t.Setenv("MYPROTO_NAME", "From-Env")
+	if n, err := stackNames(&Config{}); err != nil || n.list[0] != "from-env" {
+		t.Errorf("MYPROTO_NAME: %v, %v", n.list, err)
+	}
+}
+
+func TestDiscWire(t *testing.T) {
+	for _, m := range []discMsg{
+		{op: discSolicit, flags: discFlagProbe, nonce: 7, nodeID: 1, mtu: 1500, lifetime: 60000, name: "node-b"},
+		{op: discSolicit, nonce: 8, target: [6]byte{2, 0, 0, 0, 0, 1}},
+		{op: discAdvertise, nonce: 9, nodeID: ^uint64(0), mtu: 9000, lifetime: 1, name: strings.Repeat("z", 63)},
+		{op: discAnnounce, name: "a"},
+		{op: discGoodbye, name: "a"},
+	} {
+		b := make([]byte, discFixedLen+maxNameLen)
+		n := marshalDisc(b, &m)
+		var got discMsg
+		if !parseDisc(b[:n], m.nonce, &got) {
+			t.Fatalf("%+v does not parse back", m)
+		}
+		if diff := cmp.Diff(m, got, cmp.AllowUnexported(discMsg{})); diff != "" {
+			t.Errorf("round trip (-want +got):\n%s", diff)
+		}
+		// Every truncation and every bad op is refused.
+		for i := range n {
+			if parseDisc(b[:i], 0, &got) {
+				t.Errorf("%d of %d bytes parsed", i, n)
+			}
+		}
+	}
+	bad := func(f func(b []byte)) bool {
+		b := make([]byte, discFixedLen+maxNameLen)
+		n := marshalDisc(b, &discMsg{op: discAnnounce, name: "ok"})
+		f(b)
+		var m discMsg
+		return !parseDisc(b[:n], 0, &m)
+	}
+	for name, f := range map[string]func([]byte){
+		"op 0":            func(b []byte) { b[0] = 0 },
+		"op 5":            func(b []byte) { b[0] = 5 },
+		"reserved":        func(b []byte) { b[3] = 1 },
+		"upper case name": func(b []byte) { b[discFixedLen] = 'O' },
+		"empty name":      func(b []byte) { b[26] = 0 },
+	} {
+		if !bad(f) {
+			t.Errorf("%s accepted", name)
+		}
+	}
+}
+
+// FuzzParseDisc feeds garbage to the discovery decoder: no panic, and what
+// parses marshals back to the same bytes.
+func FuzzParseDisc(f *testing.F) {
+	b := make([]byte, discFixedLen+maxNameLen)
+	f.Add(b[:marshalDisc(b, &discMsg{op: discAnnounce, name: "node-b", mtu: 1500})])
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var m discMsg
+		if !parseDisc(body, 0, &m) {
+			return
+		}
+		out := make([]byte, discFixedLen+maxNameLen)
+		if n := marshalDisc(out, &m); string(out[:n]) != string(body) {
+			t.Fatalf("re-marshalled % x, parsed % x", out[:n], body)
+		}
+	})
+}
+
+// namedHosts are the test hosts with a listener open on b, so b has claimed
+// its name, and host a's address for b's name.
+func waitNeighbor(t *testing.T, s *stack, name string, present bool, within time.Duration) Neighbor {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		for _, n := range s.neighbors() {
+			if n.Name == name && present {
+				return n
+			}
+		}
+		if !present {
+			found := false
+			for _, n := range s.neighbors() {
+				found = found || n.Name == name
+			}
+			if !found {
+				return Neighbor{}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("neighbour %q present=%v not reached within %v; table %+v", name, present, within, s.neighbors())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestDiscoveryDialByName resolves b's name from a and carries an HTTP
+// request to a server on b, dialed by name.
+func TestDiscoveryDialByName(t *testing.T) {
+	onBothLinks(t, func(t *testing.T, h *testHosts) {
+		watchdog(t)
+		ln := listenB(t, h, nil)
+		port := ln.Addr().(*Addr).Port
+		a, err := h.a.lookupName(context.Background(), nil, "HOST-B", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.HardwareAddr.String() != h.bMAC.String() || a.Zone != h.aIf {
+			t.Fatalf("host-b resolved to %v, want %v on %s", a, h.bMAC, h.aIf)
+		}
+		names, err := h.a.lookupAddr(context.Background(), nil, h.bMAC)
+		if err != nil || len(names) != 1 || names[0] != "host-b" {
+			t.Fatalf("reverse lookup of %v: %v, %v", h.bMAC, names, err)
+		}
+
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "hello %s from host-b", r.URL.Path)
+		})}
+		go srv.Serve(ln)
+		defer srv.Close()
+		tr := &http.Transport{DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			// The URL's host is the myproto address, name and port.
+			return h.a.dial(ctx, &Dialer{}, "myproto", addr)
+		}}
+		defer tr.CloseIdleConnections()
+		resp, err := (&http.Client{Transport: tr}).Get(fmt.Sprintf("http://host-b:%d/x", port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(body) != "hello /x from host-b" {
+			t.Fatalf("body %q", body)
+		}
+		// The answer made a REACHABLE entry with b's MTU and node ID.
+		n := waitNeighbor(t, h.a, "host-b", true, time.Second)
+		if n.State != "REACHABLE" || n.MTU != 1500 || n.NodeID != h.b.names.nodeID || n.Interface != h.aIf {
+			t.Fatalf("neighbour entry %+v", n)
+		}
+	})
+}
+
+// TestDiscoveryUnknownName fails fast, and in a way a user recognises.
+func TestDiscoveryUnknownName(t *testing.T) {
+	onBothLinks(t, func(t *testing.T, h *testHosts) {
+		watchdog(t)
+		listenB(t, h, nil)
+		r := &Resolver{Timeout: 300 * time.Millisecond}
+		start := time.Now()
+		_, err := h.a.lookupName(context.Background(), r, "nobody-here", "")
+		d := time.Since(start)
+		var de *net.DNSError
+		if !errors.As(err, &de) || !de.IsNotFound || de.Name != "nobody-here" {
+			t.Fatalf("lookup of an unknown name: %#v, want a *net.DNSError with IsNotFound", err)
+		}
+		if d < 300*time.Millisecond || d > time.Second {
+			t.Fatalf("a 300 ms lookup took %v", d)
+		}
+		_, err = h.a.dial(context.Background(), &Dialer{Resolver: r}, "myproto", "nobody-here:80")
+		var oe *net.OpError
+		if !errors.As(err, &oe) || !errors.As(err, &de) || !de.IsNotFound {
+			t.Fatalf("dial of an unknown name: %v, want a *net.OpError wrapping a not-found *net.DNSError", err)
+		}
+	})
+}
+
+// TestDiscoveryCancel aborts a lookup through its context.
+func TestDiscoveryCancel(t *testing.T) {
+	watchdog(t)
+	h := memHosts(t, memlink.Config{Seed: 1})
+	r := &Resolver{Timeout: time.Minute}
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	start := time.Now()
+	_, err := h.a.lookupName(ctx, r, "nobody-here", "")
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Fatalf("cancelled lookup took %v", d)
+	}
+	var de *net.DNSError
+	if !errors.Is(err, context.Canceled) || !errors.As(err, &de) {
+		t.Fatalf("cancelled lookup: %v, want a *net.DNSError wrapping context.Canceled", err)
+	}
+	ctx, cancel2 := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel2()
+	_, err = h.a.lookupName(ctx, r, "nobody-here", "")
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.As(err, &de) || !de.IsTimeout {
+		t.Fatalf("expired lookup: %v, want a timeout *net.DNSError", err)
+	}
+}
+
+// TestDiscoveryAnnounceGoodbye: a station that opens the link announces
+// itself into its neighbours' tables; one that leaves says goodbye.
+func TestDiscoveryAnnounceGoodbye(t *testing.T) {
+	onBothLinks(t, func(t *testing.T, h *testHosts) {
+		watchdog(t)
+		pa, err := h.a.listenPacket("myproto", h.aIf+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pa.Close()
+		pb, err := h.b.listenPacket("myproto", h.bIf+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := waitNeighbor(t, h.a, "host-b", true, 2*time.Second)
+		if n.HardwareAddr.String() != h.bMAC.String() {
+			t.Fatalf("announce made %+v", n)
+		}
+		waitNeighbor(t, h.b, "host-a", true, 2*time.Second)
+		pb.Close()
+		waitNeighbor(t, h.a, "host-b", false, time.Second)
+	})
+}
+
+// memStack adds a host with its own stack to h's segment.
+func memStack(h *testHosts, ifname string, mac net.HardwareAddr, cfg Config) *stack {
+	cfg.EtherType = DefaultEtherType
+	return newStack(cfg, &memProvider{seg: h.seg, name: ifname, mac: mac, mtu: 1500, host: newMemHost()})
+}
+
+// TestDiscoveryLifetime: entries expire unless refreshed, and a live
+// station refreshes them.
+func TestDiscoveryLifetime(t *testing.T) {
+	watchdog(t)
+	h := memHosts(t, memlink.Config{Seed: 1})
+	const life = 300 * time.Millisecond
+	c := memStack(h, "mem2", net.HardwareAddr{2, 0, 0x5e, 0x10, 0, 3}, Config{Name: "host-c", NameLifetime: life})
+	pa, err := h.a.listenPacket("myproto", h.aIf+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pa.Close()
+	pc, err := c.listenPacket("myproto", "mem2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	first := waitNeighbor(t, h.a, "host-c", true, time.Second)
+	time.Sleep(3 * life)
+	later := waitNeighbor(t, h.a, "host-c", true, 0)
+	if !later.Expires.After(first.Expires.Add(life)) {
+		t.Fatalf("not refreshed: expiry %v, then %v", first.Expires, later.Expires)
+	}
+	// Silence c, as a crash would: no goodbye, no refresh.
+	c.silence()
+	start := time.Now()
+	waitNeighbor(t, h.a, "host-c", false, 2*life)
+	t.Logf("entry gone %v after the station went silent (lifetime %v)", time.Since(start).Round(time.Millisecond), life)
+}
+
+// silence stops every endpoint's discovery without a goodbye, as a crashed
+// process would.
+func (s *stack) silence() {
+	for _, ep := range s.endpointsSnapshot() {
+		d := ep.disc
+		d.mu.Lock()
+		d.closed = true
+		if d.timer != nil {
+			d.timer.Stop()
+		}
+		d.mu.Unlock()
+	}
+}
+
+// TestDiscoveryConflict: a second station that wants a name another holds
+// is told, and gives it up; the holder keeps answering.
+func TestDiscoveryConflict(t *testing.T) {
+	watchdog(t)
+	h := memHosts(t, memlink.Config{Seed: 1})
+	conflicts := make(chan *NameConflictError, 4)
+	report := func(e *NameConflictError) { conflicts <- e }
+	first := memStack(h, "mem2", net.HardwareAddr{2, 0, 0x5e, 0x10, 0, 3}, Config{Name: "dup", OnNameConflict: report})
+	second := memStack(h, "mem3", net.HardwareAddr{2, 0, 0x5e, 0x10, 0, 4}, Config{Name: "dup", OnNameConflict: report})
+	p1, err := first.listenPacket("myproto", "mem2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p1.Close()
+	time.Sleep(2 * probeWait) // first has claimed it
+	p2, err := second.listenPacket("myproto", "mem3:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p2.Close()
+	select {
+	case e := <-conflicts:
+		if e.Name != "dup" || e.Kept || e.Holder.String() != "02:00:5e:10:00:03" || e.Interface != "mem3" {
+			t.Fatalf("conflict report %+v: %v", e, e)
+		}
+		t.Log(e)
+	case <-time.After(2 * time.Second):
+		t.Fatal("the second claimant was not told")
+	}
+	time.Sleep(2 * probeWait)
+	a, err := h.a.lookupName(context.Background(), nil, "dup", "")
+	if err != nil || a.HardwareAddr.String() != "02:00:5e:10:00:03" {
+		t.Fatalf("dup resolves to %v, %v; want the first holder", a, err)
+	}
+	select {
+	case e := <-conflicts:
+		t.Fatalf("unexpected second report %v", e)
+	default:
+	}
+}
+
+// TestDiscoveryPeerRestart: when a neighbour comes back with a new node ID,
+// connections to it fail at once rather than at the user timeout.
+func TestDiscoveryPeerRestart(t *testing.T) {
+	watchdog(t)
+	h := memHosts(t, memlink.Config{Seed: 1})
+	ln := listenB(t, h, nil)
+	port := ln.Addr().(*Addr).Port
+	go func() {
+		s, err := ln.AcceptMyproto()
+		if err == nil {
+			defer s.Close()
+			io.Copy(io.Discard, s)
+		}
+	}()
+	c, err := h.a.dial(context.Background(), &Dialer{}, "myproto", fmt.Sprintf("host-b:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ch := readErr(c)
+	// b's process dies: no goodbye, no FIN, no RST.
+	h.b.silence()
+	for _, ep := range h.b.endpointsSnapshot() {
+		ep.l.Close()
+	}
+	// It comes back: a new stack, same host (MAC and port reservations).
+	b2 := newStack(Config{EtherType: DefaultEtherType, Name: "host-b"},
+		&memProvider{seg: h.seg, name: "mem1", mac: h.bMAC, mtu: 1500, host: newMemHost()})
+	start := time.Now()
+	p, err := b2.listenPacket("myproto", "mem1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	err = waitErr(t, "Read", ch)
+	d := time.Since(start)
+	wantOpError(t, err, "read", syscall.ECONNRESET)
+	if d > time.Second {
+		t.Fatalf("the connection failed %v after the peer came back", d)
+	}
+	t.Logf("connection failed %v after the restarted peer opened the link: %v", d.Round(time.Millisecond), err)
+	if n := waitNeighbor(t, h.a, "host-b", true, 0); n.NodeID != b2.names.nodeID {
+		t.Fatalf("table has node ID %x, want the new %x", n.NodeID, b2.names.nodeID)
+	}
+}
+
+// TestDiscoveryFlood sends 10,000 solicits a second, and as many announces
+// of made-up names, at a station: it answers no more than its rate limit,
+// and its table and heap stay bounded.
+func TestDiscoveryFlood(t *testing.T) {
+	testenv.Watchdog(t, 2*time.Minute)
+	h := memHosts(t, memlink.Config{Seed: 1})
+	pb, err := h.b.listenPacket("myproto", h.bIf+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pb.Close()
+	time.Sleep(2 * probeWait) // b has claimed host-b
+
+	evilMAC := net.HardwareAddr{2, 0, 0x5e, 0x10, 0, 0x66}
+	evil := h.seg.Attach("evil", evilMAC)
+	defer evil.Close()
+	var answers atomic.Int64
+	go func() {
+		ms := make([]link.Message, 16)
+		for i := range ms {
+			ms[i].Buf = make([]byte, 1600)
+		}
+		for {
+			n, err := evil.ReadBatch(ms)
+			if err != nil {
+				return
+			}
+			for _, m := range ms[:n] {
+				if hd, body, r := parseFrame(m.Buf[:m.N], DefaultEtherType); r == dropNone && hd.typ == typeDiscovery && len(body) > 0 && discOp(body[0]) == discAdvertise {
+					answers.Add(1)
+				}
+			}
+		}
+	}()
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+
+	frame := func(op discOp, name string, nonce uint64) []byte {
+		hd := header{etherType: DefaultEtherType, typ: typeDiscovery, connID: nonce}
+		copy(hd.dst[:], broadcastMAC[:])
+		copy(hd.src[:], evilMAC)
+		b := make([]byte, discFixedLen+maxNameLen)
+		n := marshalDisc(b, &discMsg{op: op, nonce: nonce, nodeID: 666, mtu: 1500, lifetime: 60000, name: name})
+		return buildFrame(&hd, b[:n])
+	}
+	const perSecond, seconds = 10_000, 2
+	start := time.Now()
+	sent := 0
+	for i := 0; i < perSecond*seconds; i += 100 {
+		ms := make([]link.Message, 0, 200)
+		for j := range 100 {
+			f := frame(discSolicit, "host-b", uint64(i+j))
+			ms = append(ms, link.Message{Buf: f, N: len(f)})
+			f = frame(discAnnounce, fmt.Sprintf("fake-%d", i+j), uint64(i+j))
+			ms = append(ms, link.Message{Buf: f, N: len(f)})
+		}
+		evil.WriteBatch(ms)
+		sent += 100
+		// Keep to the rate: 100 solicits every 10 ms.
+		if d := time.Until(start.Add(time.Duration(sent) * time.Second / perSecond)); d > 0 {
+			time.Sleep(d)
+		}
+	}
+	elapsed := time.Since(start)
+	time.Sleep(50 * time.Millisecond)
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	got := answers.Load()
+	limit := int64(answerBurst + answerRate*elapsed.Seconds() + 1)
+	tableLen := h.b.tables[1].len()
+	t.Logf("%d solicits and %d announces in %v: %d answers (limit %d), table %d entries, heap %+.1f MiB",
+		sent, sent, elapsed.Round(time.Millisecond), got, limit, tableLen,
+		float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/(1<<20))
+	if got > limit || got < answerRate/2 {
+		t.Errorf("%d answers to %d solicits in %v; want the rate limit's %d or a little under", got, sent, elapsed, limit)
+	}
+	if tableLen > maxNeighbors/2 {
+		t.Errorf("announces of made-up names grew the table to %d entries", tableLen)
+	}
+	// A real neighbour can still get in and be found.
+	pa, err := h.a.listenPacket("myproto", h.aIf+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pa.Close()
+	if a, err := h.b.lookupName(context.Background(), nil, "host-a", ""); err != nil || a.HardwareAddr.String() != h.aMAC.String() {
+		t.Fatalf("after the flood, host-a resolves to %v, %v", a, err)
+	}
+}

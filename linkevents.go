@@ -1,0 +1,122 @@
+package myproto
+
+import (
+	"errors"
+	"net"
+	"syscall"
+
+	"github.com/myproto/myproto/internal/sys"
+)
+
+// Link events: the stack follows its interfaces through rtnetlink
+// (RTNLGRP_LINK), as the kernel's protocols follow netdevice notifiers. An
+// interface that goes down fails its connections at once with ENETDOWN and
+// makes datagram writes fail; one that comes back up is used again and
+// re-announced; an MTU change sizes new packets.
+
+// minMTU is the smallest MTU the stream transport can use: room for the
+// header and its smallest packet.
+const minMTU = headerLen + minMaxPacket
+
+// linkWatcher is sys.LinkWatcher, behind an interface so that in-memory
+// test links can go without.
+type linkWatcher interface {
+	Next() (sys.LinkEvent, error)
+	Close() error
+}
+
+// watchLinksLocked starts following link events when the stack opens its
+// first endpoint. s.mu is held.
+func (s *stack) watchLinksLocked() {
+	if s.watcher != nil {
+		return
+	}
+	w, err := s.prov.watchLinks()
+	if err != nil {
+		return // no events here (an in-memory link, or no rtnetlink): poll nothing
+	}
+	s.watcher = w
+	go s.followLinks(w)
+}
+
+// stopWatchingLocked stops it when the last endpoint closes. s.mu is held.
+func (s *stack) stopWatchingLocked() {
+	if s.watcher != nil {
+		s.watcher.Close()
+		s.watcher = nil
+	}
+}
+
+func (s *stack) followLinks(w linkWatcher) {
+	for {
+		ev, err := w.Next()
+		switch {
+		case err == nil:
+			s.linkEvent(ev)
+		case errors.Is(err, syscall.ENOBUFS):
+			// Events were lost: read the current state instead.
+			s.resyncLinks()
+		default:
+			return // closed
+		}
+	}
+}
+
+// resyncLinks applies the interfaces' current state as events.
+func (s *stack) resyncLinks() {
+	ifis, err := s.prov.interfaces()
+	if err != nil {
+		return
+	}
+	seen := make(map[int]bool)
+	for _, ifi := range ifis {
+		seen[ifi.Index] = true
+		s.linkEvent(sys.LinkEvent{Index: ifi.Index, Name: ifi.Name, MTU: ifi.MTU,
+			Up: ifi.Flags&net.FlagUp != 0 && ifi.Flags&net.FlagRunning != 0, HardwareAddr: ifi.HardwareAddr})
+	}
+	for _, ep := range s.endpointsSnapshot() {
+		if !seen[ep.index] {
+			s.linkEvent(sys.LinkEvent{Index: ep.index, Deleted: true})
+		}
+	}
+}
+
+// linkEvent applies one change to the endpoint on that interface, if any.
+func (s *stack) linkEvent(ev sys.LinkEvent) {
+	s.mu.Lock()
+	ep := s.endpoints[ev.Index]
+	s.mu.Unlock()
+	if ep == nil {
+		return
+	}
+	if ev.Deleted || !ev.Up {
+		if !ep.down.Swap(true) {
+			s.failConns(func(c *Conn) bool { return c.ep == ep }, syscall.ENETDOWN)
+		}
+		return
+	}
+	changed := false
+	if ev.MTU >= minMTU && int64(ev.MTU) != ep.mtu.Load() {
+		ep.mtu.Store(int64(ev.MTU))
+		s.mtuChanged(ep)
+		changed = true
+	}
+	if ep.down.Swap(false) || changed {
+		ep.disc.announceNow()
+	}
+}
+
+// mtuChanged fits the connections on ep to its new MTU: a smaller one
+// shrinks their packets now; a larger one helps new connections (the
+// packet size was agreed in the handshake).
+func (s *stack) mtuChanged(ep *endpoint) {
+	limit := ep.maxPayload()
+	s.conns.Range(func(_, v any) bool {
+		if c := v.(*Conn); c.ep == ep {
+			c.mu.Lock()
+			c.e.limitPacket(limit)
+			c.mu.Unlock()
+		}
+		return true
+	})
+}
