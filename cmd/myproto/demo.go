@@ -62,6 +62,8 @@ func runDemo(stdout, stderr io.Writer) error {
 	// it as well keeps a namespace that outlives the demo clean.
 	defer sys.DeleteLink(nil, clientLink)
 
+	// Both ends run on this host, so each gets its own node name.
+	os.Setenv("MYPROTO_NAME", clientName)
 	srv, err := startServer(nsB, stderr)
 	if err != nil {
 		return err
@@ -82,8 +84,7 @@ func runDemo(stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintln(stdout)
-	https := &myproto.Addr{HardwareAddr: srv.echo.HardwareAddr, Port: httpsPort, Zone: clientLink}
-	if err := httpsDemo(stdout, https, srv.cert); err != nil {
+	if err := httpsDemo(stdout, srv.cert); err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout)
@@ -103,7 +104,8 @@ type server struct {
 
 // startServer starts the server in ns and reads the address it announces.
 func startServer(ns *sys.Netns, stderr io.Writer) (*server, error) {
-	cmd := &exec.Cmd{Path: "/proc/self/exe", Args: []string{os.Args[0], serverCmd}, Stderr: stderr}
+	cmd := &exec.Cmd{Path: "/proc/self/exe", Args: []string{os.Args[0], serverCmd}, Stderr: stderr,
+		Env: append(os.Environ(), "MYPROTO_NAME="+serverName)}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err

@@ -29,7 +29,10 @@ import (
 // myproto. Nothing in net/http or crypto/tls knows it isn't TCP.
 const (
 	httpsPort  = 443
-	serverName = "demo.myproto"
+	// serverName is the server's myproto node name: the client finds it
+	// by neighbour discovery, and TLS checks the certificate against it.
+	serverName = "demo-server"
+	clientName = "demo-client"
 	bigBody    = 64 << 20 // bytes in /big
 )
 
@@ -75,8 +78,8 @@ func serveHTTPS(stderr io.Writer) (net.Listener, []byte, error) {
 }
 
 // httpsDemo fetches a page and a large body from the server over HTTPS on
-// myproto, then prints the connection's protocol state.
-func httpsDemo(w io.Writer, to *myproto.Addr, certPEM []byte) error {
+// myproto, by name, then prints the connection's protocol state.
+func httpsDemo(w io.Writer, certPEM []byte) error {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(certPEM) {
 		return fmt.Errorf("bad server certificate")
@@ -87,10 +90,10 @@ func httpsDemo(w io.Writer, to *myproto.Addr, certPEM []byte) error {
 		d    myproto.Dialer
 	)
 	client := &http.Client{Transport: &http.Transport{
-		// Every request goes to the server over myproto, whatever the
-		// URL's host says; TLS checks the certificate against serverName.
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			c, err := d.DialContext(ctx, "myproto", to.String())
+		// The URL's host:port is a myproto address: the name is found
+		// on the link by discovery; TLS checks the certificate against it.
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			c, err := d.DialContext(ctx, "myproto", addr)
 			if err == nil {
 				mu.Lock()
 				conn = c.(*myproto.Conn)
@@ -103,6 +106,13 @@ func httpsDemo(w io.Writer, to *myproto.Addr, certPEM []byte) error {
 	}}
 	defer client.CloseIdleConnections()
 
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	a, err := myproto.DefaultResolver.LookupName(ctx, serverName)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "  lookup      %s is %v on %s (neighbour discovery)\n", serverName, a.HardwareAddr, a.Zone)
 	url := "https://" + serverName
 	resp, err := client.Get(url + "/")
 	if err != nil {
