@@ -350,47 +350,66 @@ func TestDiscoveryConflict(t *testing.T) {
 // TestDiscoveryPeerRestart: when a neighbour comes back with a new node ID,
 // connections to it fail at once rather than at the user timeout.
 func TestDiscoveryPeerRestart(t *testing.T) {
-	watchdog(t)
-	h := memHosts(t, memlink.Config{Seed: 1})
-	ln := listenB(t, h, nil)
-	port := ln.Addr().(*Addr).Port
-	go func() {
-		s, err := ln.AcceptMyproto()
-		if err == nil {
-			defer s.Close()
-			io.Copy(io.Discard, s)
+	onBothLinks(t, func(t *testing.T, h *testHosts) {
+		watchdog(t)
+		ln := listenB(t, h, nil)
+		port := ln.Addr().(*Addr).Port
+		go func() {
+			s, err := ln.AcceptMyproto()
+			if err == nil {
+				defer s.Close()
+				io.Copy(io.Discard, s)
+			}
+		}()
+		c, err := h.a.dial(context.Background(), &Dialer{}, "myproto", fmt.Sprintf("host-b:%d", port))
+		if err != nil {
+			t.Fatal(err)
 		}
-	}()
-	c, err := h.a.dial(context.Background(), &Dialer{}, "myproto", fmt.Sprintf("host-b:%d", port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ch := readErr(c)
-	// b's process dies: no goodbye, no FIN, no RST.
-	h.b.silence()
-	for _, ep := range h.b.endpointsSnapshot() {
+		defer c.Close()
+		ch := readErr(c)
+		// b's process dies: no goodbye, no FIN, no RST; the kernel frees
+		// its name and sockets.
+		h.b.crash()
+		// It comes back: a new stack on the same interface.
+		var b2 *stack
+		if h.kind == "mem" {
+			b2 = newStack(Config{EtherType: DefaultEtherType, Name: "host-b"},
+				&memProvider{seg: h.seg, name: "mem1", mac: h.bMAC, mtu: 1500, host: newMemHost()})
+		} else {
+			b2 = newStack(Config{Name: "host-b"}, packetProvider{ns: h.pair.NetnsB})
+		}
+		start := time.Now()
+		p, err := b2.listenPacket("myproto", h.bIf+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		err = waitErr(t, "Read", ch)
+		d := time.Since(start)
+		wantOpError(t, err, "read", syscall.ECONNRESET)
+		if d > time.Second {
+			t.Fatalf("the connection failed %v after the peer came back", d)
+		}
+		t.Logf("connection failed %v after the restarted peer opened the link: %v", d.Round(time.Millisecond), err)
+		if n := waitNeighbor(t, h.a, "host-b", true, 0); n.NodeID != b2.names.nodeID {
+			t.Fatalf("table has node ID %x, want the new %x", n.NodeID, b2.names.nodeID)
+		}
+	})
+}
+
+// crash stops s as a killed process stops: its links close without a word
+// on the wire, and the kernel frees its host-wide names.
+func (s *stack) crash() {
+	s.silence()
+	for _, ep := range s.endpointsSnapshot() {
 		ep.l.Close()
 	}
-	// It comes back: a new stack, same host (MAC and port reservations).
-	b2 := newStack(Config{EtherType: DefaultEtherType, Name: "host-b"},
-		&memProvider{seg: h.seg, name: "mem1", mac: h.bMAC, mtu: 1500, host: newMemHost()})
-	start := time.Now()
-	p, err := b2.listenPacket("myproto", "mem1:0")
-	if err != nil {
-		t.Fatal(err)
+	s.mu.Lock()
+	for n, c := range s.claims {
+		c.Close()
+		delete(s.claims, n)
 	}
-	defer p.Close()
-	err = waitErr(t, "Read", ch)
-	d := time.Since(start)
-	wantOpError(t, err, "read", syscall.ECONNRESET)
-	if d > time.Second {
-		t.Fatalf("the connection failed %v after the peer came back", d)
-	}
-	t.Logf("connection failed %v after the restarted peer opened the link: %v", d.Round(time.Millisecond), err)
-	if n := waitNeighbor(t, h.a, "host-b", true, 0); n.NodeID != b2.names.nodeID {
-		t.Fatalf("table has node ID %x, want the new %x", n.NodeID, b2.names.nodeID)
-	}
+	s.mu.Unlock()
 }
 
 // TestDiscoveryFlood sends 10,000 solicits a second, and as many announces
