@@ -201,7 +201,9 @@ func loadManyConns(t *testing.T, h *testHosts, n int, size int64, seed int64) {
 			defer func() { results <- r }()
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
-			c, err := h.a.dial(ctx, &Dialer{}, "myproto", h.addrB(port).String())
+			// Under -race on two cores a handshake can wait behind a full
+			// backlog and queue drops for longer than the default 20 s.
+			c, err := h.a.dial(ctx, &Dialer{Timeout: time.Minute}, "myproto", h.addrB(port).String())
 			if err != nil {
 				r.err = fmt.Errorf("conn %d: %w", i, err)
 				return

@@ -28,7 +28,7 @@ import (
 // myproto listener, fetched by a net/http client whose transport dials
 // myproto. Nothing in net/http or crypto/tls knows it isn't TCP.
 const (
-	httpsPort  = 443
+	httpsPort = 443
 	// serverName is the server's myproto node name: the client finds it
 	// by neighbour discovery, and TLS checks the certificate against it.
 	serverName = "demo-server"
