@@ -1,14 +1,11 @@
 package myproto
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -53,27 +50,8 @@ func TestIntegrationConnPeerKilled(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			// The child listens on a's interface, in this namespace; this
 			// process dials it through host b, on the far end of the pair.
-			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), "MYPROTO_STREAM_PEER="+h.aIf+":0")
-			stdin, _ := cmd.StdinPipe()
-			defer stdin.Close()
-			out, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			cmd.Stderr = os.Stderr
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			defer func() {
-				cmd.Process.Kill()
-				cmd.Wait()
-			}()
-			line, err := bufio.NewReader(out).ReadString('\n')
-			if err != nil || !strings.HasPrefix(line, "ready ") {
-				t.Fatalf("child: %q %v", line, err)
-			}
-			a, err := ResolveAddr("myproto", strings.TrimSpace(strings.TrimPrefix(line, "ready ")))
+			cmd, ready := startChild(t, "MYPROTO_STREAM_PEER="+h.aIf+":0")
+			a, err := ResolveAddr("myproto", ready)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -30,14 +30,15 @@ func holdPort(spec string) {
 	os.Exit(0)
 }
 
-func TestIntegrationPortAcrossProcesses(t *testing.T) {
-	watchdog(t)
-	h := vethHosts(t, 1500)
-	spec := h.aIf + ":4242"
+// startChild runs this test binary again with env added, as one of the
+// child processes TestMain dispatches on, and returns once the child has
+// written its "ready" line, with the rest of that line. The child lives
+// until killed or until the test ends.
+func startChild(t *testing.T, env string) (*exec.Cmd, string) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "MYPROTO_HOLD_PORT="+spec)
+	cmd.Env = append(os.Environ(), env)
 	stdin, _ := cmd.StdinPipe()
-	defer stdin.Close()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -46,12 +47,23 @@ func TestIntegrationPortAcrossProcesses(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil || !strings.HasPrefix(line, "ready") {
+	t.Cleanup(func() {
+		stdin.Close()
 		cmd.Process.Kill()
 		cmd.Wait()
+	})
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "ready ") {
 		t.Fatalf("child: %q %v", line, err)
 	}
+	return cmd, strings.TrimSpace(strings.TrimPrefix(line, "ready "))
+}
+
+func TestIntegrationPortAcrossProcesses(t *testing.T) {
+	watchdog(t)
+	h := vethHosts(t, 1500)
+	spec := h.aIf + ":4242"
+	cmd, _ := startChild(t, "MYPROTO_HOLD_PORT="+spec)
 	// The other process owns the port: this one can't have it.
 	if _, err := h.a.listenPacket("myproto", spec); !errors.Is(err, syscall.EADDRINUSE) {
 		t.Fatalf("bind of a port another process owns: %v, want EADDRINUSE", err)

@@ -5,24 +5,12 @@ package sys
 import (
 	"errors"
 	"fmt"
-	"net"
 	"time"
 )
 
 // errLinkWatchUnsupported is what WatchLinks returns here: link
 // notifications come from rtnetlink (rtnetlink(7)), which only Linux has.
 var errLinkWatchUnsupported = fmt.Errorf("sys: watching links needs Linux: %w", errors.ErrUnsupported)
-
-// A LinkEvent is the state of one network interface after a change, as
-// Linux's rtnetlink reports it. See the Linux version for the fields.
-type LinkEvent struct {
-	Index        int
-	Name         string
-	Up           bool
-	MTU          int
-	HardwareAddr net.HardwareAddr
-	Deleted      bool
-}
 
 // A LinkWatcher receives link notifications. On this system it cannot be
 // created.
