@@ -62,7 +62,7 @@ func newConn(s *stack, ep *endpoint, b *binding, cid uint64, remote *Addr) *Conn
 		b:        b,
 		cid:      cid,
 		remote:   remote,
-		local:    &Addr{HardwareAddr: net.HardwareAddr(append([]byte(nil), ep.mac[:]...)), Port: b.port, Zone: ep.name},
+		local:    &Addr{HardwareAddr: net.HardwareAddr(ep.hwaddrSlice()), Port: b.port, Zone: ep.name},
 		linger:   -1,
 		readable: make(chan struct{}, 1),
 		writable: make(chan struct{}, 1),
@@ -116,7 +116,7 @@ func (c *Conn) flush() {
 			if bl == 0 {
 				break
 			}
-			h := header{dst: c.peer, src: c.ep.mac, etherType: c.s.etherType, typ: typeStream,
+			h := header{dst: c.peer, src: c.ep.hwaddr(), etherType: c.s.etherType, typ: typeStream,
 				flags: flags, srcPort: c.local.Port, dstPort: c.remote.Port, connID: dst}
 			tb.ms[n].N = marshalFrame(buf, &h, bl)
 			n++

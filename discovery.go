@@ -264,7 +264,7 @@ func (s *stack) discInput(ep *endpoint, h *header, body []byte) dropReason {
 	if h.srcPort != 0 || h.dstPort != 0 || !parseDisc(body, h.connID, &m) {
 		return dropMalformed
 	}
-	if m.nodeID == s.names.nodeID || h.src == ep.mac {
+	if m.nodeID == s.names.nodeID || h.src == ep.hwaddr() {
 		// Our own frame back through another interface on the same
 		// segment, or another process on this host: never a neighbour.
 		return dropNone
@@ -286,7 +286,7 @@ func (d *discovery) onSolicit(h *header, m *discMsg, now time.Time) {
 	var answer []string
 	d.mu.Lock()
 	if m.name == "" {
-		if m.target == d.ep.mac {
+		if m.target == d.ep.hwaddr() {
 			for n, st := range d.names {
 				if st == nameClaimed {
 					answer = append(answer, n)

@@ -22,7 +22,9 @@ type endpoint struct {
 	l     link.Link
 	name  string
 	index int
-	mac   [6]byte
+	// mac is the interface MAC in the low 48 bits; it changes only with a
+	// link event, so senders and the reader load it without a lock.
+	mac atomic.Uint64
 	refs  int // under s.mu
 
 	done chan struct{} // closed when readLoop has returned
@@ -73,9 +75,28 @@ func newEndpoint(s *stack, ifi *net.Interface, l link.Link) *endpoint {
 		done:   make(chan struct{}),
 		groups: make(map[[6]byte]int),
 	}
-	copy(ep.mac[:], l.HardwareAddr())
+	ep.setHwaddr(l.HardwareAddr())
 	ep.mtu.Store(int64(l.MTU()))
 	return ep
+}
+
+// hwaddr returns the interface's MAC address.
+func (ep *endpoint) hwaddr() [6]byte {
+	v := ep.mac.Load()
+	return [6]byte{byte(v >> 40), byte(v >> 32), byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}
+}
+
+func (ep *endpoint) hwaddrSlice() []byte {
+	m := ep.hwaddr()
+	return m[:]
+}
+
+func (ep *endpoint) setHwaddr(mac net.HardwareAddr) {
+	var v uint64
+	for _, b := range mac[:6] {
+		v = v<<8 | uint64(b)
+	}
+	ep.mac.Store(v)
 }
 
 // frameSize is the largest frame the link carries, Ethernet header included.
@@ -128,7 +149,7 @@ func (ep *endpoint) input(frame []byte) {
 	ep.stats.framesIn.Add(1)
 	ep.stats.bytesIn.Add(uint64(len(frame)))
 	h, body, reason := parseFrame(frame, ep.s.etherType)
-	if reason == dropNone && h.dst[0]&1 == 0 && h.dst != ep.mac {
+	if reason == dropNone && h.dst[0]&1 == 0 && h.dst != ep.hwaddr() {
 		// Unicast for another station: the kernel filter should have
 		// stopped it, but the user-space check is what guarantees it.
 		reason = dropNotForUs
@@ -157,7 +178,7 @@ func (ep *endpoint) send(h *header, payload []byte) error {
 
 // sendBuilt sends a frame whose body (bodyLen bytes) is already in tb.
 func (ep *endpoint) sendBuilt(tb *txBuf, h *header, bodyLen int) error {
-	h.src = ep.mac
+	h.src = ep.hwaddr()
 	h.etherType = ep.s.etherType
 	n := marshalFrame(tb.buf, h, bodyLen)
 	tb.ms[0] = link.Message{Buf: tb.buf, N: n}

@@ -96,6 +96,17 @@ func (s *stack) linkEvent(ev sys.LinkEvent) {
 		return
 	}
 	changed := false
+	if len(ev.HardwareAddr) == 6 && string(ev.HardwareAddr) != string(ep.hwaddrSlice()) {
+		// A new MAC: peers still send to the old one, and will take our
+		// re-announce for a move and drop their side. Ours go now; the
+		// filter must pass the new address.
+		ep.setHwaddr(ev.HardwareAddr)
+		s.mu.Lock()
+		s.publishLocked()
+		s.mu.Unlock()
+		s.failConns(func(c *Conn) bool { return c.ep == ep }, syscall.ENETRESET)
+		changed = true
+	}
 	if ev.MTU >= minMTU && int64(ev.MTU) != ep.mtu.Load() {
 		ep.mtu.Store(int64(ev.MTU))
 		s.mtuChanged(ep)

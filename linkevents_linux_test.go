@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/myproto/myproto/internal/sys"
 	"github.com/myproto/myproto/internal/testenv"
 )
 
@@ -109,5 +112,63 @@ func echo(t *testing.T, c, s *Conn) {
 		if _, err := io.ReadFull(p[1], b); err != nil || string(b) != "ping" {
 			t.Fatalf("echo: %q, %v", b, err)
 		}
+	}
+}
+
+// TestIntegrationLinkMAC changes b's MAC under a live connection: b drops
+// its connections at once (ENETRESET), a takes b's re-announce for a move
+// and drops its side (ECONNRESET), and a new dial by name reaches the new
+// address.
+func TestIntegrationLinkMAC(t *testing.T) {
+	watchdog(t)
+	h := vethHosts(t, 1500)
+	ln := listenB(t, h, nil)
+	port := ln.Addr().(*Addr).Port
+	// a knows b by name: what tells it b moved is the neighbour entry.
+	if _, err := h.a.lookupName(context.Background(), nil, "host-b", ""); err != nil {
+		t.Fatal(err)
+	}
+	c, s := streamPair(t, h, ln)
+	defer c.Close()
+	defer s.Close()
+	cr, sr := readErr(c), readErr(s)
+	newMAC := net.HardwareAddr{0x02, 0x00, 0x5e, 0x10, 0x0b, 0x0b}
+	start := time.Now()
+	if err := sys.SetLinkAddr(h.pair.NetnsB, h.bIf, newMAC); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range []struct {
+		name string
+		ch   <-chan error
+		want error
+	}{{"b", sr, syscall.ENETRESET}, {"a", cr, syscall.ECONNRESET}} {
+		err := waitErr(t, x.name+" Read", x.ch)
+		wantOpError(t, err, "read", x.want)
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("%s failed %v after the MAC changed", x.name, d)
+		}
+		t.Logf("%s: %v after the MAC changed: %v", x.name, time.Since(start).Round(time.Microsecond), err)
+	}
+	if n := waitNeighbor(t, h.a, "host-b", true, 0); n.HardwareAddr.String() != newMAC.String() {
+		t.Fatalf("a's table has %v for host-b, want %v", n.HardwareAddr, newMAC)
+	}
+	go func() {
+		if s, err := ln.AcceptMyproto(); err == nil {
+			io.Copy(s, s)
+			s.Close()
+		}
+	}()
+	c2, err := h.a.dial(context.Background(), &Dialer{Timeout: 5 * time.Second}, "myproto", fmt.Sprintf("host-b:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if c2.RemoteAddr().(*Addr).HardwareAddr.String() != newMAC.String() {
+		t.Fatalf("dialled %v", c2.RemoteAddr())
+	}
+	c2.Write([]byte("ping"))
+	b := make([]byte, 4)
+	if _, err := io.ReadFull(c2, b); err != nil || string(b) != "ping" {
+		t.Fatalf("echo at the new address: %q %v", b, err)
 	}
 }

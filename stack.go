@@ -358,7 +358,7 @@ func (s *stack) publishLocked() {
 	}
 	s.table.Store(&m)
 	for _, ep := range s.endpoints {
-		prog, err := s.filterFor(ep.mac[:])
+		prog, err := s.filterFor(ep.hwaddrSlice())
 		if err == nil {
 			err = ep.l.SetFilter(prog)
 		}

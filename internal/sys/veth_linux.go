@@ -198,6 +198,27 @@ func setLinkMTU(ns *Netns, name string, mtu int) error {
 	})
 }
 
+// SetLinkAddr sets the hardware address of the interface name in ns (nil:
+// the calling thread's namespace), as ip link set dev NAME address MAC does.
+// Not every driver allows it while the interface is up; veth does.
+func SetLinkAddr(ns *Netns, name string, mac net.HardwareAddr) error {
+	err := withLink(ns, name, func(c *rtnetlink.Conn, lm rtnetlink.LinkMessage) error {
+		if len(mac) == 0 {
+			return unix.EINVAL
+		}
+		return c.Link.Set(&rtnetlink.LinkMessage{
+			Family:     unix.AF_UNSPEC,
+			Type:       lm.Type,
+			Index:      lm.Index,
+			Attributes: &rtnetlink.LinkAttributes{Address: mac},
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("sys: set %s address %v: %w", name, mac, err)
+	}
+	return nil
+}
+
 // DeleteLink deletes the interface name in ns (nil: the calling thread's
 // namespace), as ip link del dev NAME does. Deleting either end of a veth
 // pair deletes both. An unknown name gives an error wrapping syscall.ENODEV.

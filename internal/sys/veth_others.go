@@ -26,5 +26,8 @@ func SetLinkUp(ns *Netns, name string, up bool) error { return errLinksUnsupport
 // SetLinkMTU returns an error wrapping errors.ErrUnsupported.
 func SetLinkMTU(ns *Netns, name string, mtu int) error { return errLinksUnsupported }
 
+// SetLinkAddr returns an error wrapping errors.ErrUnsupported.
+func SetLinkAddr(ns *Netns, name string, mac net.HardwareAddr) error { return errLinksUnsupported }
+
 // DeleteLink returns an error wrapping errors.ErrUnsupported.
 func DeleteLink(ns *Netns, name string) error { return errLinksUnsupported }
