@@ -24,8 +24,8 @@ type endpoint struct {
 	index int
 	// mac is the interface MAC in the low 48 bits; it changes only with a
 	// link event, so senders and the reader load it without a lock.
-	mac atomic.Uint64
-	refs  int // under s.mu
+	mac  atomic.Uint64
+	refs int // under s.mu
 
 	done chan struct{} // closed when readLoop has returned
 
