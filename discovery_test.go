@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -501,5 +502,65 @@ func TestDiscoveryFlood(t *testing.T) {
 	defer pa.Close()
 	if a, err := h.b.lookupName(context.Background(), nil, "host-a", ""); err != nil || a.HardwareAddr.String() != h.aMAC.String() {
 		t.Fatalf("after the flood, host-a resolves to %v, %v", a, err)
+	}
+}
+
+// TestResolverStaticAndServices: static entries and hosts files answer
+// without a frame on the wire; service names resolve like node names.
+func TestResolverStaticAndServices(t *testing.T) {
+	watchdog(t)
+	h := memHosts(t, memlink.Config{Seed: 1})
+	svc := memStack(h, "mem2", net.HardwareAddr{2, 0, 0x5e, 0x10, 0, 3}, Config{Name: "host-c", Services: []string{"Printer", "web"}})
+	pc, err := svc.listenPacket("myproto", "mem2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+
+	path := t.TempDir() + "/hosts"
+	hosts := "# myproto hosts\n02:00:5e:10:00:aa  file-one file-alias  # trailing comment\nnot-a-mac bad\n02:00:5e:10:00:bb\tFile-Two\n"
+	if err := os.WriteFile(path, []byte(hosts), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := &Resolver{
+		Timeout:   300 * time.Millisecond,
+		Hosts:     map[string]net.HardwareAddr{"Static-X": {2, 0, 0x5e, 0x10, 0, 0xcc}},
+		HostsFile: path,
+	}
+	sent := h.seg.Stats().Sent
+	for name, want := range map[string]string{
+		"static-x":   "02:00:5e:10:00:cc",
+		"file-one":   "02:00:5e:10:00:aa",
+		"FILE-ALIAS": "02:00:5e:10:00:aa",
+		"file-two":   "02:00:5e:10:00:bb",
+	} {
+		a, err := h.a.lookupName(context.Background(), r, name, "")
+		if err != nil || a.HardwareAddr.String() != want {
+			t.Errorf("LookupName(%q) = %v, %v; want %s", name, a, err, want)
+		}
+	}
+	names, err := h.a.lookupAddr(context.Background(), r, net.HardwareAddr{2, 0, 0x5e, 0x10, 0, 0xaa})
+	if err != nil || !cmp.Equal(names, []string{"file-alias", "file-one"}) {
+		t.Errorf("LookupAddr from the hosts file: %v, %v", names, err)
+	}
+	if got := h.seg.Stats().Sent - sent; got > 10 {
+		// Opening a's endpoint announces a's own name; nothing else goes out.
+		t.Errorf("%d frames sent for static lookups", got)
+	}
+
+	time.Sleep(2 * probeWait) // host-c has claimed its names
+	for _, name := range []string{"printer", "web", "host-c"} {
+		a, err := h.a.lookupName(context.Background(), r, name, "")
+		if err != nil || a.HardwareAddr.String() != "02:00:5e:10:00:03" {
+			t.Errorf("LookupName(%q) = %v, %v; want host-c's MAC", name, a, err)
+		}
+	}
+	names, err = h.b.lookupAddr(context.Background(), r, net.HardwareAddr{2, 0, 0x5e, 0x10, 0, 3})
+	if err != nil || !cmp.Equal(names, []string{"host-c", "printer", "web"}) {
+		t.Errorf("reverse lookup of host-c: %v, %v", names, err)
+	}
+	r.HostsFile = t.TempDir() + "/missing"
+	if _, err := h.a.lookupName(context.Background(), r, "anything", ""); err == nil {
+		t.Error("a missing hosts file went unreported")
 	}
 }
