@@ -697,3 +697,40 @@ func TestConnDialCloseCycles(t *testing.T) {
 		t.Errorf("%d connections still registered", n)
 	}
 }
+
+// TestConnLinger: by default Close sends what is queued in the background
+// and the peer reads it all, then EOF; with SetLinger(0) Close discards it
+// and resets the peer.
+func TestConnLinger(t *testing.T) {
+	onBothLinks(t, func(t *testing.T, h *testHosts) {
+		watchdog(t)
+		ln := listenB(t, h, nil)
+		data := bytes.Repeat([]byte("linger "), 300_000) // ~2 MiB, more than one window
+
+		c, s := streamPair(t, h, ln)
+		if _, err := c.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		c.Close() // returns at once; the data is still going
+		got, err := io.ReadAll(s)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("after a background close the peer read %d of %d bytes: %v", len(got), len(data), err)
+		}
+		s.Close()
+
+		c, s = streamPair(t, h, ln)
+		defer s.Close()
+		if _, err := c.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.SetLinger(0); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		got, err = io.ReadAll(s)
+		wantOpError(t, err, "read", syscall.ECONNRESET)
+		if len(got) >= len(data) {
+			t.Fatalf("SetLinger(0): the peer read all %d bytes", len(got))
+		}
+	})
+}
