@@ -211,8 +211,11 @@ func TestDiscoveryUnknownName(t *testing.T) {
 
 // TestDiscoveryCancel aborts a lookup through its context.
 func TestDiscoveryCancel(t *testing.T) {
+	onBothLinks(t, func(t *testing.T, h *testHosts) { testDiscoveryCancel(t, h) })
+}
+
+func testDiscoveryCancel(t *testing.T, h *testHosts) {
 	watchdog(t)
-	h := memHosts(t, memlink.Config{Seed: 1})
 	r := &Resolver{Timeout: time.Minute}
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(50*time.Millisecond, cancel)
@@ -263,34 +266,54 @@ func memStack(h *testHosts, ifname string, mac net.HardwareAddr, cfg Config) *st
 	return newStack(cfg, &memProvider{seg: h.seg, name: ifname, mac: mac, mtu: 1500, host: newMemHost()})
 }
 
+// sideStack makes a stack of its own with cfg on host a's or b's interface
+// of h (a second process on that host, in effect), for tests that need
+// other names or settings than h's stacks have. h's own stack on that side
+// must not be used alongside: it would hold the same names.
+func sideStack(h *testHosts, side string, cfg Config) *stack {
+	cfg.EtherType = DefaultEtherType
+	name, mac := h.aIf, h.aMAC
+	if side == "b" {
+		name, mac = h.bIf, h.bMAC
+	}
+	if h.kind == "mem" {
+		return newStack(cfg, &memProvider{seg: h.seg, name: name, mac: mac, mtu: 1500, host: newMemHost()})
+	}
+	if side == "b" {
+		return newStack(cfg, packetProvider{ns: h.pair.NetnsB})
+	}
+	return newStack(cfg, packetProvider{})
+}
+
 // TestDiscoveryLifetime: entries expire unless refreshed, and a live
 // station refreshes them.
 func TestDiscoveryLifetime(t *testing.T) {
-	watchdog(t)
-	h := memHosts(t, memlink.Config{Seed: 1})
-	const life = 300 * time.Millisecond
-	c := memStack(h, "mem2", net.HardwareAddr{2, 0, 0x5e, 0x10, 0, 3}, Config{Name: "host-c", NameLifetime: life})
-	pa, err := h.a.listenPacket("myproto", h.aIf+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pa.Close()
-	pc, err := c.listenPacket("myproto", "mem2:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	first := waitNeighbor(t, h.a, "host-c", true, time.Second)
-	time.Sleep(3 * life)
-	later := waitNeighbor(t, h.a, "host-c", true, 0)
-	if !later.Expires.After(first.Expires.Add(life)) {
-		t.Fatalf("not refreshed: expiry %v, then %v", first.Expires, later.Expires)
-	}
-	// Silence c, as a crash would: no goodbye, no refresh.
-	c.silence()
-	start := time.Now()
-	waitNeighbor(t, h.a, "host-c", false, 2*life)
-	t.Logf("entry gone %v after the station went silent (lifetime %v)", time.Since(start).Round(time.Millisecond), life)
+	onBothLinks(t, func(t *testing.T, h *testHosts) {
+		watchdog(t)
+		const life = 300 * time.Millisecond
+		c := sideStack(h, "b", Config{Name: "host-c", NameLifetime: life})
+		pa, err := h.a.listenPacket("myproto", h.aIf+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pa.Close()
+		pc, err := c.listenPacket("myproto", h.bIf+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		first := waitNeighbor(t, h.a, "host-c", true, time.Second)
+		time.Sleep(3 * life)
+		later := waitNeighbor(t, h.a, "host-c", true, 0)
+		if !later.Expires.After(first.Expires.Add(life)) {
+			t.Fatalf("not refreshed: expiry %v, then %v", first.Expires, later.Expires)
+		}
+		// Silence c, as a crash would: no goodbye, no refresh.
+		c.silence()
+		start := time.Now()
+		waitNeighbor(t, h.a, "host-c", false, 2*life)
+		t.Logf("entry gone %v after the station went silent (lifetime %v)", time.Since(start).Round(time.Millisecond), life)
+	})
 }
 
 // silence stops every endpoint's discovery without a goodbye, as a crashed
@@ -310,42 +333,48 @@ func (s *stack) silence() {
 // TestDiscoveryConflict: a second station that wants a name another holds
 // is told, and gives it up; the holder keeps answering.
 func TestDiscoveryConflict(t *testing.T) {
-	watchdog(t)
-	h := memHosts(t, memlink.Config{Seed: 1})
-	conflicts := make(chan *NameConflictError, 4)
-	report := func(e *NameConflictError) { conflicts <- e }
-	first := memStack(h, "mem2", net.HardwareAddr{2, 0, 0x5e, 0x10, 0, 3}, Config{Name: "dup", OnNameConflict: report})
-	second := memStack(h, "mem3", net.HardwareAddr{2, 0, 0x5e, 0x10, 0, 4}, Config{Name: "dup", OnNameConflict: report})
-	p1, err := first.listenPacket("myproto", "mem2:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p1.Close()
-	time.Sleep(2 * probeWait) // first has claimed it
-	p2, err := second.listenPacket("myproto", "mem3:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p2.Close()
-	select {
-	case e := <-conflicts:
-		if e.Name != "dup" || e.Kept || e.Holder.String() != "02:00:5e:10:00:03" || e.Interface != "mem3" {
-			t.Fatalf("conflict report %+v: %v", e, e)
+	onBothLinks(t, func(t *testing.T, h *testHosts) {
+		watchdog(t)
+		conflicts := make(chan *NameConflictError, 4)
+		report := func(e *NameConflictError) { conflicts <- e }
+		first := sideStack(h, "a", Config{Name: "dup", OnNameConflict: report})
+		second := sideStack(h, "b", Config{Name: "dup", Services: []string{"other"}, OnNameConflict: report})
+		p1, err := first.listenPacket("myproto", h.aIf+":0")
+		if err != nil {
+			t.Fatal(err)
 		}
-		t.Log(e)
-	case <-time.After(2 * time.Second):
-		t.Fatal("the second claimant was not told")
-	}
-	time.Sleep(2 * probeWait)
-	a, err := h.a.lookupName(context.Background(), nil, "dup", "")
-	if err != nil || a.HardwareAddr.String() != "02:00:5e:10:00:03" {
-		t.Fatalf("dup resolves to %v, %v; want the first holder", a, err)
-	}
-	select {
-	case e := <-conflicts:
-		t.Fatalf("unexpected second report %v", e)
-	default:
-	}
+		defer p1.Close()
+		time.Sleep(2 * probeWait) // first has claimed it
+		p2, err := second.listenPacket("myproto", h.bIf+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p2.Close()
+		select {
+		case e := <-conflicts:
+			if e.Name != "dup" || e.Kept || e.Holder.String() != h.aMAC.String() || e.Interface != h.bIf {
+				t.Fatalf("conflict report %+v: %v", e, e)
+			}
+			t.Log(e)
+		case <-time.After(2 * time.Second):
+			t.Fatal("the second claimant was not told")
+		}
+		time.Sleep(2 * probeWait)
+		// The holder still answers for it; the loser keeps its other name.
+		a, err := second.lookupName(context.Background(), nil, "dup", "")
+		if err != nil || a.HardwareAddr.String() != h.aMAC.String() {
+			t.Fatalf("dup resolves to %v, %v; want the first holder", a, err)
+		}
+		a, err = first.lookupName(context.Background(), nil, "other", "")
+		if err != nil || a.HardwareAddr.String() != h.bMAC.String() {
+			t.Fatalf("other resolves to %v, %v; want the second station", a, err)
+		}
+		select {
+		case e := <-conflicts:
+			t.Fatalf("unexpected second report %v", e)
+		default:
+		}
+	})
 }
 
 // TestDiscoveryPeerRestart: when a neighbour comes back with a new node ID,
