@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/myproto/myproto/internal/link"
 	"github.com/myproto/myproto/internal/memlink"
+	"github.com/myproto/myproto/internal/sys"
 	"github.com/myproto/myproto/internal/testenv"
 )
 
@@ -446,8 +447,11 @@ func (s *stack) crash() {
 // of made-up names, at a station: it answers no more than its rate limit,
 // and its table and heap stay bounded.
 func TestDiscoveryFlood(t *testing.T) {
+	onBothLinks(t, testDiscoveryFlood)
+}
+
+func testDiscoveryFlood(t *testing.T, h *testHosts) {
 	testenv.Watchdog(t, 2*time.Minute)
-	h := memHosts(t, memlink.Config{Seed: 1})
 	pb, err := h.b.listenPacket("myproto", h.bIf+":0")
 	if err != nil {
 		t.Fatal(err)
@@ -455,8 +459,20 @@ func TestDiscoveryFlood(t *testing.T) {
 	defer pb.Close()
 	time.Sleep(2 * probeWait) // b has claimed host-b
 
+	// The attacker: a third station on the segment, or on veth a raw
+	// packet socket on a's interface.
+	var evil link.Link
 	evilMAC := net.HardwareAddr{2, 0, 0x5e, 0x10, 0, 0x66}
-	evil := h.seg.Attach("evil", evilMAC)
+	if h.kind == "mem" {
+		evil = h.seg.Attach("evil", evilMAC)
+	} else {
+		evilMAC = h.aMAC
+		raw, err := sys.OpenPacket(h.pair.A, sys.PacketConfig{EtherType: DefaultEtherType})
+		if err != nil {
+			t.Fatal(err)
+		}
+		evil = raw
+	}
 	defer evil.Close()
 	var answers atomic.Int64
 	go func() {
@@ -516,7 +532,12 @@ func TestDiscoveryFlood(t *testing.T) {
 	// which under -race is well after the last was sent: the window is
 	// from the first solicit to now.
 	limit := int64(answerBurst + answerRate*time.Since(start).Seconds() + 1)
-	tableLen := h.b.tables[1].len()
+	tableLen := 0
+	h.b.mu.Lock()
+	for _, tb := range h.b.tables {
+		tableLen += tb.len()
+	}
+	h.b.mu.Unlock()
 	t.Logf("%d solicits and %d announces in %v: %d answers (limit %d), table %d entries, heap %+.1f MiB",
 		sent, sent, elapsed.Round(time.Millisecond), got, limit, tableLen,
 		float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/(1<<20))
