@@ -41,6 +41,7 @@ type NameConflictError struct {
 	Kept bool
 }
 
+// Error says which name, where, and who else has it.
 func (e *NameConflictError) Error() string {
 	what := "gave it up"
 	if e.Kept {
