@@ -202,10 +202,11 @@ func (s *stack) lookupName(ctx context.Context, r *Resolver, name, zone string) 
 		}
 	}
 	// Then the link.
-	a, err := s.solicit(ctx, r, eps, canon, [6]byte{}, broadcastMAC)
+	as, err := s.solicit(ctx, r, eps, canon, [6]byte{}, broadcastMAC, 0)
 	if err != nil {
 		return nil, err
 	}
+	a := as[0]
 	return &Addr{HardwareAddr: net.HardwareAddr(append([]byte(nil), a.mac[:]...)), Zone: a.ep.name}, nil
 }
 
@@ -238,29 +239,32 @@ func (s *stack) lookupAddr(ctx context.Context, r *Resolver, mac net.HardwareAdd
 			return names, nil
 		}
 	}
-	a, err := s.solicit(ctx, r, eps, "", m, m)
+	// One advertise comes back per name: collect them until they stop.
+	as, err := s.solicit(ctx, r, eps, "", m, m, reverseQuiet)
 	if err != nil {
 		return nil, err
 	}
-	// One advertise per name comes back; give the others a moment.
-	select {
-	case <-time.After(10 * time.Millisecond):
-	case <-ctx.Done():
+	names = names[:0]
+	for _, a := range as {
+		names = append(names, a.msg.name)
 	}
-	if names := a.ep.disc.table.namesOf(m, time.Now()); len(names) > 0 {
-		return names, nil
-	}
-	return []string{a.msg.name}, nil
+	slices.Sort(names)
+	return slices.Compact(names), nil
 }
 
+// reverseQuiet is how long a reverse lookup waits after an answer for the
+// station's other names.
+const reverseQuiet = 50 * time.Millisecond
+
 // solicit asks the link on every endpoint, a few times, until an advertise
-// answers, ctx ends or the resolver's timeout passes.
-func (s *stack) solicit(ctx context.Context, r *Resolver, eps []*endpoint, name string, target, dst [6]byte) (discAnswer, error) {
+// answers, ctx ends or the resolver's timeout passes. With quiet > 0 it then
+// goes on collecting answers until none has come for that long.
+func (s *stack) solicit(ctx context.Context, r *Resolver, eps []*endpoint, name string, target, dst [6]byte, quiet time.Duration) ([]discAnswer, error) {
 	what := name
 	if what == "" {
 		what = net.HardwareAddr(target[:]).String()
 	}
-	w := make(chan discAnswer, 1)
+	w := make(chan discAnswer, 16)
 	nonce := randNonce()
 	defer func() {
 		for _, ep := range eps {
@@ -277,12 +281,34 @@ func (s *stack) solicit(ctx context.Context, r *Resolver, eps []*endpoint, name 
 		}
 		select {
 		case a := <-w:
-			return a, nil
+			return collect(ctx, w, a, quiet), nil
 		case <-ctx.Done():
-			return discAnswer{}, lookupFailed(what, ctx.Err())
+			return nil, lookupFailed(what, ctx.Err())
 		case <-give.C:
-			return discAnswer{}, notFound(what)
+			return nil, notFound(what)
 		case <-retry.C:
+		}
+	}
+}
+
+// collect gathers the answers that follow first until quiet passes without
+// one (or ctx ends).
+func collect(ctx context.Context, w <-chan discAnswer, first discAnswer, quiet time.Duration) []discAnswer {
+	as := []discAnswer{first}
+	if quiet <= 0 {
+		return as
+	}
+	t := time.NewTimer(quiet)
+	defer t.Stop()
+	for {
+		select {
+		case a := <-w:
+			as = append(as, a)
+			t.Reset(quiet)
+		case <-t.C:
+			return as
+		case <-ctx.Done():
+			return as
 		}
 	}
 }
