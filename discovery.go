@@ -28,6 +28,10 @@ const (
 	// solicits costs a bounded number of frames.
 	answerRate  = 100
 	answerBurst = 20
+	// defendInterval: a holder defends a name once in this long (RFC
+	// 5227's DEFEND_INTERVAL); a second conflict within it gives the name
+	// up, so two claimants never answer each other's announces forever.
+	defendInterval = 10 * time.Second
 )
 
 // A NameConflictError reports that another station on a link holds or claims
@@ -111,6 +115,7 @@ type discovery struct {
 	step    int // where the probe/announce schedule is
 	closed  bool
 	waiters map[uint64]chan discAnswer // lookups by nonce
+	defended map[string]time.Time       // when each name was last defended
 
 	// Reader goroutine only: the last reachability confirmation.
 	lastConfirm   [6]byte
@@ -294,8 +299,20 @@ func (d *discovery) onSolicit(h *header, m *discMsg, now time.Time) {
 				}
 			}
 		}
-	} else if d.names[m.name] == nameClaimed {
-		answer = append(answer, m.name)
+	} else if st, ok := d.names[m.name]; ok {
+		switch st {
+		case nameClaimed:
+			answer = append(answer, m.name)
+		case nameTentative:
+			// Two stations probing for one name at once: the lower node
+			// ID goes on, the other gives up (RFC 4862 would make both).
+			if m.flags&discFlagProbe != 0 && m.nodeID < d.ep.s.names.nodeID {
+				d.names[m.name] = nameLost
+				d.mu.Unlock()
+				d.report(m.name, h.src, false)
+				return
+			}
+		}
 	}
 	d.mu.Unlock()
 	for _, n := range answer {
@@ -318,20 +335,26 @@ func (d *discovery) onAdvertise(h *header, m *discMsg, now time.Time) {
 	case ours && st == nameTentative:
 		d.names[m.name] = nameLost
 	case ours && st == nameClaimed && m.op == discAnnounce:
-		// Someone claims what we hold without having probed (or in the
-		// same instant): defend it, and tell both sides.
+		// Someone claims what we hold without having probed (or after a
+		// partition healed): defend it once per interval, else yield.
+		if last, ok := d.defended[m.name]; ok && now.Sub(last) < defendInterval {
+			d.names[m.name] = nameLost
+			st = nameLost
+		} else {
+			if d.defended == nil {
+				d.defended = make(map[string]time.Time)
+			}
+			d.defended[m.name] = now
+		}
 	default:
 		ours = false
 	}
 	d.mu.Unlock()
 	if ours {
 		if st == nameClaimed {
-			d.announceNow()
+			d.send(broadcastMAC, &discMsg{op: discAnnounce, name: m.name})
 		}
-		if f := ep.s.cfg.OnNameConflict; f != nil {
-			f(&NameConflictError{Name: m.name, Interface: ep.name,
-				Holder: net.HardwareAddr(append([]byte(nil), h.src[:]...)), Kept: st == nameClaimed})
-		}
+		d.report(m.name, h.src, st == nameClaimed)
 		return
 	}
 	old, existed := d.table.update(m, h.src, now, w != nil)
@@ -345,6 +368,14 @@ func (d *discovery) onAdvertise(h *header, m *discMsg, now time.Time) {
 		case w <- discAnswer{ep: ep, mac: h.src, msg: *m}:
 		default:
 		}
+	}
+}
+
+// report tells the application about a conflict over name with holder.
+func (d *discovery) report(name string, holder [6]byte, kept bool) {
+	if f := d.ep.s.cfg.OnNameConflict; f != nil {
+		f(&NameConflictError{Name: name, Interface: d.ep.name,
+			Holder: net.HardwareAddr(append([]byte(nil), holder[:]...)), Kept: kept})
 	}
 }
 

@@ -617,3 +617,79 @@ func TestResolverStaticAndServices(t *testing.T) {
 		t.Error("a missing hosts file went unreported")
 	}
 }
+
+// TestDiscoverySimultaneousClaim starts two stations that want one name at
+// the same instant, and, on the in-memory link, two that both claimed it
+// while they could not hear each other (a partition that heals): each time
+// exactly one keeps it, the other is told, and they do not trade announces
+// forever.
+func TestDiscoverySimultaneousClaim(t *testing.T) {
+	onBothLinks(t, func(t *testing.T, h *testHosts) {
+		watchdog(t)
+		partitions := []bool{false}
+		if h.kind == "mem" {
+			partitions = append(partitions, true)
+		}
+		for _, partitioned := range partitions {
+			reports := make(chan *NameConflictError, 16)
+			report := func(e *NameConflictError) { reports <- e }
+			// A short lifetime: refreshes every 100 ms find the conflict fast.
+			cfg := Config{Name: "twin", NameLifetime: 300 * time.Millisecond, OnNameConflict: report}
+			x, y := sideStack(h, "a", cfg), sideStack(h, "b", cfg)
+			if partitioned {
+				h.seg.SetImpairments(memlink.Impairments{Loss: 1})
+			}
+			var px, py *PacketConn
+			done := make(chan error, 2)
+			go func() { var err error; px, err = x.listenPacket("myproto", h.aIf+":0"); done <- err }()
+			go func() { var err error; py, err = y.listenPacket("myproto", h.bIf+":0"); done <- err }()
+			for range 2 {
+				if err := <-done; err != nil {
+					t.Fatal(err)
+				}
+			}
+			if partitioned {
+				time.Sleep(2 * probeWait) // both have claimed it
+				h.seg.SetImpairments(memlink.Impairments{})
+			}
+			time.Sleep(time.Second)
+			var kept, gaveUp int
+			for len(reports) > 0 {
+				e := <-reports
+				t.Logf("partitioned=%v: %v", partitioned, e)
+				if e.Kept {
+					kept++
+				} else {
+					gaveUp++
+				}
+			}
+			xs, ys := x.stats()[0].FramesOut, y.stats()[0].FramesOut
+			// Each holder may defend once before one yields.
+			if gaveUp != 1 || kept > 2 {
+				t.Errorf("partitioned=%v: %d gave up and %d kept; want exactly one to give up", partitioned, gaveUp, kept)
+			}
+			if hx, hy := x.holds(h.aIf, "twin"), y.holds(h.bIf, "twin"); hx == hy {
+				t.Errorf("partitioned=%v: station a holds twin: %v, station b: %v; want exactly one", partitioned, hx, hy)
+			}
+			// Probes, announces and refreshes for 1.3 s at most, not a storm.
+			if xs+ys > 60 {
+				t.Errorf("partitioned=%v: %d + %d frames sent: the claimants trade announces", partitioned, xs, ys)
+			}
+			px.Close()
+			py.Close()
+		}
+	})
+}
+
+// holds reports whether s has claimed name on the interface.
+func (s *stack) holds(ifname, name string) bool {
+	for _, ep := range s.endpointsSnapshot() {
+		if ep.name == ifname {
+			ep.disc.mu.Lock()
+			st, ok := ep.disc.names[name]
+			ep.disc.mu.Unlock()
+			return ok && st == nameClaimed
+		}
+	}
+	return false
+}
