@@ -48,6 +48,10 @@ type endpoint struct {
 	// pending are connections that received frames in the current batch;
 	// the reader flushes each once after the batch. Reader goroutine only.
 	pending []*Conn
+	// heard and heardFrom: a valid packet came in this batch, and the last
+	// one's sender. Reader goroutine only.
+	heard     bool
+	heardFrom [6]byte
 }
 
 // endpointStats are the per-interface counters behind Stats.
@@ -134,6 +138,12 @@ func (ep *endpoint) readLoop() {
 		for i := range n {
 			ep.input(ms[i].Buf[:ms[i].N])
 		}
+		if ep.heard {
+			// Reachability is confirmed once a batch, for its last
+			// sender: one clock read, not one per frame.
+			ep.disc.confirmFrom(ep.heardFrom, time.Now())
+			ep.heard = false
+		}
 		for i, c := range ep.pending {
 			c.pending.Store(false)
 			c.flush()
@@ -157,7 +167,7 @@ func (ep *endpoint) input(frame []byte) {
 	if reason == dropNone {
 		reason = ep.s.demux(ep, &h, body)
 		if reason == dropNone && h.typ != typeDiscovery {
-			ep.disc.confirmFrom(h.src, time.Now())
+			ep.heard, ep.heardFrom = true, h.src
 		}
 	}
 	if reason != dropNone {
