@@ -109,12 +109,12 @@ type discovery struct {
 
 	answer rateLimiter
 
-	mu      sync.Mutex
-	names   map[string]nameState // names this stack claims on the interface
-	timer   *time.Timer
-	step    int // where the probe/announce schedule is
-	closed  bool
-	waiters map[uint64]chan discAnswer // lookups by nonce
+	mu       sync.Mutex
+	names    map[string]nameState // names this stack claims on the interface
+	timer    *time.Timer
+	step     int // where the probe/announce schedule is
+	closed   bool
+	waiters  map[uint64]chan discAnswer // lookups by nonce
 	defended map[string]time.Time       // when each name was last defended
 
 	// Reader goroutine only: the last reachability confirmation.
