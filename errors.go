@@ -18,8 +18,6 @@ var (
 	errBroadcast = os.NewSyscallError("sendto", syscall.EACCES)
 	// errTooBig mirrors a UDP datagram larger than the path MTU: EMSGSIZE.
 	errTooBig = os.NewSyscallError("sendto", syscall.EMSGSIZE)
-	// errNotSupported is returned for operations the stack does not offer.
-	errNotSupported = errors.ErrUnsupported
 )
 
 // opError is the one funnel every exported method's error goes through. It
