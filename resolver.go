@@ -185,11 +185,7 @@ func (s *stack) lookupName(ctx context.Context, r *Resolver, name, zone string) 
 	if ok {
 		return &Addr{HardwareAddr: mac, Zone: zone}, nil
 	}
-	ifis, err := s.selectInterfaces(nil, zone)
-	if err != nil {
-		return nil, err
-	}
-	eps, release, err := s.holdEndpoints(ifis)
+	eps, release, err := s.holdEndpoints(zone)
 	if err != nil {
 		return nil, err
 	}
@@ -222,11 +218,7 @@ func (s *stack) lookupAddr(ctx context.Context, r *Resolver, mac net.HardwareAdd
 	if len(names) > 0 {
 		return names, nil
 	}
-	ifis, err := s.selectInterfaces(nil, "")
-	if err != nil {
-		return nil, err
-	}
-	eps, release, err := s.holdEndpoints(ifis)
+	eps, release, err := s.holdEndpoints("")
 	if err != nil {
 		return nil, err
 	}
@@ -313,8 +305,13 @@ func collect(ctx context.Context, w <-chan discAnswer, first discAnswer, quiet t
 	}
 }
 
-// holdEndpoints opens (or shares) the endpoints on ifis for a lookup.
-func (s *stack) holdEndpoints(ifis []net.Interface) ([]*endpoint, func(), error) {
+// holdEndpoints opens (or shares), for a lookup, the endpoints on the
+// interface zone, or on every usable interface when zone is "".
+func (s *stack) holdEndpoints(zone string) ([]*endpoint, func(), error) {
+	ifis, err := s.selectInterfaces(nil, zone)
+	if err != nil {
+		return nil, nil, err
+	}
 	b := &binding{}
 	s.mu.Lock()
 	for i := range ifis {
