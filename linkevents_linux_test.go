@@ -172,3 +172,41 @@ func TestIntegrationLinkMAC(t *testing.T) {
 		t.Fatalf("echo at the new address: %q %v", b, err)
 	}
 }
+
+// TestIntegrationLinkResync checks the path taken when link events were
+// lost (ENOBUFS): reading the interfaces' state fails the connections of a
+// link that went down unseen, and brings the endpoint back when it is up.
+func TestIntegrationLinkResync(t *testing.T) {
+	watchdog(t)
+	h := vethHosts(t, 1500)
+	c, s := streamPair(t, h, listenB(t, h, nil))
+	defer c.Close()
+	defer s.Close()
+	// A socket that keeps a's endpoint open after the connection fails.
+	pc, err := h.a.listenPacket("myproto", h.aIf+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	ep := h.a.endpointsSnapshot()[0]
+	// Stop a's watcher, so only the resync can tell a about the change.
+	h.a.mu.Lock()
+	h.a.stopWatchingLocked()
+	h.a.mu.Unlock()
+	ch := readErr(c)
+	testenv.SetLinkUp(t, nil, h.aIf, false)
+	wantBlocked(t, "Read", ch)
+	h.a.resyncLinks()
+	wantOpError(t, waitErr(t, "Read", ch), "read", syscall.ENETDOWN)
+	if !ep.down.Load() {
+		t.Fatal("the endpoint is not marked down")
+	}
+	testenv.SetLinkUp(t, nil, h.aIf, true)
+	deadline := time.Now().Add(5 * time.Second)
+	for h.a.resyncLinks(); ep.down.Load(); h.a.resyncLinks() {
+		if time.Now().After(deadline) {
+			t.Fatal("the resync never saw the link come back")
+		}
+		time.Sleep(10 * time.Millisecond) // carrier comes back a little later
+	}
+}
