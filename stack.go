@@ -340,11 +340,13 @@ func (s *stack) filterFor(mac net.HardwareAddr) ([]bpf.RawInstruction, error) {
 		EtherType:    s.etherType,
 		Version:      wireVersion,
 		HardwareAddr: mac,
-		Ports:        ports,
-		AnyPortTypes: []uint8{uint8(typeDiscovery)},
-		// Every process sees SYNs to any port, so that one to a port
-		// nobody on the host owns is refused (see refuseSYN).
-		AnyPortFlagged: []sys.TypeFlags{{Type: uint8(typeStream), Flags: streamFlagSYN}},
+		Rules: []sys.Rule{
+			{Types: []uint8{uint8(typeDiscovery)}, OtherPorts: true},
+			// Every process sees SYNs to any port, so that one to a port
+			// nobody on the host owns is refused (see refuseSYN).
+			{Types: []uint8{uint8(typeStream)}, FlagsAny: streamFlagSYN, OtherPorts: true},
+			{Ports: ports, InPorts: true},
+		},
 	})
 }
 

@@ -27,10 +27,10 @@ const (
 	// bytes the kernel keeps, larger than any frame, including jumbo ones.
 	acceptLen = 0x40000
 
-	// maxPortRanges caps the port check. Each range costs three
-	// instructions and a program may hold at most 4096 (BPF_MAXINSNS); past
-	// the cap the program accepts every port and user space demultiplexes.
-	maxPortRanges = 1000
+	// maxInsns is one less than the kernel's BPF_MAXINSNS (4096). A program
+	// whose port ranges would exceed it checks fewer ports and accepts more:
+	// see Filter.
+	maxInsns = 4095
 )
 
 // FilterConfig describes the frames a Filter program accepts.
@@ -44,44 +44,47 @@ type FilterConfig struct {
 	// frames are accepted whatever their address, because the interface's
 	// multicast list already decides which of those arrive.
 	HardwareAddr net.HardwareAddr
-	// Ports are the destination ports this process owns. Duplicates are
-	// allowed and the order does not matter.
-	Ports []uint16
-	// AnyPortTypes are the frame types accepted whatever their destination
-	// port, such as discovery and control frames.
-	AnyPortTypes []uint8
-	// AnyPortFlagged are frames accepted whatever their destination port
-	// when their type matches and their flags (offset 16) have any of the
-	// bits set: stream SYNs, which every process on a host must see so that
-	// a dial to a port nobody owns is refused rather than left to time out.
-	AnyPortFlagged []TypeFlags
+	// Rules decide the fate of the frames that pass the checks above. They
+	// are tried in order; the first that matches a frame's type and flags
+	// decides, and a frame no rule matches is rejected.
+	Rules []Rule
 }
 
-// TypeFlags selects frames of a type with any of the flag bits set.
-type TypeFlags struct {
-	Type  uint8
-	Flags uint16
+// A Rule accepts or rejects frames by type, flags and destination port.
+type Rule struct {
+	// Types are the frame types (the header byte at offset 15) the rule
+	// applies to; nil means every type.
+	Types []uint8
+	// FlagsAny, if not zero, restricts the rule to frames whose flags
+	// (offset 16) have at least one of these bits set.
+	FlagsAny uint16
+	// Ports are the destination ports the rule singles out. Frames to one
+	// of them are accepted if InPorts is true; frames to any other port are
+	// accepted if OtherPorts is true. Duplicates are allowed and the order
+	// does not matter.
+	Ports      []uint16
+	InPorts    bool
+	OtherPorts bool
 }
 
 // Filter returns a classic BPF program for a SOCK_RAW packet socket
 // (packet(7)) that accepts exactly the frames cfg describes: the EtherType at
 // offset 12 is cfg.EtherType, the version byte at offset 14 is cfg.Version,
-// the destination MAC is cfg.HardwareAddr or has the group bit set, and the
-// type byte at offset 15 is one of cfg.AnyPortTypes or the destination port
-// at offset 22 is one of cfg.Ports. Frames too short to hold the destination
-// port (24 bytes) are rejected, whatever their type.
+// the destination MAC is cfg.HardwareAddr or has the group bit set, the frame
+// is long enough to hold the destination port (24 bytes), and the first rule
+// that matches its type and flags accepts its destination port.
 //
 // The program compares the destination MAC rather than reading the packet
 // type through the SKF_AD_PKTTYPE extension so that it runs unchanged in
 // bpf.NewVM, which implements no extension but the length: veth delivers
 // unicast frames for other hosts as PACKET_OTHERHOST, so the check matters.
 //
-// The port check is one range test per run of consecutive ports. If cfg.Ports
-// form more than 1000 runs, the program would come close to the kernel's
-// limit of 4096 instructions, so it checks no port at all and accepts every
-// port: the stack demultiplexes in user space anyway and drops frames for
-// ports it does not own. With no ports and no AnyPortTypes the program
-// rejects every frame.
+// A rule's port check is one range test (three instructions) per run of
+// consecutive ports. If the rules' ranges together would take the program
+// past the kernel's limit of 4096 instructions, the rules with the most
+// ranges give up their port check and accept every port: the stack checks
+// ports in user space anyway, so a filter may pass too much but must never
+// drop what the stack wants.
 //
 // Attach the program before bind(2) (PacketConfig.Filter) and replace it
 // atomically with SetFilter as the set of owned ports changes.
@@ -95,7 +98,7 @@ func Filter(cfg FilterConfig) ([]bpf.RawInstruction, error) {
 	mac := cfg.HardwareAddr
 
 	// The header section. Its rejections share one return, placed before the
-	// port section so that no jump has to cross the port ranges.
+	// rules so that no jump has to cross them.
 	const (
 		reject = 10 // index of the shared reject
 		body   = 11 // index of the first instruction past it
@@ -115,69 +118,108 @@ func Filter(cfg FilterConfig) ([]bpf.RawInstruction, error) {
 		/* 8 */ bpf.LoadAbsolute{Off: offDstMAC, Size: 1},
 		/* 9 */ bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: 0x01, SkipTrue: body - 10},
 		/* 10 */ bpf.RetConstant{Val: 0},
+		// Loading the port first rejects frames too short to hold it,
+		// whichever rule would decide; X keeps it for the rules.
+		/* 11 */ bpf.LoadAbsolute{Off: offDstPort, Size: 2},
+		/* 12 */ bpf.TAX{},
 	}
 
-	// Loading the port first rejects frames too short to hold it, whichever
-	// way they would be accepted.
-	prog = append(prog, bpf.LoadAbsolute{Off: offDstPort, Size: 2})
-
-	ranges := portRanges(cfg.Ports)
-	if len(ranges) > maxPortRanges {
-		prog = append(prog, bpf.RetConstant{Val: acceptLen})
-		return bpf.Assemble(prog)
+	rules := slices.Clone(cfg.Rules)
+	ranges := make([][]portRange, len(rules))
+	for i, r := range rules {
+		if r.InPorts != r.OtherPorts {
+			ranges[i] = portRanges(r.Ports)
+		}
 	}
-
-	types := slices.Clone(cfg.AnyPortTypes)
-	slices.Sort(types)
-	types = slices.Compact(types)
-	saved := len(ranges) > 0 && (len(types) > 0 || len(cfg.AnyPortFlagged) > 0)
-	if saved {
-		prog = append(prog, bpf.TAX{}) // keep the port for after the types
-	}
-	if len(types) > 0 {
-		prog = append(prog, bpf.LoadAbsolute{Off: offType, Size: 1})
-		// Every match jumps to the accept that follows the list; at most
-		// 256 distinct types keep the longest jump at 255.
-		for i, t := range types {
-			j := bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(t), SkipTrue: uint8(len(types) - 1 - i)}
-			if i == len(types)-1 {
-				j.SkipFalse = 1
+	// Give up port checks, largest first, until the program fits.
+	for size(prog, rules, ranges) > maxInsns {
+		big := 0
+		for i := range ranges {
+			if len(ranges[i]) > len(ranges[big]) {
+				big = i
 			}
-			prog = append(prog, j)
 		}
-		prog = append(prog, bpf.RetConstant{Val: acceptLen})
-	}
-	for _, tf := range cfg.AnyPortFlagged {
-		prog = append(prog,
-			bpf.LoadAbsolute{Off: offType, Size: 1},
-			bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(tf.Type), SkipFalse: 3},
-			bpf.LoadAbsolute{Off: offFlags, Size: 2},
-			bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: uint32(tf.Flags), SkipFalse: 1},
-			bpf.RetConstant{Val: acceptLen},
-		)
-	}
-	if saved {
-		prog = append(prog, bpf.TXA{})
-	}
-
-	// One short test per range, each with its own accept, so every jump
-	// stays within the 8-bit offsets of classic BPF.
-	for _, r := range ranges {
-		if r.lo == r.hi {
-			prog = append(prog,
-				bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(r.lo), SkipFalse: 1},
-				bpf.RetConstant{Val: acceptLen},
-			)
-			continue
+		if len(ranges[big]) == 0 {
+			return nil, errors.New("sys: filter: too many rules")
 		}
-		prog = append(prog,
-			bpf.JumpIf{Cond: bpf.JumpGreaterThan, Val: uint32(r.hi), SkipTrue: 2},
-			bpf.JumpIf{Cond: bpf.JumpLessThan, Val: uint32(r.lo), SkipTrue: 1},
-			bpf.RetConstant{Val: acceptLen},
-		)
+		ranges[big] = nil
+		rules[big].InPorts, rules[big].OtherPorts = true, true
+	}
+	for i, r := range rules {
+		prog = append(prog, ruleInsns(r, ranges[i])...)
 	}
 	prog = append(prog, bpf.RetConstant{Val: 0})
 	return bpf.Assemble(prog)
+}
+
+// size is how many instructions the program will have.
+func size(head []bpf.Instruction, rules []Rule, ranges [][]portRange) int {
+	n := len(head) + 1
+	for i, r := range rules {
+		n += len(ruleInsns(r, ranges[i]))
+	}
+	return n
+}
+
+// ruleInsns compiles one rule. It ends in returns on every path that
+// matches; a mismatch of type or flags jumps to the instruction after it.
+func ruleInsns(r Rule, ranges []portRange) []bpf.Instruction {
+	verdict := func(accept bool) bpf.Instruction {
+		if accept {
+			return bpf.RetConstant{Val: acceptLen}
+		}
+		return bpf.RetConstant{Val: 0}
+	}
+	// The decision, with the port in X.
+	var decide []bpf.Instruction
+	if r.InPorts == r.OtherPorts || len(ranges) == 0 {
+		decide = []bpf.Instruction{verdict(r.OtherPorts)}
+	} else {
+		decide = append(decide, bpf.TXA{})
+		for _, pr := range ranges {
+			// Each range has its own return, so every jump stays short.
+			decide = append(decide,
+				bpf.JumpIf{Cond: bpf.JumpGreaterThan, Val: uint32(pr.hi), SkipTrue: 2},
+				bpf.JumpIf{Cond: bpf.JumpGreaterOrEqual, Val: uint32(pr.lo), SkipFalse: 1},
+				verdict(r.InPorts),
+			)
+		}
+		decide = append(decide, verdict(r.OtherPorts))
+	}
+
+	// A mismatch of type or flags falls into an unconditional jump past the
+	// rule, whose 32-bit offset reaches over any number of port ranges;
+	// skips are where those jumps are, filled in last.
+	var match []bpf.Instruction
+	var skips []int
+	types := slices.Clone(r.Types)
+	slices.Sort(types)
+	types = slices.Compact(types)
+	if len(types) == 256 {
+		types = nil // every type: nothing to compare
+	}
+	if len(types) > 0 {
+		match = append(match, bpf.LoadAbsolute{Off: offType, Size: 1})
+		for i, t := range types {
+			// A match skips the remaining comparisons and the jump out.
+			match = append(match, bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(t), SkipTrue: uint8(len(types) - i)})
+		}
+		skips = append(skips, len(match))
+		match = append(match, bpf.Jump{})
+	}
+	if r.FlagsAny != 0 {
+		match = append(match,
+			bpf.LoadAbsolute{Off: offFlags, Size: 2},
+			bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: uint32(r.FlagsAny), SkipTrue: 1},
+		)
+		skips = append(skips, len(match))
+		match = append(match, bpf.Jump{})
+	}
+	out := append(match, decide...)
+	for _, at := range skips {
+		out[at] = bpf.Jump{Skip: uint32(len(out) - at - 1)}
+	}
+	return out
 }
 
 // A portRange is the closed interval of ports [lo, hi].

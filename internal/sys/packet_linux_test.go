@@ -193,12 +193,12 @@ func (n *packetTestNet) open(t testing.TB, ifi *net.Interface, cfg PacketConfig)
 func (n *packetTestNet) openPair(t testing.TB) (tx, rx *PacketLink) {
 	t.Helper()
 	prog, err := Filter(FilterConfig{EtherType: testEtherType, Version: testVersion, HardwareAddr: n.b.HardwareAddr,
-		Ports: []uint16{0, 65535}, AnyPortTypes: []uint8{typeDiscovery}})
+		Rules: []Rule{{Types: []uint8{typeDiscovery}, OtherPorts: true}, {Ports: []uint16{0, 65535}, InPorts: true}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	everyPort, err := Filter(FilterConfig{EtherType: testEtherType, Version: testVersion, HardwareAddr: n.b.HardwareAddr,
-		Ports: allPorts()})
+		Rules: []Rule{{Ports: allPorts(), InPorts: true}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -508,7 +508,7 @@ func TestIntegrationPacketLinkFilter(t *testing.T) {
 
 	// A narrower filter, swapped in while frames flow.
 	prog, err := Filter(FilterConfig{EtherType: testEtherType, Version: testVersion, HardwareAddr: n.b.HardwareAddr,
-		Ports: []uint16{443}})
+		Rules: []Rule{{Ports: []uint16{443}, InPorts: true}}})
 	if err != nil {
 		t.Fatal(err)
 	}
