@@ -562,7 +562,8 @@ func TestPacketConnTruesize(t *testing.T) {
 }
 
 // TestPacketConnDeliverAllocs: once the pools are warm, queueing a datagram
-// and taking it off the queue allocates nothing.
+// and taking it off the queue allocates nothing, and ReadFrom nothing but
+// the address it returns.
 func TestPacketConnDeliverAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector's sync.Pool drops items on purpose")
@@ -583,5 +584,15 @@ func TestPacketConnDeliverAllocs(t *testing.T) {
 		if allocs != 0 {
 			t.Errorf("%d-byte datagram: %.1f allocations to queue and take off", n, allocs)
 		}
+	}
+	// ReadFrom allocates only the address it returns: the *Addr and its
+	// hardware address, which the caller keeps.
+	buf := make([]byte, 2000)
+	allocs := testing.AllocsPerRun(1000, func() {
+		b.deliver(ep, &hd, body[:64])
+		b.ReadFrom(buf)
+	})
+	if allocs > 2 {
+		t.Errorf("deliver and ReadFrom: %.1f allocations, want 2 for the address", allocs)
 	}
 }
