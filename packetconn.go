@@ -408,9 +408,9 @@ func (c *PacketConn) SetWriteDeadline(t time.Time) error {
 // what datagrams cost, not their length: each is charged its truesize, the
 // buffer it was copied into (the smallest of 128, 512, 2048, 9472 or 65536
 // bytes that holds it) plus 64 bytes of bookkeeping, so the default 4 MiB
-// holds about 21,000 datagrams of up to 128 bytes, or 1,900 of 1,500. A
-// queue that is empty takes any datagram, so a buffer smaller than one
-// still receives. Lowering it drops nothing already queued.
+// holds 21,845 datagrams of up to 128 bytes, or 1,985 of 1,500. A queue
+// that is empty takes any datagram, so a buffer smaller than one still
+// receives. Lowering it drops nothing already queued.
 func (c *PacketConn) SetReadBuffer(bytes int) error {
 	if bytes <= 0 {
 		return opError("set", nil, c.local, os.NewSyscallError("setsockopt", syscall.EINVAL))
