@@ -50,8 +50,8 @@ func TestIntegrationConnPeerKilled(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			// The child listens on a's interface, in this namespace; this
 			// process dials it through host b, on the far end of the pair.
-			cmd, ready := startChild(t, "MYPROTO_STREAM_PEER="+h.aIf+":0")
-			a, err := ResolveAddr("myproto", ready)
+			peer := startChild(t, "MYPROTO_STREAM_PEER="+h.aIf+":0")
+			a, err := ResolveAddr("myproto", peer.ready)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -66,8 +66,8 @@ func TestIntegrationConnPeerKilled(t *testing.T) {
 			}
 
 			ch := readErr(c)
-			cmd.Process.Kill()
-			cmd.Wait()
+			peer.cmd.Process.Kill()
+			peer.cmd.Wait()
 			killed := time.Now()
 			if tc.write {
 				if _, err := c.Write([]byte("anyone there?")); err != nil {

@@ -28,6 +28,10 @@ func TestMain(m *testing.M) {
 		servePeer(spec)
 		return
 	}
+	if arg := os.Getenv("MYPROTO_DGRAM_CHILD"); arg != "" {
+		dgramChild(arg)
+		return
+	}
 	// In the private namespace, give the examples (package myproto_test,
 	// same binary) their veth pair before anything runs.
 	// Fuzz workers are started by the coordinator inside the same

@@ -11,14 +11,14 @@ import (
 
 var _ net.PacketConn = &PacketConn{}
 
-// defaultPacketReadBuffer bounds the bytes of datagrams queued for a
-// PacketConn's reader, like SO_RCVBUF for UDP.
+// defaultPacketReadBuffer bounds the memory held by datagrams queued for a
+// PacketConn's reader, like SO_RCVBUF for UDP: each is charged its truesize.
 const defaultPacketReadBuffer = 4 << 20
 
 // A PacketConn is a myproto datagram socket. It implements net.PacketConn.
 //
 // Datagrams are unreliable and unordered, as UDP's are: one that arrives
-// while the receive buffer is full is dropped and counted (see Stats).
+// while the read buffer is full is dropped and counted (Stats.Drops.QueueFull).
 type PacketConn struct {
 	s     *stack
 	b     *binding
@@ -26,9 +26,8 @@ type PacketConn struct {
 	local *Addr
 
 	mu      sync.Mutex
-	queue   []*datagram // FIFO of received datagrams
-	head    int
-	qBytes  int
+	queue   dgramQueue
+	qBytes  int // the truesize of the queued datagrams
 	rcvBuf  int
 	groups  map[groupKey]struct{}
 	bcast   bool
@@ -45,7 +44,8 @@ type groupKey struct {
 	group   [6]byte
 }
 
-// datagram is a received datagram waiting for ReadFrom. Its buffer is pooled.
+// datagram is a received datagram waiting for ReadFrom. It is pooled with
+// its buffer, whose capacity is one of dgramSizes.
 type datagram struct {
 	buf  []byte
 	n    int
@@ -54,7 +54,94 @@ type datagram struct {
 	ep   *endpoint
 }
 
-var datagramPool = sync.Pool{New: func() any { return new(datagram) }}
+// dgramSizes are the buffer sizes a received datagram is copied into, the
+// smallest that holds it: small datagrams cost little to queue, and a
+// buffer of each size is reused through its pool. Each is a size the Go
+// allocator hands out exactly (a size class, or whole pages past 32 KiB), so
+// a buffer costs its capacity; the last holds maxBodyLen.
+var dgramSizes = [...]int{128, 512, 2048, 9472, 65536}
+
+// dgramOverhead is what a queued datagram costs besides its buffer: the
+// datagram (48 bytes) and up to two queue slots, the ring being at most
+// twice as long as what it holds. TestPacketConnTruesize measures it.
+const dgramOverhead = 64
+
+// dgramPools hold free datagrams, one pool per buffer size.
+var dgramPools [len(dgramSizes)]sync.Pool
+
+func init() {
+	for i, size := range dgramSizes {
+		dgramPools[i].New = func() any { return &datagram{buf: make([]byte, size)} }
+	}
+}
+
+// dgramClass returns the index in dgramSizes of the smallest buffer that
+// holds n bytes.
+func dgramClass(n int) int {
+	for i, size := range dgramSizes[:len(dgramSizes)-1] {
+		if n <= size {
+			return i
+		}
+	}
+	return len(dgramSizes) - 1
+}
+
+// truesize is what a datagram of n bytes costs to queue, charged against
+// the read buffer as Linux charges an skb's truesize against SO_RCVBUF.
+func truesize(n int) int { return dgramSizes[dgramClass(n)] + dgramOverhead }
+
+// getDatagram returns a free datagram whose buffer holds n bytes.
+func getDatagram(n int) *datagram {
+	return dgramPools[dgramClass(n)].Get().(*datagram)
+}
+
+// putDatagram returns d to its pool.
+func putDatagram(d *datagram) {
+	d.ep = nil
+	dgramPools[dgramClass(cap(d.buf))].Put(d)
+}
+
+// dgramQueue is a FIFO of datagrams in a ring that doubles when full and is
+// let go of when emptied past a small size, so what it holds bounds it.
+type dgramQueue struct {
+	ring []*datagram // len is 0 or a power of two
+	head int         // index of the oldest
+	n    int         // how many are queued
+}
+
+// dgramQueueKeep is the ring length kept when the queue empties; a longer
+// ring was grown by a burst and is let go of.
+const dgramQueueKeep = 1024
+
+func (q *dgramQueue) push(d *datagram) {
+	if q.n == len(q.ring) {
+		ring := make([]*datagram, max(16, 2*len(q.ring)))
+		for i := range q.n {
+			ring[i] = q.ring[(q.head+i)&(len(q.ring)-1)]
+		}
+		q.ring, q.head = ring, 0
+	}
+	q.ring[(q.head+q.n)&(len(q.ring)-1)] = d
+	q.n++
+}
+
+// pop takes the oldest datagram, or nil.
+func (q *dgramQueue) pop() *datagram {
+	if q.n == 0 {
+		return nil
+	}
+	d := q.ring[q.head]
+	q.ring[q.head] = nil
+	q.head = (q.head + 1) & (len(q.ring) - 1)
+	q.n--
+	if q.n == 0 {
+		q.head = 0
+		if len(q.ring) > dgramQueueKeep {
+			q.ring = nil
+		}
+	}
+	return d
+}
 
 // ListenPacket announces on the local address and returns a datagram socket,
 // as net.ListenPacket does. The network must be "myproto". The address is
@@ -111,17 +198,17 @@ func (c *PacketConn) deliver(ep *endpoint, h *header, body []byte) dropReason {
 			return dropNotForUs
 		}
 	}
-	if c.qBytes+len(body) > c.rcvBuf {
+	// As UDP on Linux, an empty queue takes any datagram, so a read buffer
+	// smaller than one still receives.
+	ts := truesize(len(body))
+	if c.qBytes > 0 && c.qBytes+ts > c.rcvBuf {
 		return dropQueueFull
 	}
-	d := datagramPool.Get().(*datagram)
-	if cap(d.buf) < len(body) {
-		d.buf = make([]byte, max(len(body), ep.maxPayload()))
-	}
+	d := getDatagram(len(body))
 	d.n = copy(d.buf[:cap(d.buf)], body)
 	d.src, d.port, d.ep = h.src, h.srcPort, ep
-	c.queue = append(c.queue, d)
-	c.qBytes += d.n
+	c.queue.push(d)
+	c.qBytes += ts
 	select {
 	case c.notify <- struct{}{}:
 	default:
@@ -133,16 +220,10 @@ var broadcastMAC = [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 
 // pop takes the oldest queued datagram, or nil. The caller holds c.mu.
 func (c *PacketConn) pop() *datagram {
-	if c.head == len(c.queue) {
-		return nil
+	d := c.queue.pop()
+	if d != nil {
+		c.qBytes -= truesize(d.n)
 	}
-	d := c.queue[c.head]
-	c.queue[c.head] = nil
-	c.head++
-	if c.head == len(c.queue) {
-		c.queue, c.head = c.queue[:0], 0
-	}
-	c.qBytes -= d.n
 	return d
 }
 
@@ -176,8 +257,7 @@ func (c *PacketConn) readFrom(p []byte) (int, *Addr, error) {
 				Port:         d.port,
 				Zone:         d.ep.name,
 			}
-			d.ep = nil
-			datagramPool.Put(d)
+			putDatagram(d)
 			return n, addr, nil
 		}
 		select {
@@ -268,8 +348,7 @@ func (c *PacketConn) Close() error {
 		c.mu.Lock()
 		close(c.closed)
 		for d := c.pop(); d != nil; d = c.pop() {
-			d.ep = nil
-			datagramPool.Put(d)
+			putDatagram(d)
 		}
 		groups := c.groups
 		c.groups = nil
@@ -323,8 +402,15 @@ func (c *PacketConn) SetWriteDeadline(t time.Time) error {
 	return nil
 }
 
-// SetReadBuffer sets how many bytes of received datagrams may wait for
-// ReadFrom before more are dropped, like SO_RCVBUF for UDP.
+// SetReadBuffer sets how much memory received datagrams may hold while they
+// wait for ReadFrom; those that arrive past it are dropped and counted
+// (Stats.Drops.QueueFull). As SO_RCVBUF (socket(7)) does for UDP, it bounds
+// what datagrams cost, not their length: each is charged its truesize, the
+// buffer it was copied into (the smallest of 128, 512, 2048, 9472 or 65536
+// bytes that holds it) plus 64 bytes of bookkeeping, so the default 4 MiB
+// holds 21,845 datagrams of up to 128 bytes, or 1,985 of 1,500. A queue
+// that is empty takes any datagram, so a buffer smaller than one still
+// receives. Lowering it drops nothing already queued.
 func (c *PacketConn) SetReadBuffer(bytes int) error {
 	if bytes <= 0 {
 		return opError("set", nil, c.local, os.NewSyscallError("setsockopt", syscall.EINVAL))

@@ -30,11 +30,23 @@ func holdPort(spec string) {
 	os.Exit(0)
 }
 
+// A child is a copy of this test binary running as one of the child
+// processes TestMain dispatches on.
+type child struct {
+	cmd *exec.Cmd
+	// ready is the rest of the child's "ready" line.
+	ready string
+	// in is the child's standard input, out its standard output after the
+	// ready line, for children that take requests.
+	in  io.Writer
+	out *bufio.Reader
+}
+
 // startChild runs this test binary again with env added, as one of the
 // child processes TestMain dispatches on, and returns once the child has
-// written its "ready" line, with the rest of that line. The child lives
-// until killed or until the test ends.
-func startChild(t *testing.T, env string) (*exec.Cmd, string) {
+// written its "ready" line. The child lives until killed or until the test
+// ends.
+func startChild(t *testing.T, env string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), env)
@@ -52,18 +64,19 @@ func startChild(t *testing.T, env string) (*exec.Cmd, string) {
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
-	line, err := bufio.NewReader(out).ReadString('\n')
+	r := bufio.NewReader(out)
+	line, err := r.ReadString('\n')
 	if err != nil || !strings.HasPrefix(line, "ready ") {
 		t.Fatalf("child: %q %v", line, err)
 	}
-	return cmd, strings.TrimSpace(strings.TrimPrefix(line, "ready "))
+	return &child{cmd: cmd, ready: strings.TrimSpace(strings.TrimPrefix(line, "ready ")), in: stdin, out: r}
 }
 
 func TestIntegrationPortAcrossProcesses(t *testing.T) {
 	watchdog(t)
 	h := vethHosts(t, 1500)
 	spec := h.aIf + ":4242"
-	cmd, _ := startChild(t, "MYPROTO_HOLD_PORT="+spec)
+	cmd := startChild(t, "MYPROTO_HOLD_PORT="+spec).cmd
 	// The other process owns the port: this one can't have it.
 	if _, err := h.a.listenPacket("myproto", spec); !errors.Is(err, syscall.EADDRINUSE) {
 		t.Fatalf("bind of a port another process owns: %v, want EADDRINUSE", err)

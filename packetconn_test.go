@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"syscall"
 	"testing"
@@ -443,5 +444,155 @@ func TestPacketConnBadInput(t *testing.T) {
 	}
 	if err := b.SetReadBuffer(0); err == nil {
 		t.Errorf("SetReadBuffer(0) succeeded")
+	}
+}
+
+// TestPacketConnMemoryBound sends 200,000 small datagrams to a socket that
+// never reads. They cost far more to hold than their length (an empty one
+// is still a datagram), so the read buffer must bound what they cost, as
+// SO_RCVBUF bounds a UDP socket's by truesize: the heap may grow by no more
+// than the buffer and the collector's headroom over it, and every datagram
+// past it must be dropped and counted. The buffer must still hold a
+// sensible number of them.
+func TestPacketConnMemoryBound(t *testing.T) {
+	for _, size := range []int{0, 64} {
+		t.Run(strconv.Itoa(size)+"B", func(t *testing.T) {
+			watchdog(t)
+			h := memHosts(t, memlink.Config{Seed: 1})
+			a, b := listenPair(t, h)
+			to := peerOf(h, b, false)
+			ep := b.eps[0]
+			// Let discovery's first frames pass before the measurement.
+			time.Sleep(10 * time.Millisecond)
+			in0 := ep.stats.framesIn.Load()
+			before := liveHeap()
+			const count = 200_000
+			p := make([]byte, size)
+			for i := range count {
+				if _, err := a.WriteTo(p, to); err != nil {
+					t.Fatal(err)
+				}
+				if i%1000 == 999 || i == count-1 {
+					// Stay within the link's queue: every frame must
+					// reach the socket.
+					for ep.stats.framesIn.Load()-in0 < uint64(i+1) {
+						time.Sleep(100 * time.Microsecond)
+					}
+				}
+			}
+			grew := int64(liveHeap()) - int64(before)
+			st := ep.snapshot()
+			queued := count - int(st.Drops.QueueFull)
+			t.Logf("%d %d-byte datagrams: heap +%.1f MiB, %d queued, %d dropped as QueueFull, %d by the link",
+				count, size, float64(grew)/(1<<20), queued, st.Drops.QueueFull, st.KernelDrops)
+			if st.KernelDrops != 0 {
+				t.Fatalf("the link dropped %d frames", st.KernelDrops)
+			}
+			if bound := int64(2*defaultPacketReadBuffer + 1<<20); grew > bound {
+				t.Errorf("heap grew by %d bytes for a %d-byte read buffer; want at most %d", grew, defaultPacketReadBuffer, bound)
+			}
+			if st.Drops.QueueFull == 0 {
+				t.Errorf("nothing dropped as QueueFull")
+			}
+			// Charged a whole MTU-sized buffer each, 4 MiB would hold
+			// fewer than 3,000.
+			if min := defaultPacketReadBuffer / 512; queued < min {
+				t.Errorf("%d datagrams queued; a %d-byte buffer should hold at least %d", queued, defaultPacketReadBuffer, min)
+			}
+		})
+	}
+}
+
+// liveHeap returns the bytes of live heap objects after a full collection.
+// Two collections empty sync.Pools, whose items survive one in a victim
+// cache.
+func liveHeap() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// TestPacketConnTruesize queues datagrams of each buffer size and measures
+// the heap they hold: the truesize charged against the read buffer must be
+// at least what a datagram costs, or the buffer would not bound memory, and
+// not much more, or it would hold fewer datagrams than it should. The queue
+// is measured just past a doubling of its ring, where a slot costs most.
+func TestPacketConnTruesize(t *testing.T) {
+	h := memHosts(t, memlink.Config{Seed: 1})
+	_, b := listenPair(t, h)
+	if err := b.SetReadBuffer(1 << 40); err != nil {
+		t.Fatal(err)
+	}
+	ep := b.eps[0]
+	hd := header{typ: typeDatagram, srcPort: 9, dstPort: b.local.Port}
+	body := make([]byte, maxBodyLen)
+	for _, tc := range []struct{ size, count int }{
+		{0, 1<<14 + 1}, {64, 1<<14 + 1}, {128, 1<<14 + 1}, {129, 1<<14 + 1},
+		{1476, 1<<12 + 1}, {8976, 1<<10 + 1}, {maxBodyLen, 1<<8 + 1},
+	} {
+		before := liveHeap()
+		for range tc.count {
+			if r := b.deliver(ep, &hd, body[:tc.size]); r != dropNone {
+				t.Fatalf("deliver: drop reason %d", r)
+			}
+		}
+		cost := float64(liveHeap()-before) / float64(tc.count)
+		b.mu.Lock()
+		charged := float64(b.qBytes) / float64(tc.count)
+		for d := b.pop(); d != nil; d = b.pop() {
+			putDatagram(d)
+		}
+		b.mu.Unlock()
+		t.Logf("%5d-byte datagrams: cost %.0f bytes each, charged %.0f", tc.size, cost, charged)
+		if charged != float64(truesize(tc.size)) {
+			t.Errorf("%d-byte datagrams charged %.0f bytes each, truesize is %d", tc.size, charged, truesize(tc.size))
+		}
+		// Other goroutines (discovery, timers, other tests' connections
+		// lingering) allocate a little meanwhile: allow 8 KiB in all, and
+		// 0.5 % for the large sizes. The overhead is the same for every
+		// size, measured within a byte on the small ones; on the large ones
+		// a size the allocator rounds up would cost 256 bytes or more.
+		slack := 8192/float64(tc.count) + charged/200
+		if cost > charged+slack || cost < charged-32-slack {
+			t.Errorf("%d-byte datagrams cost %.0f bytes each, charged %.0f", tc.size, cost, charged)
+		}
+	}
+}
+
+// TestPacketConnDeliverAllocs: once the pools are warm, queueing a datagram
+// and taking it off the queue allocates nothing, and ReadFrom nothing but
+// the address it returns.
+func TestPacketConnDeliverAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector's sync.Pool drops items on purpose")
+	}
+	h := memHosts(t, memlink.Config{Seed: 1})
+	_, b := listenPair(t, h)
+	ep := b.eps[0]
+	hd := header{typ: typeDatagram, srcPort: 9, dstPort: b.local.Port}
+	body := make([]byte, 1476)
+	for _, n := range []int{0, 64, 1000, 1476} {
+		allocs := testing.AllocsPerRun(1000, func() {
+			b.deliver(ep, &hd, body[:n])
+			b.mu.Lock()
+			d := b.pop()
+			b.mu.Unlock()
+			putDatagram(d)
+		})
+		if allocs != 0 {
+			t.Errorf("%d-byte datagram: %.1f allocations to queue and take off", n, allocs)
+		}
+	}
+	// ReadFrom allocates only the address it returns: the *Addr and its
+	// hardware address, which the caller keeps.
+	buf := make([]byte, 2000)
+	allocs := testing.AllocsPerRun(1000, func() {
+		b.deliver(ep, &hd, body[:64])
+		b.ReadFrom(buf)
+	})
+	if allocs > 2 {
+		t.Errorf("deliver and ReadFrom: %.1f allocations, want 2 for the address", allocs)
 	}
 }
