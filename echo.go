@@ -103,8 +103,10 @@ func (d *discovery) onEchoRequest(h *header, m *discMsg, data []byte, now time.T
 		d.mu.Unlock()
 		return
 	case name == "":
-		// Say who answered: the node name, if claimed here.
-		if l := d.ep.s.names.list; len(l) > 0 && d.names[l[0]] == nameClaimed {
+		// Say who answered: the node name, if claimed here and if the
+		// reply has room for it.
+		l := d.ep.s.names.list
+		if len(l) > 0 && d.names[l[0]] == nameClaimed && discFixedLen+len(l[0])+len(data) <= d.ep.maxPayload() {
 			name = l[0]
 		}
 	}
