@@ -21,9 +21,14 @@ func TestSubcommandUsage(t *testing.T) {
 	}{
 		{args: []string{"connect", "--help"}, usage: ncUsage},
 		{args: []string{"listen", "-h"}, usage: ncUsage},
+		{args: []string{"ping", "-help"}, usage: pingUsage},
+		{args: []string{"ping", "nodeb", "--help"}, usage: pingUsage},
 		{args: []string{"connect"}, code: 2, usage: ncUsage, complain: "myproto connect: want one address, got 0 arguments"},
 		{args: []string{"connect", "-k", "x:1"}, code: 2, usage: ncUsage, complain: "myproto connect: -k is for listen"},
 		{args: []string{"listen", "-x", "7"}, code: 2, usage: ncUsage, complain: "myproto listen: flag provided but not defined: -x"},
+		{args: []string{"ping", "-c", "x", "nodeb"}, code: 2, usage: pingUsage, complain: `invalid value "x" for flag -c`},
+		{args: []string{"ping", "-i", "soon", "nodeb"}, code: 2, usage: pingUsage, complain: `"soon" is not a time`},
+		{args: []string{"ping", "a", "b"}, code: 2, usage: pingUsage, complain: "want one target, got 2 arguments"},
 	} {
 		var stdout, stderr bytes.Buffer
 		code := run(tt.args, &stdout, &stderr)
@@ -97,5 +102,12 @@ func TestProgressFormat(t *testing.T) {
 	var b bytes.Buffer
 	if showProgress(&b, &b) {
 		t.Error("progress on a buffer")
+	}
+}
+
+func TestRank(t *testing.T) {
+	d := []time.Duration{1, 2, 3, 4}
+	if rank(d, 50) != 2 || rank(d, 99) != 4 || rank(d[:1], 99) != 1 || rank(d, 0) != 1 {
+		t.Errorf("rank of %v: p50 %v p99 %v", d, rank(d, 50), rank(d, 99))
 	}
 }

@@ -5,6 +5,7 @@
 //
 //	myproto connect [-u] [-v] [-q] [-w secs] ADDR
 //	myproto listen [-k] [-u] [-v] [-q] [-w secs] ADDR
+//	myproto ping [-c count] [-i interval] [-W timeout] [-w deadline] [-s size] [-q] [-J] NAME|MAC
 //	myproto [demo]
 //	myproto help | --version
 //
@@ -47,6 +48,8 @@ Commands:
   connect  connect to ADDR and copy standard input to it and it to standard
            output, like nc (-u for datagrams)
   listen   accept a connection on ADDR and do the same, like nc -l
+  ping     send echo requests to a neighbour and print round-trip times,
+           like ping
   demo     build two private hosts joined by a virtual cable (veth mp0/mp1,
            in network namespaces of their own) and talk myproto across it
            (the default)
@@ -81,6 +84,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "connect", "listen":
 		return ncCmd(cmd, args, stdout, stderr)
+	case "ping":
+		return pingCmd(args, stdout, stderr)
 	case "demo":
 		switch {
 		case len(args) == 1 && isHelp(args[0]):
