@@ -23,12 +23,16 @@ func TestSubcommandUsage(t *testing.T) {
 		{args: []string{"listen", "-h"}, usage: ncUsage},
 		{args: []string{"ping", "-help"}, usage: pingUsage},
 		{args: []string{"ping", "nodeb", "--help"}, usage: pingUsage},
+		{args: []string{"neigh", "--help"}, usage: neighUsage},
+		{args: []string{"neigh", "lookup", "-h"}, usage: neighUsage},
 		{args: []string{"connect"}, code: 2, usage: ncUsage, complain: "myproto connect: want one address, got 0 arguments"},
 		{args: []string{"connect", "-k", "x:1"}, code: 2, usage: ncUsage, complain: "myproto connect: -k is for listen"},
 		{args: []string{"listen", "-x", "7"}, code: 2, usage: ncUsage, complain: "myproto listen: flag provided but not defined: -x"},
 		{args: []string{"ping", "-c", "x", "nodeb"}, code: 2, usage: pingUsage, complain: `invalid value "x" for flag -c`},
 		{args: []string{"ping", "-i", "soon", "nodeb"}, code: 2, usage: pingUsage, complain: `"soon" is not a time`},
 		{args: []string{"ping", "a", "b"}, code: 2, usage: pingUsage, complain: "want one target, got 2 arguments"},
+		{args: []string{"neigh", "frob"}, code: 2, usage: neighUsage, complain: `myproto neigh: unknown command "frob"`},
+		{args: []string{"neigh", "show", "eth0"}, code: 2, usage: neighUsage, complain: `unexpected "eth0"`},
 	} {
 		var stdout, stderr bytes.Buffer
 		code := run(tt.args, &stdout, &stderr)

@@ -6,6 +6,7 @@
 //	myproto connect [-u] [-v] [-q] [-w secs] ADDR
 //	myproto listen [-k] [-u] [-v] [-q] [-w secs] ADDR
 //	myproto ping [-c count] [-i interval] [-W timeout] [-w deadline] [-s size] [-q] [-J] NAME|MAC
+//	myproto neigh [show [dev IFACE] | lookup NAME|MAC | flush] [-w secs] [-J]
 //	myproto [demo]
 //	myproto help | --version
 //
@@ -50,6 +51,7 @@ Commands:
   listen   accept a connection on ADDR and do the same, like nc -l
   ping     send echo requests to a neighbour and print round-trip times,
            like ping
+  neigh    show the neighbours on the link, or look a name up, like ip neigh
   demo     build two private hosts joined by a virtual cable (veth mp0/mp1,
            in network namespaces of their own) and talk myproto across it
            (the default)
@@ -86,6 +88,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return ncCmd(cmd, args, stdout, stderr)
 	case "ping":
 		return pingCmd(args, stdout, stderr)
+	case "neigh", "neighbor", "neighbour":
+		return neighCmd(args, stdout, stderr)
 	case "demo":
 		switch {
 		case len(args) == 1 && isHelp(args[0]):
