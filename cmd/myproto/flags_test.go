@@ -31,6 +31,7 @@ func TestSubcommandUsage(t *testing.T) {
 		{args: []string{"ping", "-c", "x", "nodeb"}, code: 2, usage: pingUsage, complain: `invalid value "x" for flag -c`},
 		{args: []string{"ping", "-i", "soon", "nodeb"}, code: 2, usage: pingUsage, complain: `"soon" is not a time`},
 		{args: []string{"ping", "a", "b"}, code: 2, usage: pingUsage, complain: "want one target, got 2 arguments"},
+		{args: []string{"ping", "-i", "0", "nodeb"}, code: 2, usage: pingUsage, complain: "-i and -W must be more than 0"},
 		{args: []string{"neigh", "frob"}, code: 2, usage: neighUsage, complain: `myproto neigh: unknown command "frob"`},
 		{args: []string{"neigh", "show", "eth0"}, code: 2, usage: neighUsage, complain: `unexpected "eth0"`},
 	} {

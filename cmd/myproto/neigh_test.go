@@ -24,7 +24,7 @@ func TestIntegrationNeigh(t *testing.T) {
 	// neigh's query can tell a fresh process about b.
 	time.Sleep(700 * time.Millisecond)
 
-	out, errOut, code := h.run("a", "nodea", nil, "neigh")
+	out, errOut, code := h.run("a", "nodea", nil, "neigh", "-w", "1")
 	t.Logf("\n%s", out)
 	if code != 0 || errOut != "" {
 		t.Fatalf("neigh exited with %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
@@ -36,7 +36,7 @@ func TestIntegrationNeigh(t *testing.T) {
 		}
 	}
 
-	out, _, code = h.run("a", "nodea", nil, "neigh", "show", "dev", h.aIf, "-J", "-w", "0.2")
+	out, _, code = h.run("a", "nodea", nil, "neigh", "show", "dev", h.aIf, "-J", "-w", "1")
 	var entries []neighEntry
 	if err := json.Unmarshal([]byte(out), &entries); err != nil || code != 0 {
 		t.Fatalf("neigh show -J: %d, %v\n%s", code, err, out)

@@ -88,8 +88,8 @@ func pingCmd(args []string, stdout, stderr io.Writer) int {
 		return usageError(stderr, pingUsage, "myproto ping: want one target, got %d arguments", len(ops))
 	case *count < 0 || *size < 0:
 		return usageError(stderr, pingUsage, "myproto ping: -c and -s cannot be negative")
-	case *timeout == 0:
-		return usageError(stderr, pingUsage, "myproto ping: -W must be more than 0")
+	case *timeout == 0 || *interval == 0:
+		return usageError(stderr, pingUsage, "myproto ping: -i and -W must be more than 0")
 	}
 	target := ops[0]
 
