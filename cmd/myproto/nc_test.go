@@ -84,9 +84,9 @@ func TestIntegrationNc(t *testing.T) {
 		t.Errorf("listen -v said %q", s)
 	}
 
-	// listen -k serves one connection after another; its empty standard
-	// input half-closes each at once.
-	srv = h.start("b", "nodeb", nil, nil, "listen", "-k", "-v", "7")
+	// listen -k (here as nc's connect -l) serves one connection after
+	// another; its empty standard input half-closes each at once.
+	srv = h.start("b", "nodeb", nil, nil, "connect", "-l", "-k", "-v", "7")
 	srv.waitStderr("listening on")
 	for _, msg := range []string{"one\n", "two\n"} {
 		out, errOut, code := h.run("a", "nodea", strings.NewReader(msg), "connect", "-w", "5", h.bEndpt+":7")
