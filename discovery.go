@@ -117,6 +117,9 @@ type discovery struct {
 	waiters  map[uint64]chan discAnswer // lookups by nonce
 	defended map[string]time.Time       // when each name was last defended
 
+	// echo are the echo requests in flight from this interface (echo.go).
+	echo echoWaiters
+
 	// Reader goroutine only: the last reachability confirmation.
 	lastConfirm   [6]byte
 	lastConfirmAt time.Time
@@ -266,6 +269,9 @@ func randNonce() uint64 {
 
 // discInput handles a discovery frame.
 func (s *stack) discInput(ep *endpoint, h *header, body []byte) dropReason {
+	if len(body) > 0 && isEchoOp(discOp(body[0])) {
+		return s.echoInput(ep, h, body)
+	}
 	var m discMsg
 	if h.srcPort != 0 || h.dstPort != 0 || !parseDisc(body, h.connID, &m) {
 		return dropMalformed
@@ -292,7 +298,9 @@ func (d *discovery) onSolicit(h *header, m *discMsg, now time.Time) {
 	var answer []string
 	d.mu.Lock()
 	if m.name == "" {
-		if m.target == d.ep.hwaddr() {
+		// A reverse lookup of this MAC, or of the broadcast address:
+		// who is there (neighbors_query.go)?
+		if m.target == d.ep.hwaddr() || m.target == broadcastMAC {
 			for n, st := range d.names {
 				if st == nameClaimed {
 					answer = append(answer, n)

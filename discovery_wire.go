@@ -38,6 +38,11 @@ const (
 	discAdvertise discOp = 2 // I have Name: unicast answer, echoing the solicit's nonce
 	discAnnounce  discOp = 3 // I have Name: broadcast at start-up, on changes and to refresh
 	discGoodbye   discOp = 4 // I no longer have Name: broadcast at shutdown
+
+	// Echo, what ICMP echo is to IP: the body above followed by data,
+	// parsed by parseEcho (echo.go), not parseDisc.
+	discEchoRequest discOp = 5 // are you there? unicast to the station asked
+	discEchoReply   discOp = 6 // yes: unicast answer, echoing the nonce and data
 )
 
 // Discovery flags.

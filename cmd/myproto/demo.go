@@ -105,7 +105,7 @@ type server struct {
 // startServer starts the server in ns and reads the address it announces.
 func startServer(ns *sys.Netns, stderr io.Writer) (*server, error) {
 	cmd := &exec.Cmd{Path: "/proc/self/exe", Args: []string{os.Args[0], serverCmd}, Stderr: stderr,
-		Env: append(os.Environ(), "MYPROTO_NAME="+serverName)}
+		Env: append(os.Environ(), "MYPROTO_NAME="+serverName, envDemoServer+"=1")}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err

@@ -1,9 +1,20 @@
-// Command myproto shows myproto at work.
+// Command myproto is the protocol's toolbox: nc, ping and ip neigh for
+// myproto, and a demo.
 //
 // Usage:
 //
+//	myproto connect [-u] [-v] [-q] [-w secs] ADDR
+//	myproto listen [-k] [-u] [-v] [-q] [-w secs] ADDR
+//	myproto ping [-c count] [-i interval] [-W timeout] [-w deadline] [-s size] [-q] [-J] NAME|MAC
+//	myproto neigh [show [dev IFACE] | lookup NAME|MAC | flush] [-w secs] [-J]
 //	myproto [demo]
-//	myproto help
+//	myproto help | --version
+//
+// connect and listen are nc: standard input to the peer, the peer to
+// standard output, a half-close at the end of input. ping sends discovery
+// echo requests and prints round-trip times. neigh shows the neighbours
+// that answer on the link and looks names up. Each subcommand prints its
+// flags with --help.
 //
 // demo, the default, builds two private "hosts" joined by a virtual cable
 // (network namespaces and a veth pair, mp0 and mp1), runs an echo server on
@@ -13,6 +24,10 @@
 // changes.
 //
 // # Privileges
+//
+// connect, listen, ping and neigh open packet sockets: they need
+// CAP_NET_RAW (root, or setcap cap_net_raw+ep on the binary), and say so
+// when they do not have it.
 //
 // As root demo needs CAP_SYS_ADMIN; as any other user, unprivileged user
 // namespaces (kernel.unprivileged_userns_clone=1 where that sysctl exists,
@@ -28,21 +43,35 @@ import (
 	"github.com/myproto/myproto/internal/sys"
 )
 
-const usage = `usage: myproto [command]
+const usage = `usage: myproto <command> [flags] [arguments]
 
 Commands:
-  demo   build two private hosts joined by a virtual cable (veth mp0/mp1,
-         in network namespaces of their own) and talk myproto across it
-         (the default)
-  help   print this help
+  connect  connect to ADDR and copy standard input to it and it to standard
+           output, like nc (-u for datagrams)
+  listen   accept a connection on ADDR and do the same, like nc -l
+  ping     send echo requests to a neighbour and print round-trip times,
+           like ping
+  neigh    show the neighbours on the link, or look a name up, like ip neigh
+  demo     build two private hosts joined by a virtual cable (veth mp0/mp1,
+           in network namespaces of their own) and talk myproto across it
+           (the default)
+  help     print this help
 
-Nothing on this machine changes: the demo needs no root, and what it
-builds goes away with it.
+Run "myproto <command> --help" for a command's flags; --version prints the
+version.
+
+Addresses: [MAC%IFACE]:PORT, NAME:PORT (a neighbour found by name), and to
+listen IFACE:PORT or :PORT. Nothing on this machine changes: the demo needs
+no root, and what it builds goes away with it.
 `
 
 // serverCmd is the hidden command the demo runs its server half with,
 // inside the second namespace.
 const serverCmd = "demo-server"
+
+// envDemoServer marks the process the demo starts as serverCmd: a private
+// namespace alone is not enough, since tests run every command in one.
+const envDemoServer = "MYPROTO_DEMO_SERVER"
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -54,23 +83,41 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		cmd, args = args[0], args[1:]
 	}
-	if len(args) > 0 {
-		return badUsage(stderr, "myproto %s takes no arguments", cmd)
-	}
 	switch cmd {
+	case "connect", "listen":
+		return ncCmd(cmd, args, stdout, stderr)
+	case "ping":
+		return pingCmd(args, stdout, stderr)
+	case "neigh", "neighbor", "neighbour":
+		return neighCmd(args, stdout, stderr)
 	case "demo":
+		switch {
+		case len(args) == 1 && isHelp(args[0]):
+			fmt.Fprint(stdout, usage)
+			return 0
+		case len(args) > 0:
+			return badUsage(stderr, "myproto demo takes no arguments")
+		}
 		return demo(stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, version())
+		return 0
 	case serverCmd:
 		// Only the demo starts it, in a namespace of its own; elsewhere
 		// it is no command.
-		if sys.InPrivateNetns() {
+		if sys.InPrivateNetns() && os.Getenv(envDemoServer) == "1" {
 			return demoServer(os.Stdin, stdout, stderr)
 		}
 	}
 	return badUsage(stderr, "unknown command %q", cmd)
+}
+
+// isHelp reports whether arg asks for help.
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help"
 }
 
 // badUsage reports a command-line mistake and returns the exit status for

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/myproto/myproto/internal/testenv"
 )
 
 // envRunCommand makes the test binary be the command: the demo re-executes
@@ -18,7 +20,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(envRunCommand) == "1" {
 		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 	}
-	os.Exit(m.Run())
+	// The tests run in a private network namespace, where they make the
+	// links the tools' integration tests run the command on.
+	testenv.Main(m)
 }
 
 // command runs this binary as the command with args and returns its
@@ -75,7 +79,10 @@ func TestUsage(t *testing.T) {
 	}{
 		{args: []string{"help"}, code: 0, stdout: true},
 		{args: []string{"-h"}, code: 0, stdout: true},
+		{args: []string{"--help"}, code: 0, stdout: true},
+		{args: []string{"demo", "--help"}, code: 0, stdout: true},
 		{args: []string{"bogus"}, code: 2, complain: `unknown command "bogus"`},
+		{args: []string{"bogus", "extra"}, code: 2, complain: `unknown command "bogus"`},
 		{args: []string{"demo", "extra"}, code: 2, complain: "myproto demo takes no arguments"},
 		// Only the demo may start the server half.
 		{args: []string{serverCmd}, code: 2, complain: `unknown command "demo-server"`},
