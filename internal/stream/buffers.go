@@ -1,15 +1,15 @@
-package myproto
+package stream
 
 import "sync"
 
 // Stream bytes live in fixed-size chunks shared by every connection through a
 // pool, so an idle or slow connection holds only the chunks its unacknowledged
 // or unread bytes occupy, never more than its configured buffer plus a chunk.
-const streamChunkSize = 16 << 10
+const chunkSize = 16 << 10
 
-type streamChunk [streamChunkSize]byte
+type chunk [chunkSize]byte
 
-var streamChunkPool = sync.Pool{New: func() any { return new(streamChunk) }}
+var chunkPool = sync.Pool{New: func() any { return new(chunk) }}
 
 // chunkRing maps a sliding window of stream offsets, at most size bytes wide,
 // onto chunks: offset o lives in slot (o/streamChunkSize) mod len(slots), and
@@ -17,16 +17,16 @@ var streamChunkPool = sync.Pool{New: func() any { return new(streamChunk) }}
 // two live offsets never share a slot by accident. Chunks are taken from the
 // pool when first written and returned by release.
 type chunkRing struct {
-	slots []*streamChunk
+	slots []*chunk
 	held  int // chunks currently taken from the pool
 }
 
 func newChunkRing(size int) chunkRing {
-	return chunkRing{slots: make([]*streamChunk, size/streamChunkSize+2)}
+	return chunkRing{slots: make([]*chunk, size/chunkSize+2)}
 }
 
-func (r *chunkRing) slot(off uint64) **streamChunk {
-	return &r.slots[(off/streamChunkSize)%uint64(len(r.slots))]
+func (r *chunkRing) slot(off uint64) **chunk {
+	return &r.slots[(off/chunkSize)%uint64(len(r.slots))]
 }
 
 // write copies p to offset off, taking chunks from the pool as needed.
@@ -34,10 +34,10 @@ func (r *chunkRing) write(off uint64, p []byte) {
 	for len(p) > 0 {
 		s := r.slot(off)
 		if *s == nil {
-			*s = streamChunkPool.Get().(*streamChunk)
+			*s = chunkPool.Get().(*chunk)
 			r.held++
 		}
-		n := copy((*s)[off%streamChunkSize:], p)
+		n := copy((*s)[off%chunkSize:], p)
 		p = p[n:]
 		off += uint64(n)
 	}
@@ -47,7 +47,7 @@ func (r *chunkRing) write(off uint64, p []byte) {
 // written and not released.
 func (r *chunkRing) read(off uint64, p []byte) {
 	for len(p) > 0 {
-		n := copy(p, (*r.slot(off))[off%streamChunkSize:])
+		n := copy(p, (*r.slot(off))[off%chunkSize:])
 		p = p[n:]
 		off += uint64(n)
 	}
@@ -57,7 +57,7 @@ func (r *chunkRing) read(off uint64, p []byte) {
 func (r *chunkRing) releaseChunk(off uint64) {
 	s := r.slot(off)
 	if *s != nil {
-		streamChunkPool.Put(*s)
+		chunkPool.Put(*s)
 		*s = nil
 		r.held--
 	}
@@ -67,8 +67,8 @@ func (r *chunkRing) releaseChunk(off uint64) {
 // nothing live because everything below to is gone: every chunk that ends at
 // or before to.
 func (r *chunkRing) advance(from, to uint64) {
-	for c := from / streamChunkSize; c < to/streamChunkSize; c++ {
-		r.releaseChunk(c * streamChunkSize)
+	for c := from / chunkSize; c < to/chunkSize; c++ {
+		r.releaseChunk(c * chunkSize)
 	}
 }
 
@@ -76,7 +76,7 @@ func (r *chunkRing) advance(from, to uint64) {
 func (r *chunkRing) releaseAll() {
 	for i, c := range r.slots {
 		if c != nil {
-			streamChunkPool.Put(c)
+			chunkPool.Put(c)
 			r.slots[i] = nil
 		}
 	}
@@ -235,8 +235,8 @@ func (b *recvBuffer) dropUnordered() {
 	}
 	b.have.remove(c, h)
 	// Chunks wholly past the prefix hold nothing readable any more.
-	for ci := (c + streamChunkSize - 1) / streamChunkSize; ci*streamChunkSize < h; ci++ {
-		b.ring.releaseChunk(ci * streamChunkSize)
+	for ci := (c + chunkSize - 1) / chunkSize; ci*chunkSize < h; ci++ {
+		b.ring.releaseChunk(ci * chunkSize)
 	}
 }
 
