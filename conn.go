@@ -277,7 +277,7 @@ func (c *Conn) read(b []byte) (int, error) {
 		case c.e.EOF():
 			err = io.EOF
 		case c.e.Err() != nil:
-			err = c.e.Err()
+			err = streamErr(c.e.Err())
 		case c.done:
 			err = net.ErrClosed
 		}
@@ -321,7 +321,7 @@ func (c *Conn) write(b []byte) (int, error) {
 		n := 0
 		switch {
 		case c.e.Err() != nil:
-			err = c.e.Err()
+			err = streamErr(c.e.Err())
 		case c.wrShut:
 			err = os.NewSyscallError("write", syscall.EPIPE)
 		case c.done:

@@ -101,7 +101,7 @@ func (s *stack) dial(ctx context.Context, d *Dialer, netw, address string) (*Con
 	}
 	c.mu.Lock()
 	ok := c.e.Established() && c.e.Err() == nil && !c.done
-	err = c.e.Err()
+	err = streamErr(c.e.Err())
 	c.mu.Unlock()
 	if ok {
 		return c, nil

@@ -207,7 +207,7 @@ func (j *CookieJar) Accept(now time.Time, peerMAC [6]byte, srcPort, dstPort uint
 
 // RefuseSYN builds into out the RST that answers a SYN sent to a port
 // nobody owns; its proof is the SYN's packet number, which the client checks
-// before it reports ECONNREFUSED. ok is false when body is not a SYN.
+// before it fails with ErrRefused. ok is false when body is not a SYN.
 func RefuseSYN(body []byte, out []byte) (n int, dstCID uint64, ok bool) {
 	var pv packetView
 	if !parsePacket(body, &pv) || !pv.hasSyn || pv.syn.cid == 0 || len(out) < pnLen+resetFrameLen {

@@ -20,7 +20,7 @@ func (e *Engine) LimitPacket(limit int) {
 }
 
 // SetUserTimeout sets how long sent data may stay unacknowledged before the
-// connection fails with ETIMEDOUT; 0 or less restores the default.
+// connection fails with ErrTimeout; 0 or less restores the default.
 func (e *Engine) SetUserTimeout(d time.Duration) {
 	if d <= 0 {
 		d = defaultUserTimeout

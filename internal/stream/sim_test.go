@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"hash"
 	"math/rand/v2"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -856,7 +855,7 @@ func TestSimRefused(t *testing.T) {
 	if !p.n.run(time.Second, func() bool { return c.e.Err() != nil }) {
 		t.Fatal("dial to an unowned port not refused")
 	}
-	if !errors.Is(c.e.Err(), syscall.ECONNREFUSED) {
+	if !errors.Is(c.e.Err(), ErrRefused) {
 		t.Fatalf("err = %v, want ECONNREFUSED", c.e.Err())
 	}
 	if p.n.now > time.Millisecond {
@@ -881,7 +880,7 @@ func TestSimRefused(t *testing.T) {
 		t.Fatalf("RST with a wrong proof accepted: %v", c.e.Err())
 	}
 	p.n.run(2*time.Second, func() bool { return c.e.Err() != nil })
-	if !errors.Is(c.e.Err(), syscall.ETIMEDOUT) {
+	if !errors.Is(c.e.Err(), ErrTimeout) {
 		t.Fatalf("err = %v after the handshake timeout, want ETIMEDOUT", c.e.Err())
 	}
 }
@@ -895,7 +894,7 @@ func TestSimHandshakeTimeout(t *testing.T) {
 	}
 	c := p.a.dial(p.b, 80, Config{NoDelay: true, HandshakeTimeout: 10 * time.Second})
 	p.n.run(time.Minute, func() bool { return c.e.Err() != nil })
-	if !errors.Is(c.e.Err(), syscall.ETIMEDOUT) {
+	if !errors.Is(c.e.Err(), ErrTimeout) {
 		t.Fatalf("err = %v, want ETIMEDOUT", c.e.Err())
 	}
 	if p.n.now != 10*time.Second {
@@ -1101,7 +1100,7 @@ func TestSimCloseUnreadResets(t *testing.T) {
 	if !bytes.Equal(p.server.recvHash.Sum(nil), streamPrefixHash(seed+1, p.server.readN)) {
 		t.Fatal("data delivered after a reset is not the stream's prefix")
 	}
-	if !errors.Is(p.server.e.Err(), syscall.ECONNRESET) {
+	if !errors.Is(p.server.e.Err(), ErrReset) {
 		t.Fatalf("err = %v, want ECONNRESET", p.server.e.Err())
 	}
 	if p.server.e.EOF() {
@@ -1199,7 +1198,7 @@ func TestSimPeerDies(t *testing.T) {
 	}
 	after := p.n.now - died
 	t.Logf("peer died; ETIMEDOUT after %v; %d packets sent meanwhile", after, len(sends))
-	if !errors.Is(p.client.e.Err(), syscall.ETIMEDOUT) {
+	if !errors.Is(p.client.e.Err(), ErrTimeout) {
 		t.Fatalf("err = %v, want ETIMEDOUT", p.client.e.Err())
 	}
 	if after < defaultUserTimeout || after > defaultUserTimeout+10*time.Millisecond {
@@ -1298,7 +1297,7 @@ func TestSimTinyRTT(t *testing.T) {
 	dead = true
 	r.n.link(r.b, r.a).drop = func(*simPacket) bool { return true }
 	r.n.run(20*time.Second, func() bool { return r.client.e.Err() != nil })
-	if !errors.Is(r.client.e.Err(), syscall.ETIMEDOUT) {
+	if !errors.Is(r.client.e.Err(), ErrTimeout) {
 		t.Fatalf("err = %v", r.client.e.Err())
 	}
 	// Probe timeouts: when each burst of probes left, after the last
@@ -1347,7 +1346,7 @@ func TestSimKeepAlive(t *testing.T) {
 		t.Fatal("dead idle peer never noticed")
 	}
 	t.Logf("dead idle peer noticed after %v: %v", p.n.now-died, p.client.e.Err())
-	if !errors.Is(p.client.e.Err(), syscall.ETIMEDOUT) || p.n.now-died > 2*cfg.KeepAlive+time.Millisecond {
+	if !errors.Is(p.client.e.Err(), ErrTimeout) || p.n.now-died > 2*cfg.KeepAlive+time.Millisecond {
 		t.Fatalf("err %v after %v", p.client.e.Err(), p.n.now-died)
 	}
 	// Without keepalive an idle connection never notices.

@@ -14,7 +14,6 @@ package stream
 
 import (
 	"math"
-	"syscall"
 	"time"
 )
 
@@ -24,10 +23,10 @@ type Config struct {
 	MaxPacket        int           // max stream body bytes per packet (MTU-24), ≥ 256; default 1476
 	SendBuffer       int           // bytes of unacknowledged+unsent data held, default 4 MiB
 	RecvBuffer       int           // max receive window / reassembly bytes, default 4 MiB (auto-tuned window grows up to this)
-	UserTimeout      time.Duration // data unacknowledged this long fails the connection (ETIMEDOUT); default 30s
+	UserTimeout      time.Duration // data unacknowledged this long fails the connection (ErrTimeout); default 30s
 	KeepAlive        time.Duration // idle time before a keepalive PING; 0 = off
 	NoDelay          bool          // send small writes at once; false: Nagle
-	HandshakeTimeout time.Duration // SYN-SENT gives up after this (ETIMEDOUT); default 20s
+	HandshakeTimeout time.Duration // SYN-SENT gives up after this (ErrTimeout); default 20s
 }
 
 // Defaults for zero Config fields.
@@ -310,8 +309,8 @@ func (e *Engine) Established() bool {
 	return e.state == stateEstablished || (e.state == stateClosed && e.cc != nil)
 }
 
-// Err is the connection's failure, sticky: a syscall.Errno (ECONNREFUSED,
-// ECONNRESET or ETIMEDOUT) so errors.Is works on the conn layer's wrapping.
+// Err is the connection's failure, sticky: ErrRefused, ErrReset or
+// ErrTimeout, or the error passed to Fail.
 // A reader should still drain Readable() first: data that arrived in order
 // before a reset is delivered before the error.
 func (e *Engine) Err() error { return e.failure }
@@ -372,8 +371,9 @@ func (e *Engine) Done() bool {
 	return e.state == stateClosed && !e.resetPending && e.lingerUntil == 0
 }
 
-// Fail ends the connection with err (a syscall.Errno). In-order received
-// data stays readable; everything else is dropped.
+// Fail ends the connection with err (the conn layer's own, such as its
+// interface going down), which Err then returns. In-order received data
+// stays readable; everything else is dropped.
 func (e *Engine) Fail(err error) {
 	if e.state == stateClosed {
 		return
@@ -502,7 +502,7 @@ func (e *Engine) receiveSynSent(t time.Duration, pv *packetView) {
 	if pv.hasReset {
 		// Refused: believed only if it echoes one of our SYNs.
 		if pv.proof >= e.firstPN && pv.proof < e.nextPN {
-			e.Fail(syscall.ECONNREFUSED)
+			e.Fail(ErrRefused)
 		}
 		return
 	}
@@ -568,7 +568,7 @@ func (e *Engine) onReset(t time.Duration, proof uint64) {
 		floor = e.largestAcked
 	}
 	if proof >= floor && proof < e.nextPN {
-		e.Fail(syscall.ECONNRESET)
+		e.Fail(ErrReset)
 		return
 	}
 	e.stats.Challenges++
@@ -948,7 +948,7 @@ func (e *Engine) OnTimer(now time.Time) {
 	switch e.state {
 	case stateSynSent:
 		if t >= e.hsDeadline {
-			e.Fail(syscall.ETIMEDOUT)
+			e.Fail(ErrTimeout)
 		}
 		return
 	case stateClosed:
@@ -959,12 +959,12 @@ func (e *Engine) OnTimer(now time.Time) {
 		return
 	}
 	if e.unackedSince != 0 && e.awaitingAck() && t-e.unackedSince >= e.cfg.UserTimeout {
-		e.Fail(syscall.ETIMEDOUT)
+		e.Fail(ErrTimeout)
 		return
 	}
 	if ka := e.cfg.KeepAlive; ka > 0 {
 		if e.kaProbeAt != 0 && t-e.kaProbeAt >= ka {
-			e.Fail(syscall.ETIMEDOUT)
+			e.Fail(ErrTimeout)
 			return
 		}
 		if e.kaProbeAt == 0 && e.elicitInFlight == 0 && t-e.lastRecv >= ka {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"math/rand/v2"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -171,7 +170,7 @@ func TestEngineDataAfterClose(t *testing.T) {
 	}
 	p.s.Write([]byte("too late"))
 	p.flush()
-	if !errors.Is(p.s.Err(), syscall.ECONNRESET) {
+	if !errors.Is(p.s.Err(), ErrReset) {
 		t.Fatalf("server err %v after writing to a closed peer", p.s.Err())
 	}
 }
@@ -198,7 +197,7 @@ func TestEngineAbort(t *testing.T) {
 	p.flush()
 	p.c.Abort()
 	p.flush()
-	if !errors.Is(p.s.Err(), syscall.ECONNRESET) {
+	if !errors.Is(p.s.Err(), ErrReset) {
 		t.Fatalf("server err %v", p.s.Err())
 	}
 	if p.c.Err() != nil {
@@ -237,7 +236,7 @@ func TestEngineResetLinger(t *testing.T) {
 	p.drop = nil
 	p.s.Write([]byte("anyone there?"))
 	p.tick(2 * time.Millisecond)
-	if !errors.Is(p.s.Err(), syscall.ECONNRESET) {
+	if !errors.Is(p.s.Err(), ErrReset) {
 		t.Fatalf("server err %v after writing to a reset peer", p.s.Err())
 	}
 }
