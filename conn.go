@@ -535,6 +535,23 @@ func (c *Conn) setOption(f func(e *stream.Engine)) error {
 	return nil
 }
 
+// streamChunks lends buffer chunks to the engines of every connection in the
+// process, so an idle or slow connection holds only the chunks its
+// unacknowledged or unread bytes occupy.
+var streamChunks chunkPool
+
+// chunkPool is a stream.ChunkPool on a sync.Pool.
+type chunkPool struct{ p sync.Pool }
+
+func (p *chunkPool) Get() *stream.Chunk {
+	if c, ok := p.p.Get().(*stream.Chunk); ok {
+		return c
+	}
+	return new(stream.Chunk)
+}
+
+func (p *chunkPool) Put(c *stream.Chunk) { p.p.Put(c) }
+
 // defaultKeepAlive is the idle period SetKeepAlive(true) uses, as Go's
 // net.Dialer does.
 const defaultKeepAlive = 15 * time.Second

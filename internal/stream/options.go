@@ -65,7 +65,7 @@ func (r *chunkRing) cover(lo, hi uint64, size int) {
 	if n <= len(r.slots) {
 		return
 	}
-	slots := make([]*chunk, n)
+	slots := make([]*Chunk, n)
 	for k := lo / chunkSize; k*chunkSize < max(hi, lo+1); k++ {
 		slots[k%uint64(n)] = r.slots[k%uint64(len(r.slots))]
 	}

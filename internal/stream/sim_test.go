@@ -254,6 +254,7 @@ func (n *simNet) host(name string) *simHost {
 }
 
 func (h *simHost) listenOn(port uint16, cfg Config, accept func(c *simConn)) *simListener {
+	cfg = pooled(cfg)
 	l := &simListener{jar: NewCookieJar([]byte("sim secret "+h.name), cfg), cfg: cfg, accept: accept}
 	h.listen[port] = l
 	return l
@@ -339,7 +340,7 @@ func (h *simHost) dial(peer *simHost, port uint16, cfg Config) *simConn {
 	cid := n.rng.Uint64() | 1
 	c := &simConn{host: h, peer: peer, port: h.nextPort, peerPort: port}
 	h.nextPort++
-	c.e = NewClient(cfg, cid, n.wall())
+	c.e = NewClient(pooled(cfg), cid, n.wall())
 	h.conns[cid] = c
 	n.at(n.now, c.pump)
 	return c

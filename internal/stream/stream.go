@@ -27,6 +27,7 @@ type Config struct {
 	KeepAlive        time.Duration // idle time before a keepalive PING; 0 = off
 	NoDelay          bool          // send small writes at once; false: Nagle
 	HandshakeTimeout time.Duration // SYN-SENT gives up after this (ErrTimeout); default 20s
+	Chunks           ChunkPool     // lends buffer memory; nil: the heap, without reuse
 }
 
 // Defaults for zero Config fields.
@@ -80,6 +81,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.HandshakeTimeout <= 0 {
 		c.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if c.Chunks == nil {
+		c.Chunks = heapChunks{}
 	}
 	return c
 }
@@ -241,8 +245,8 @@ func newEngine(cfg Config, localCID uint64, now time.Time) *Engine {
 		cfg:          cfg,
 		t0:           now.Add(-time.Second),
 		localCID:     localCID,
-		sbuf:         newSendBuffer(cfg.SendBuffer),
-		rbuf:         newRecvBuffer(cfg.RecvBuffer),
+		sbuf:         newSendBuffer(cfg.SendBuffer, cfg.Chunks),
+		rbuf:         newRecvBuffer(cfg.RecvBuffer, cfg.Chunks),
 		rcvWindow:    uint64(cfg.initialWindow()),
 		rcvMaxAdv:    uint64(cfg.initialWindow()),
 		blockedSent:  noLimit,

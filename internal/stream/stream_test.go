@@ -31,6 +31,7 @@ var testMAC = [6]byte{2, 0, 0x5e, 0x10, 0, 9}
 func newTestPair(t testing.TB, ccfg, scfg Config) *testPair {
 	t.Helper()
 	p := &testPair{t: t, now: simEpoch, jar: NewCookieJar([]byte("test"), scfg), buf: make([]byte, 65536), out: make([]byte, 65536)}
+	ccfg, scfg = pooled(ccfg), pooled(scfg)
 	p.c = NewClient(ccfg, 0xc11e47, p.now)
 	n, flags, dst := p.c.NextPacket(p.now, p.buf)
 	if n == 0 || flags != FlagSYN || dst != 0 {
@@ -419,7 +420,7 @@ func TestRecvBufferReassembly(t *testing.T) {
 	for i := range data {
 		data[i] = byte(rng.Uint32())
 	}
-	b := newRecvBuffer(window)
+	b := newRecvBuffer(window, testChunks)
 	var got []byte
 	buf := make([]byte, 7000)
 	for b.readOff < size {
@@ -451,7 +452,7 @@ func TestRecvBufferReassembly(t *testing.T) {
 }
 
 func TestSendBufferBounded(t *testing.T) {
-	b := newSendBuffer(100_000)
+	b := newSendBuffer(100_000, testChunks)
 	p := make([]byte, 30_000)
 	total := 0
 	for range 10 {
