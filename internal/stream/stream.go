@@ -1,7 +1,8 @@
 // Package stream is myproto's stream transport engine (SPEC.md): an Engine
 // is one connection's protocol state, a CookieJar answers a listener's SYNs
 // without keeping state. It is pure logic: no goroutines, no syscalls, no
-// locks and no clock of its own. The conn layer (the root package's Conn)
+// locks and no clock of its own; it imports neither os, syscall, net nor
+// sync (TestPure checks). The conn layer (the root package's Conn)
 // serialises calls with a mutex and drives an Engine:
 //
 //   - after Receive, Write, Read, CloseWrite, Close, Abort or OnTimer, call
