@@ -195,7 +195,12 @@ type Engine struct {
 	pv    packetView // scratch for receive
 }
 
-// Stats are cumulative counters.
+// Stats are an engine's cumulative counters (Engine.Stats); Info reports
+// the first nine. Persistent counts persistent congestion, Undos window cuts
+// undone as spurious, Dups duplicate packets, Malformed bodies dropped as
+// malformed or implausible (blind guesses), FlowViolations stream data
+// beyond the window or the final size, Challenges resets not believed and
+// ChallengeAcks the challenge ACKs sent for them.
 type Stats struct {
 	BytesSent, BytesRetx, BytesRecv             uint64
 	PacketsSent, PacketsRecv, PacketsRetx       uint64
