@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/myproto/myproto/internal/link"
+	"github.com/myproto/myproto/internal/stream"
 )
 
 var _ net.Conn = &Conn{}
@@ -21,9 +22,9 @@ const txBatchLen = 32
 // extras *net.TCPConn offers (CloseRead, CloseWrite, SetNoDelay, buffers,
 // keepalive, linger) and Info, the TCP_INFO of myproto.
 //
-// Conn wraps a stream engine (pure protocol logic) with what the engine
-// leaves out: a lock, a timer, the endpoint that moves its frames, blocking
-// and deadlines.
+// Conn wraps a stream engine (internal/stream: pure protocol logic) with
+// what the engine leaves out: a lock, a timer, the endpoint that moves its
+// frames, blocking and deadlines.
 type Conn struct {
 	s             *stack
 	ep            *endpoint
@@ -33,7 +34,7 @@ type Conn struct {
 	peer          [6]byte
 
 	mu      sync.Mutex // guards e and the fields below it
-	e       *engine
+	e       *stream.Engine
 	timer   *time.Timer
 	timerAt time.Time
 	linger  time.Duration // <0 background, 0 reset on Close, >0 bounded
@@ -88,7 +89,7 @@ func (c *Conn) input(ep *endpoint, h *header, body []byte) dropReason {
 		c.mu.Unlock()
 		return dropNoSocket
 	}
-	c.e.receive(time.Now(), h.flags, body)
+	c.e.Receive(time.Now(), h.flags, body)
 	c.mu.Unlock()
 	if !c.pending.Swap(true) {
 		ep.pending = append(ep.pending, c)
@@ -112,7 +113,7 @@ func (c *Conn) flush() {
 		n := 0
 		for n < len(tb.ms) {
 			buf := tb.ms[n].Buf[:cap(tb.ms[n].Buf)]
-			bl, flags, dst := c.e.nextPacket(now, buf[offBody:c.ep.frameSize()])
+			bl, flags, dst := c.e.NextPacket(now, buf[offBody:c.ep.frameSize()])
 			if bl == 0 {
 				break
 			}
@@ -122,7 +123,7 @@ func (c *Conn) flush() {
 			n++
 		}
 		c.armTimerLocked()
-		finished := c.e.done()
+		finished := c.e.Done()
 		c.mu.Unlock()
 		if n > 0 {
 			if _, err := c.ep.l.WriteBatch(tb.ms[:n]); err == nil {
@@ -151,12 +152,12 @@ func (c *Conn) wake() {
 		// After CloseRead, data is consumed and thrown away so the peer's
 		// window stays open, as Linux does after shutdown(SHUT_RD).
 		var scratch [4096]byte
-		for e.read(scratch[:]) > 0 {
+		for e.Read(scratch[:]) > 0 {
 		}
 	}
-	r := e.readable() > 0 || e.eof() || e.err() != nil || c.done || c.rdShut.Load()
-	w := e.writable() > 0 || e.err() != nil || c.done
-	est := e.established() || e.err() != nil || c.done
+	r := e.Readable() > 0 || e.EOF() || e.Err() != nil || c.done || c.rdShut.Load()
+	w := e.Writable() > 0 || e.Err() != nil || c.done
+	est := e.Established() || e.Err() != nil || c.done
 	c.mu.Unlock()
 	if r {
 		signal(c.readable)
@@ -178,7 +179,7 @@ func signal(ch chan struct{}) {
 
 // armTimerLocked points the timer at the engine's next deadline.
 func (c *Conn) armTimerLocked() {
-	at := c.e.nextTimer()
+	at := c.e.NextTimer()
 	if at.Equal(c.timerAt) {
 		return
 	}
@@ -204,8 +205,8 @@ func (c *Conn) onTimer() {
 		return
 	}
 	now := time.Now()
-	if at := c.e.nextTimer(); !at.IsZero() && !now.Before(at) {
-		c.e.onTimer(now)
+	if at := c.e.NextTimer(); !at.IsZero() && !now.Before(at) {
+		c.e.OnTimer(now)
 	}
 	c.timerAt = time.Time{} // force re-arming
 	c.mu.Unlock()
@@ -217,7 +218,7 @@ func (c *Conn) onTimer() {
 func (c *Conn) failWith(err error) {
 	c.mu.Lock()
 	if !c.done {
-		c.e.fail(err)
+		c.e.Fail(err)
 	}
 	c.mu.Unlock()
 	c.flush()
@@ -268,15 +269,15 @@ func (c *Conn) read(b []byte) (int, error) {
 		c.mu.Lock()
 		n := 0
 		if len(b) > 0 {
-			n = c.e.read(b)
+			n = c.e.Read(b)
 		}
 		var err error
 		switch {
 		case n > 0 || len(b) == 0:
-		case c.e.eof():
+		case c.e.EOF():
 			err = io.EOF
-		case c.e.err() != nil:
-			err = c.e.err()
+		case c.e.Err() != nil:
+			err = streamErr(c.e.Err())
 		case c.done:
 			err = net.ErrClosed
 		}
@@ -319,14 +320,14 @@ func (c *Conn) write(b []byte) (int, error) {
 		var err error
 		n := 0
 		switch {
-		case c.e.err() != nil:
-			err = c.e.err()
+		case c.e.Err() != nil:
+			err = streamErr(c.e.Err())
 		case c.wrShut:
 			err = os.NewSyscallError("write", syscall.EPIPE)
 		case c.done:
 			err = net.ErrClosed
 		default:
-			n = c.e.write(b[written:])
+			n = c.e.Write(b[written:])
 		}
 		c.mu.Unlock()
 		if err != nil {
@@ -360,9 +361,9 @@ func (c *Conn) Close() error {
 		c.wrShut = true
 		linger := c.linger
 		if linger == 0 {
-			c.e.abort()
+			c.e.Abort()
 		} else {
-			c.e.close()
+			c.e.Close()
 		}
 		c.mu.Unlock()
 		c.flush()
@@ -370,7 +371,7 @@ func (c *Conn) Close() error {
 			time.AfterFunc(linger, func() {
 				c.mu.Lock()
 				if !c.done {
-					c.e.abort()
+					c.e.Abort()
 				}
 				c.mu.Unlock()
 				c.flush()
@@ -392,7 +393,7 @@ func (c *Conn) CloseWrite() error {
 	}
 	c.mu.Lock()
 	c.wrShut = true
-	c.e.closeWrite()
+	c.e.CloseWrite()
 	c.mu.Unlock()
 	c.flush()
 	return nil
@@ -456,7 +457,7 @@ func (c *Conn) setCheck() error {
 // default, as for Go's TCP) or coalesced while data is unacknowledged
 // (Nagle's algorithm).
 func (c *Conn) SetNoDelay(noDelay bool) error {
-	return c.setOption(func(e *engine) { e.setNoDelay(noDelay) })
+	return c.setOption(func(e *stream.Engine) { e.SetNoDelay(noDelay) })
 }
 
 // SetReadBuffer sets the receive buffer: the most received data held for
@@ -465,7 +466,7 @@ func (c *Conn) SetReadBuffer(bytes int) error {
 	if bytes <= 0 {
 		return opError("set", c.local, c.remote, os.NewSyscallError("setsockopt", syscall.EINVAL))
 	}
-	return c.setOption(func(e *engine) { e.setRecvBuffer(bytes) })
+	return c.setOption(func(e *stream.Engine) { e.SetRecvBuffer(bytes) })
 }
 
 // SetWriteBuffer sets the send buffer: the most data held unsent or
@@ -474,17 +475,17 @@ func (c *Conn) SetWriteBuffer(bytes int) error {
 	if bytes <= 0 {
 		return opError("set", c.local, c.remote, os.NewSyscallError("setsockopt", syscall.EINVAL))
 	}
-	return c.setOption(func(e *engine) { e.setSendBuffer(bytes) })
+	return c.setOption(func(e *stream.Engine) { e.SetSendBuffer(bytes) })
 }
 
 // SetKeepAlive enables or disables keepalive probes on an idle connection;
 // a peer that stops answering them fails the connection with ETIMEDOUT.
 func (c *Conn) SetKeepAlive(keepalive bool) error {
-	return c.setOption(func(e *engine) {
+	return c.setOption(func(e *stream.Engine) {
 		if keepalive {
-			e.setKeepAlive(defaultKeepAlive)
+			e.SetKeepAlive(defaultKeepAlive)
 		} else {
-			e.setKeepAlive(0)
+			e.SetKeepAlive(0)
 		}
 	})
 }
@@ -495,14 +496,14 @@ func (c *Conn) SetKeepAlivePeriod(d time.Duration) error {
 	if d <= 0 {
 		return opError("set", c.local, c.remote, os.NewSyscallError("setsockopt", syscall.EINVAL))
 	}
-	return c.setOption(func(e *engine) { e.setKeepAlive(d) })
+	return c.setOption(func(e *stream.Engine) { e.SetKeepAlive(d) })
 }
 
 // SetUserTimeout sets how long sent data, or a keepalive probe, may go
 // unacknowledged before the connection fails with ETIMEDOUT, as Linux's
 // TCP_USER_TIMEOUT; d <= 0 restores the default of 30 s.
 func (c *Conn) SetUserTimeout(d time.Duration) error {
-	return c.setOption(func(e *engine) { e.setUserTimeout(d) })
+	return c.setOption(func(e *stream.Engine) { e.SetUserTimeout(d) })
 }
 
 // SetLinger sets what Close does with unsent data, as for *net.TCPConn:
@@ -523,7 +524,7 @@ func (c *Conn) SetLinger(sec int) error {
 	return nil
 }
 
-func (c *Conn) setOption(f func(e *engine)) error {
+func (c *Conn) setOption(f func(e *stream.Engine)) error {
 	if err := c.setCheck(); err != nil {
 		return err
 	}
@@ -533,6 +534,23 @@ func (c *Conn) setOption(f func(e *engine)) error {
 	c.flush()
 	return nil
 }
+
+// streamChunks lends buffer chunks to the engines of every connection in the
+// process, so an idle or slow connection holds only the chunks its
+// unacknowledged or unread bytes occupy.
+var streamChunks chunkPool
+
+// chunkPool is a stream.ChunkPool on a sync.Pool.
+type chunkPool struct{ p sync.Pool }
+
+func (p *chunkPool) Get() *stream.Chunk {
+	if c, ok := p.p.Get().(*stream.Chunk); ok {
+		return c
+	}
+	return new(stream.Chunk)
+}
+
+func (p *chunkPool) Put(c *stream.Chunk) { p.p.Put(c) }
 
 // defaultKeepAlive is the idle period SetKeepAlive(true) uses, as Go's
 // net.Dialer does.
@@ -611,5 +629,5 @@ type ConnInfo struct {
 func (c *Conn) Info() ConnInfo {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return ConnInfo(c.e.info(time.Now()))
+	return ConnInfo(c.e.Info(time.Now()))
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/myproto/myproto/internal/link"
 	"github.com/myproto/myproto/internal/memlink"
+	"github.com/myproto/myproto/internal/stream"
 	"github.com/myproto/myproto/internal/testenv"
 )
 
@@ -337,7 +338,7 @@ func TestConnErrorKinds(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.mu.Lock()
-	ut := c.e.cfg.UserTimeout
+	ut := c.e.Config().UserTimeout
 	c.mu.Unlock()
 	if ut != 5*time.Second {
 		t.Fatalf("SetUserTimeout(5s) left %v", ut)
@@ -363,17 +364,11 @@ func TestConnLostWindowUpdates(t *testing.T) {
 			return false
 		}
 		hd, body, reason := parseFrame(f, DefaultEtherType)
-		var pv packetView
-		if reason != dropNone || hd.typ != typeStream || !parsePacket(body, &pv) {
+		if reason != dropNone || hd.typ != typeStream || !hasFrame(body, sfMaxData) {
 			return false
 		}
-		for i := range pv.nframes {
-			if pv.frames[i].typ == sfMaxData {
-				dropped.Add(1)
-				return true
-			}
-		}
-		return false
+		dropped.Add(1)
+		return true
 	})
 
 	const size = 16 << 20
@@ -469,11 +464,11 @@ func TestConnStalledReaderBounded(t *testing.T) {
 	if last >= size {
 		t.Fatal("the writer never blocked")
 	}
-	if ci.SendBuffered > defaultStreamBuffer || si.RecvBuffered > defaultStreamBuffer {
-		t.Fatalf("buffers over their limits: send %d, receive %d, limit %d", ci.SendBuffered, si.RecvBuffered, defaultStreamBuffer)
+	if ci.SendBuffered > stream.DefaultBuffer || si.RecvBuffered > stream.DefaultBuffer {
+		t.Fatalf("buffers over their limits: send %d, receive %d, limit %d", ci.SendBuffered, si.RecvBuffered, stream.DefaultBuffer)
 	}
 	// Both buffers, the write buffer above and slack for pools.
-	if limit := int64(2*defaultStreamBuffer + 8<<20); grown > limit {
+	if limit := int64(2*stream.DefaultBuffer + 8<<20); grown > limit {
 		t.Fatalf("heap grew %d bytes with a stalled reader, more than %d", grown, limit)
 	}
 
@@ -550,18 +545,18 @@ func TestConnInjectedFrames(t *testing.T) {
 	close(stop)
 	<-injectDone
 	c.mu.Lock()
-	cst := c.e.stats
+	cst := c.e.Stats()
 	c.mu.Unlock()
 	t.Logf("%d forged frames injected during a 16 MiB-each-way transfer of %v; client: %d rejected, %d challenged resets",
-		injected.Load(), d.Round(time.Millisecond), cst.malformed, cst.challenges)
+		injected.Load(), d.Round(time.Millisecond), cst.Malformed, cst.Challenges)
 	if injected.Load() < 1000 {
 		t.Fatalf("only %d frames injected", injected.Load())
 	}
 	if st := h.a.stats(); st[0].Drops.NoSocket == 0 {
 		t.Errorf("host a dropped no frame of an unknown connection: %+v", st[0])
 	}
-	if cst.malformed == 0 || cst.challenges == 0 {
-		t.Errorf("the client rejected %d packets and challenged %d resets; the test missed a class", cst.malformed, cst.challenges)
+	if cst.Malformed == 0 || cst.Challenges == 0 {
+		t.Errorf("the client rejected %d packets and challenged %d resets; the test missed a class", cst.Malformed, cst.Challenges)
 	}
 }
 
@@ -579,11 +574,10 @@ func forgeStream(rng *rand.Rand, dst, src net.HardwareAddr, victim *Conn) []byte
 	case 3:
 		// Knows the packet numbers too: uses the peer's next ones.
 		victim.mu.Lock()
-		pn = victim.e.largestRcvd + 1 + uint64(rng.IntN(4))
+		pn = victim.e.LargestReceived() + 1 + uint64(rng.IntN(4))
 		victim.mu.Unlock()
 	}
-	body := make([]byte, 200)
-	n := putPN(body, pn)
+	body := appendPN(make([]byte, 0, 200), pn)
 	kind := rng.IntN(4)
 	if class == 3 {
 		kind = 1 + rng.IntN(2) // a reset or an ACK: data would be believed
@@ -591,19 +585,16 @@ func forgeStream(rng *rand.Rand, dst, src net.HardwareAddr, victim *Conn) []byte
 	switch kind {
 	case 0: // data at a random offset
 		data := make([]byte, rng.IntN(64))
-		n += putStreamHeader(body[n:], rng.Uint64()>>rng.IntN(64), len(data), rng.IntN(8) == 0)
-		n += copy(body[n:], data)
+		body = appendStreamFrame(body, rng.Uint64()>>rng.IntN(64), data, rng.IntN(8) == 0)
 	case 1: // a reset with a guessed proof
-		n += putU64Frame(body[n:], sfReset, rng.Uint64()>>2)
+		body = appendU64Frame(body, sfReset, rng.Uint64()>>2)
 	case 2: // an acknowledgement of packets never sent
-		var rs rangeSet
 		lo := rng.Uint64()>>34 + 1<<40
-		rs.add(lo, lo+uint64(rng.IntN(1000))+1)
-		n += putAckFrame(body[n:], len(body)-n, &rs, 0)
+		body = appendAckFrame(body, lo, lo+uint64(rng.IntN(1000)))
 	default: // a window update
-		n += putU64Frame(body[n:], sfMaxData, rng.Uint64()>>2)
+		body = appendU64Frame(body, sfMaxData, rng.Uint64()>>2)
 	}
-	return buildFrame(&h, body[:n])
+	return buildFrame(&h, body)
 }
 
 // TestConnDialCloseCycles opens and closes 10,000 connections: afterwards

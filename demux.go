@@ -3,6 +3,8 @@ package myproto
 import (
 	"sync"
 	"time"
+
+	"github.com/myproto/myproto/internal/stream"
 )
 
 // demux hands a decoded frame to the socket it is for and says why not when
@@ -29,7 +31,7 @@ func (s *stack) demux(ep *endpoint, h *header, body []byte) dropReason {
 		switch {
 		case b != nil && b.ln != nil && (b.ifindex == 0 || b.ifindex == ep.index):
 			return b.ln.input(ep, h, body)
-		case b == nil && h.flags&streamFlagSYN != 0:
+		case b == nil && h.flags&stream.FlagSYN != 0:
 			s.refuseSYN(ep, h, body)
 		}
 		return dropNoSocket
@@ -48,7 +50,7 @@ func (s *stack) refuseSYN(ep *endpoint, h *header, body []byte) {
 	}
 	tb := ep.getTx()
 	defer ep.txPool.Put(tb)
-	n, dst, ok := refuseSYN(body, tb.buf[offBody:ep.frameSize()])
+	n, dst, ok := stream.RefuseSYN(body, tb.buf[offBody:ep.frameSize()])
 	if !ok {
 		return
 	}

@@ -9,6 +9,8 @@ import (
 	"os"
 	"syscall"
 	"time"
+
+	"github.com/myproto/myproto/internal/stream"
 )
 
 // A Dialer contains options for connecting to an address, as net.Dialer
@@ -66,7 +68,7 @@ func (d *Dialer) dial(ctx context.Context, network, address string) (*Conn, erro
 func (s *stack) dial(ctx context.Context, d *Dialer, netw, address string) (*Conn, error) {
 	timeout := d.Timeout
 	if timeout <= 0 {
-		timeout = defaultHandshakeTimeout
+		timeout = stream.DefaultHandshakeTimeout
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -89,7 +91,7 @@ func (s *stack) dial(ctx context.Context, d *Dialer, netw, address string) (*Con
 		return nil, opError("dial", nil, remote, err)
 	}
 	c := newConn(s, b.eps[0], b, cid, remote)
-	c.e = newClientEngine(s.engineConfig(b.eps[0], d.KeepAlive, d.UserTimeout), cid, time.Now())
+	c.e = stream.NewClient(s.engineConfig(b.eps[0], d.KeepAlive, d.UserTimeout), cid, time.Now())
 	s.conns.Store(cid, c)
 	c.flush() // the SYN
 
@@ -98,8 +100,8 @@ func (s *stack) dial(ctx context.Context, d *Dialer, netw, address string) (*Con
 	case <-ctx.Done():
 	}
 	c.mu.Lock()
-	ok := c.e.established() && c.e.err() == nil && !c.done
-	err = c.e.err()
+	ok := c.e.Established() && c.e.Err() == nil && !c.done
+	err = streamErr(c.e.Err())
 	c.mu.Unlock()
 	if ok {
 		return c, nil
@@ -112,7 +114,7 @@ func (s *stack) dial(ctx context.Context, d *Dialer, netw, address string) (*Con
 	}
 	c.mu.Lock()
 	if !c.done {
-		c.e.abort()
+		c.e.Abort()
 	}
 	c.mu.Unlock()
 	c.flush()
@@ -172,8 +174,8 @@ func (s *stack) newCID() (uint64, error) {
 }
 
 // engineConfig is the engine configuration for a new connection.
-func (s *stack) engineConfig(ep *endpoint, keepAlive, userTimeout time.Duration) engineConfig {
-	cfg := engineConfig{NoDelay: true, UserTimeout: max(userTimeout, 0)}
+func (s *stack) engineConfig(ep *endpoint, keepAlive, userTimeout time.Duration) stream.Config {
+	cfg := stream.Config{NoDelay: true, UserTimeout: max(userTimeout, 0), Chunks: &streamChunks}
 	cfg.MaxPacket = ep.maxPayload()
 	switch {
 	case keepAlive == 0:

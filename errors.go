@@ -6,6 +6,8 @@ import (
 	"net"
 	"os"
 	"syscall"
+
+	"github.com/myproto/myproto/internal/stream"
 )
 
 // network is the name of myproto in net.Addr.Network, *net.OpError.Net and
@@ -42,6 +44,24 @@ func opError(op string, local, remote *Addr, err error) error {
 		e.Addr = remote
 	}
 	return e
+}
+
+// streamErr maps a stream engine's failure to the errno TCP reports in its
+// place, so errors.Is(err, syscall.ECONNRESET) and the like hold for what
+// Dial, Read and Write return. Errors the stack failed a connection with
+// itself (ENETDOWN, ENETRESET, ECONNRESET) are errnos already and pass
+// unchanged. Every error the conn layer takes from the engine goes through
+// here.
+func streamErr(err error) error {
+	switch err {
+	case stream.ErrRefused:
+		return syscall.ECONNREFUSED
+	case stream.ErrReset:
+		return syscall.ECONNRESET
+	case stream.ErrTimeout:
+		return syscall.ETIMEDOUT
+	}
+	return err
 }
 
 // errClosedFrom maps errors that mean "this socket is closed" from the layers

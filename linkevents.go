@@ -5,6 +5,7 @@ import (
 	"net"
 	"syscall"
 
+	"github.com/myproto/myproto/internal/stream"
 	"github.com/myproto/myproto/internal/sys"
 )
 
@@ -16,7 +17,7 @@ import (
 
 // minMTU is the smallest MTU the stream transport can use: room for the
 // header and its smallest packet.
-const minMTU = headerLen + minMaxPacket
+const minMTU = headerLen + stream.MinMaxPacket
 
 // linkWatcher is sys.LinkWatcher, behind an interface so that in-memory
 // test links can go without.
@@ -125,7 +126,7 @@ func (s *stack) mtuChanged(ep *endpoint) {
 	s.conns.Range(func(_, v any) bool {
 		if c := v.(*Conn); c.ep == ep {
 			c.mu.Lock()
-			c.e.limitPacket(limit)
+			c.e.LimitPacket(limit)
 			c.mu.Unlock()
 		}
 		return true

@@ -85,7 +85,7 @@ func TestIntegrationLinkMTU(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	c.mu.Lock()
-	sendMax := c.e.sendMax
+	sendMax := c.e.PacketLimit()
 	c.mu.Unlock()
 	if sendMax > 1000-headerLen {
 		t.Fatalf("packets of %d bytes after the MTU fell to 1000", sendMax)

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/myproto/myproto/internal/stream"
 )
 
 var _ net.Listener = &Listener{}
@@ -28,7 +30,7 @@ type Listener struct {
 	user  time.Duration // ListenConfig.UserTimeout
 	// jar answers SYNs; it is made once the port is bound (its parameters
 	// depend on the interface), and frames that come before are dropped.
-	jar atomic.Pointer[cookieJar]
+	jar atomic.Pointer[stream.CookieJar]
 
 	mu      sync.Mutex
 	backlog int
@@ -100,7 +102,7 @@ func (s *stack) listen(lc *ListenConfig, netw, address string) (*Listener, error
 	ln.eps = append([]*endpoint(nil), ln.b.eps...)
 	// The cookie carries no state, so the SYN-ACK's parameters must be
 	// the ones every connection of this listener starts with.
-	ln.jar.Store(newCookieJar(nil, s.engineConfig(ln.eps[0], ln.keep, ln.user)))
+	ln.jar.Store(stream.NewCookieJar(nil, s.engineConfig(ln.eps[0], ln.keep, ln.user)))
 	return ln, nil
 }
 
@@ -113,20 +115,20 @@ func (ln *Listener) input(ep *endpoint, h *header, body []byte) dropReason {
 		return dropNoSocket
 	}
 	now := time.Now()
-	if h.flags&streamFlagSYN != 0 {
+	if h.flags&stream.FlagSYN != 0 {
 		if ln.full() {
 			return dropQueueFull // the client retries its SYN
 		}
 		tb := ep.getTx()
 		defer ep.txPool.Put(tb)
-		n, dst, ok := jar.respondSYN(now, h.src, h.srcPort, h.dstPort, body, tb.buf[offBody:ep.frameSize()])
+		n, dst, ok := jar.RespondSYN(now, h.src, h.srcPort, h.dstPort, body, tb.buf[offBody:ep.frameSize()])
 		if !ok {
 			return dropNoSocket
 		}
 		ep.sendBuilt(tb, &header{dst: h.src, typ: typeStream, srcPort: h.dstPort, dstPort: h.srcPort, connID: dst}, n)
 		return dropNone
 	}
-	params, ok := jar.accept(now, h.src, h.srcPort, h.dstPort, h.connID, body)
+	params, ok := jar.Accept(now, h.src, h.srcPort, h.dstPort, h.connID, body)
 	if !ok {
 		return dropNoSocket
 	}
@@ -136,7 +138,7 @@ func (ln *Listener) input(ep *endpoint, h *header, body []byte) dropReason {
 	remote := &Addr{HardwareAddr: net.HardwareAddr(append([]byte(nil), h.src[:]...)), Port: h.srcPort, Zone: ep.name}
 	ln.s.retain(ln.b)
 	c := newConn(ln.s, ep, ln.b, h.connID, remote)
-	c.e = newServerEngine(ln.s.engineConfig(ep, ln.keep, ln.user), h.connID, params, now)
+	c.e = stream.NewServer(ln.s.engineConfig(ep, ln.keep, ln.user), h.connID, params, now)
 	if _, loaded := ln.s.conns.LoadOrStore(h.connID, c); loaded {
 		ln.s.release(ln.b)
 		return dropNoSocket

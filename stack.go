@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/myproto/myproto/internal/stream"
 	"github.com/myproto/myproto/internal/sys"
 	"golang.org/x/net/bpf"
 )
@@ -344,7 +345,7 @@ func (s *stack) filterFor(mac net.HardwareAddr) ([]bpf.RawInstruction, error) {
 			{Types: []uint8{uint8(typeDiscovery)}, OtherPorts: true},
 			// Every process sees SYNs to any port, so that one to a port
 			// nobody on the host owns is refused (see refuseSYN).
-			{Types: []uint8{uint8(typeStream)}, FlagsAny: streamFlagSYN, OtherPorts: true},
+			{Types: []uint8{uint8(typeStream)}, FlagsAny: stream.FlagSYN, OtherPorts: true},
 			{Ports: ports, InPorts: true},
 		},
 	})

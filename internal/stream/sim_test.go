@@ -1,4 +1,4 @@
-package myproto
+package stream
 
 // A deterministic network simulator for the stream engine: hosts with a
 // minimal stack (demultiplexing by connection ID, the stateless listener,
@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"hash"
 	"math/rand/v2"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -235,8 +234,8 @@ type simHost struct {
 }
 
 type simListener struct {
-	jar    *cookieJar
-	cfg    engineConfig
+	jar    *CookieJar
+	cfg    Config
 	accept func(c *simConn) // configures the app side of a new connection
 }
 
@@ -254,8 +253,9 @@ func (n *simNet) host(name string) *simHost {
 	return h
 }
 
-func (h *simHost) listenOn(port uint16, cfg engineConfig, accept func(c *simConn)) *simListener {
-	l := &simListener{jar: newCookieJar([]byte("sim secret "+h.name), cfg), cfg: cfg, accept: accept}
+func (h *simHost) listenOn(port uint16, cfg Config, accept func(c *simConn)) *simListener {
+	cfg = pooled(cfg)
+	l := &simListener{jar: NewCookieJar([]byte("sim secret "+h.name), cfg), cfg: cfg, accept: accept}
 	h.listen[port] = l
 	return l
 }
@@ -264,7 +264,7 @@ func (h *simHost) listenOn(port uint16, cfg engineConfig, accept func(c *simConn
 func (h *simHost) deliver(p *simPacket) {
 	n := h.net
 	if p.cid == 0 {
-		if p.flags&streamFlagSYN == 0 {
+		if p.flags&FlagSYN == 0 {
 			return
 		}
 		l := h.listen[p.dstPort]
@@ -272,9 +272,9 @@ func (h *simHost) deliver(p *simPacket) {
 		var dst uint64
 		var ok bool
 		if l != nil {
-			k, dst, ok = l.jar.respondSYN(n.wall(), p.src.mac, p.srcPort, p.dstPort, p.body, h.buf)
+			k, dst, ok = l.jar.RespondSYN(n.wall(), p.src.mac, p.srcPort, p.dstPort, p.body, h.buf)
 		} else {
-			k, dst, ok = refuseSYN(p.body, h.buf)
+			k, dst, ok = RefuseSYN(p.body, h.buf)
 		}
 		if ok {
 			n.send(&simPacket{src: h, dst: p.src, srcPort: p.dstPort, dstPort: p.srcPort, cid: dst, body: bytes.Clone(h.buf[:k])})
@@ -287,18 +287,18 @@ func (h *simHost) deliver(p *simPacket) {
 		if l == nil {
 			return
 		}
-		params, ok := l.jar.accept(n.wall(), p.src.mac, p.srcPort, p.dstPort, p.cid, p.body)
+		params, ok := l.jar.Accept(n.wall(), p.src.mac, p.srcPort, p.dstPort, p.cid, p.body)
 		if !ok {
 			return
 		}
 		c = &simConn{host: h, peer: p.src, port: p.dstPort, peerPort: p.srcPort}
-		c.e = newServerEngine(l.cfg, p.cid, params, n.wall())
+		c.e = NewServer(l.cfg, p.cid, params, n.wall())
 		h.conns[p.cid] = c
 		if l.accept != nil {
 			l.accept(c)
 		}
 	}
-	c.e.receive(n.wall(), p.flags, p.body)
+	c.e.Receive(n.wall(), p.flags, p.body)
 	c.pump()
 }
 
@@ -309,7 +309,7 @@ func (h *simHost) deliver(p *simPacket) {
 type simConn struct {
 	host, peer     *simHost
 	port, peerPort uint16
-	e              *engine
+	e              *Engine
 	timerAt        time.Duration // scheduled onTimer; 0 for none
 	timerGen       int
 
@@ -335,12 +335,12 @@ type simConn struct {
 }
 
 // dial opens a client connection from h to port on peer.
-func (h *simHost) dial(peer *simHost, port uint16, cfg engineConfig) *simConn {
+func (h *simHost) dial(peer *simHost, port uint16, cfg Config) *simConn {
 	n := h.net
 	cid := n.rng.Uint64() | 1
 	c := &simConn{host: h, peer: peer, port: h.nextPort, peerPort: port}
 	h.nextPort++
-	c.e = newClientEngine(cfg, cid, n.wall())
+	c.e = NewClient(pooled(cfg), cid, n.wall())
 	h.conns[cid] = c
 	n.at(n.now, c.pump)
 	return c
@@ -367,9 +367,9 @@ func (c *simConn) ensureReader() {
 func (c *simConn) app() {
 	e := c.e
 	c.ensureReader()
-	if c.src != nil && e.established() && (c.toSend < 0 || c.written < c.toSend) {
+	if c.src != nil && e.Established() && (c.toSend < 0 || c.written < c.toSend) {
 		for {
-			w := e.writable()
+			w := e.Writable()
 			if w == 0 {
 				break
 			}
@@ -382,7 +382,7 @@ func (c *simConn) app() {
 			}
 			b := c.net().wbuf[:w]
 			c.fill(b)
-			k := e.write(b)
+			k := e.Write(b)
 			if k != w {
 				c.net().t.Fatalf("write took %d of %d writable", k, w)
 			}
@@ -390,8 +390,8 @@ func (c *simConn) app() {
 			c.written += int64(k)
 		}
 	}
-	if c.closeAfter && !c.closed && c.toSend >= 0 && c.written == c.toSend && e.established() {
-		e.closeWrite()
+	if c.closeAfter && !c.closed && c.toSend >= 0 && c.written == c.toSend && e.Established() {
+		e.CloseWrite()
 		c.closed = true
 	}
 	if !c.stalled {
@@ -403,7 +403,7 @@ func (c *simConn) app() {
 			if lim == 0 {
 				break
 			}
-			k := e.read(c.readBuf[:lim])
+			k := e.Read(c.readBuf[:lim])
 			if k == 0 {
 				break
 			}
@@ -438,7 +438,7 @@ func (c *simConn) pump() {
 	e := c.e
 	c.app()
 	for i := 0; ; i++ {
-		k, flags, dst := e.nextPacket(n.wall(), c.host.buf)
+		k, flags, dst := e.NextPacket(n.wall(), c.host.buf)
 		if k == 0 {
 			break
 		}
@@ -454,7 +454,7 @@ func (c *simConn) pump() {
 	if n.check {
 		c.checkInvariants()
 	}
-	next := e.nextTimer()
+	next := e.NextTimer()
 	var at time.Duration
 	if !next.IsZero() {
 		at = max(next.Sub(simEpoch), n.now)
@@ -469,7 +469,7 @@ func (c *simConn) pump() {
 					return
 				}
 				c.timerAt = 0
-				e.onTimer(n.wall())
+				e.OnTimer(n.wall())
 				c.pump()
 			})
 		}
@@ -483,7 +483,7 @@ func (c *simConn) checkInvariants() {
 	if e.bytesInFlight < 0 || e.elicitInFlight < 0 {
 		t.Fatalf("%s: bytes in flight %d, ack-eliciting in flight %d", c.host.name, e.bytesInFlight, e.elicitInFlight)
 	}
-	if e.cc != nil && e.cc.window() < 2*minMaxPacket {
+	if e.cc != nil && e.cc.window() < 2*MinMaxPacket {
 		t.Fatalf("%s: congestion window %d", c.host.name, e.cc.window())
 	}
 	sb := int(e.sbuf.end - e.sbuf.una)
@@ -497,13 +497,13 @@ func (c *simConn) checkInvariants() {
 	if e.rcvMaxAdv > e.rbuf.readOff+uint64(e.cfg.RecvBuffer) {
 		t.Fatalf("%s: advertised %d beyond read offset %d + buffer %d", c.host.name, e.rcvMaxAdv, e.rbuf.readOff, e.cfg.RecvBuffer)
 	}
-	if e.sbuf.ring.held*streamChunkSize > e.cfg.SendBuffer+2*streamChunkSize {
+	if e.sbuf.ring.held*chunkSize > e.cfg.SendBuffer+2*chunkSize {
 		t.Fatalf("%s: send chunks %d", c.host.name, e.sbuf.ring.held)
 	}
-	if e.rbuf.ring.held*streamChunkSize > e.cfg.RecvBuffer+2*streamChunkSize {
+	if e.rbuf.ring.held*chunkSize > e.cfg.RecvBuffer+2*chunkSize {
 		t.Fatalf("%s: receive chunks %d", c.host.name, e.rbuf.ring.held)
 	}
-	c.maxMem = max(c.maxMem, (e.sbuf.ring.held+e.rbuf.ring.held)*streamChunkSize)
+	c.maxMem = max(c.maxMem, (e.sbuf.ring.held+e.rbuf.ring.held)*chunkSize)
 	c.maxSendBuf = max(c.maxSendBuf, sb)
 	c.maxRecvBuf = max(c.maxRecvBuf, rb)
 }
@@ -511,7 +511,7 @@ func (c *simConn) checkInvariants() {
 // finished reports whether the connection's writer wrote everything and the
 // reader read the peer's whole stream up to its FIN.
 func (c *simConn) finished() bool {
-	return c.written == c.toSend && c.e.eof()
+	return c.written == c.toSend && c.e.EOF()
 }
 
 // ---- Helpers ------------------------------------------------------------------------
@@ -524,14 +524,14 @@ type simPair struct {
 	client, server *simConn
 }
 
-func newSimPair(t testing.TB, seed uint64, cfg engineConfig) *simPair {
+func newSimPair(t testing.TB, seed uint64, cfg Config) *simPair {
 	n := newSimNet(t, seed)
 	p := &simPair{n: n, a: n.host("client"), b: n.host("server")}
 	p.b.listenOn(80, cfg, func(c *simConn) { p.server = c })
 	return p
 }
 
-func (p *simPair) dial(cfg engineConfig) {
+func (p *simPair) dial(cfg Config) {
 	p.client = p.a.dial(p.b, 80, cfg)
 }
 
@@ -539,8 +539,8 @@ func sameHash(a, b hash.Hash) bool {
 	return bytes.Equal(a.Sum(nil), b.Sum(nil))
 }
 
-func defaultSimConfig() engineConfig {
-	return engineConfig{NoDelay: true}
+func defaultSimConfig() Config {
+	return Config{NoDelay: true}
 }
 
 func mbps(bytes int64, d time.Duration) float64 {
@@ -557,10 +557,10 @@ func (l *simLink) String() string {
 func TestSimHandshake(t *testing.T) {
 	p := newSimPair(t, simSeed(t, 1), defaultSimConfig())
 	p.dial(defaultSimConfig())
-	if !p.n.run(time.Second, func() bool { return p.client.e.established() && p.server != nil }) {
+	if !p.n.run(time.Second, func() bool { return p.client.e.Established() && p.server != nil }) {
 		t.Fatalf("not established: client %s", p.client.e.stateName())
 	}
-	ci := p.client.e.info(p.n.wall())
+	ci := p.client.e.Info(p.n.wall())
 	if ci.SRTT < 100*time.Microsecond || ci.SRTT > 200*time.Microsecond {
 		t.Errorf("client srtt %v after handshake, want about 100µs", ci.SRTT)
 	}
@@ -600,8 +600,8 @@ type bulkResult struct {
 	goodputBA  float64
 	steps      int
 	wallTime   time.Duration
-	clientInfo engineInfo
-	serverInfo engineInfo
+	clientInfo Info
+	serverInfo Info
 }
 
 // runBulk moves size bytes each way at once over links configured by
@@ -629,16 +629,16 @@ func runBulk(t *testing.T, seed uint64, size int64, setup func(ab, ba *simLink))
 		if p.server == nil {
 			return false
 		}
-		if doneAB == 0 && p.server.e.eof() {
+		if doneAB == 0 && p.server.e.EOF() {
 			doneAB = p.n.now
 		}
-		if doneBA == 0 && p.client.e.eof() {
+		if doneBA == 0 && p.client.e.EOF() {
 			doneBA = p.n.now
 		}
 		return doneAB != 0 && doneBA != 0
 	})
 	if !ok {
-		ci, si := p.client.e.info(p.n.wall()), p.server.e.info(p.n.wall())
+		ci, si := p.client.e.Info(p.n.wall()), p.server.e.Info(p.n.wall())
 		t.Fatalf("transfer stalled at %v: client wrote %d read %d %+v\nserver wrote %d read %d %+v\nab %v\nba %v",
 			p.n.now, p.client.written, p.client.readN, ci, p.server.written, p.server.readN, si, ab, ba)
 	}
@@ -648,14 +648,14 @@ func runBulk(t *testing.T, seed uint64, size int64, setup func(ab, ba *simLink))
 	if !sameHash(p.client.sendHash, p.server.recvHash) || !sameHash(p.server.sendHash, p.client.recvHash) {
 		t.Fatal("SHA-256 mismatch: data corrupted")
 	}
-	ci, si := p.client.e.info(p.n.wall()), p.server.e.info(p.n.wall())
+	ci, si := p.client.e.Info(p.n.wall()), p.server.e.Info(p.n.wall())
 	elapsed := p.n.now
 	// Both closed their write side after the data: both finish cleanly.
-	if !p.n.run(5*time.Second, func() bool { return p.client.e.done() && p.server.e.done() }) {
+	if !p.n.run(5*time.Second, func() bool { return p.client.e.Done() && p.server.e.Done() }) {
 		t.Fatalf("not done after the transfer: %s / %s", p.client.e.stateName(), p.server.e.stateName())
 	}
-	if p.client.e.err() != nil || p.server.e.err() != nil {
-		t.Fatalf("errors after a clean transfer: %v / %v", p.client.e.err(), p.server.e.err())
+	if p.client.e.Err() != nil || p.server.e.Err() != nil {
+		t.Fatalf("errors after a clean transfer: %v / %v", p.client.e.Err(), p.server.e.Err())
 	}
 	return bulkResult{
 		elapsed:    elapsed,
@@ -754,8 +754,8 @@ func handshakeWith(t *testing.T, seed uint64, dropAB, dropBA func(*simPacket) bo
 	p.dial(defaultSimConfig())
 	p.client.stream(clientData, seed+1, true)
 	ok := p.n.run(5*time.Second, func() bool {
-		return p.client.e.established() && p.server != nil && !p.client.e.confirmPending &&
-			p.server.readN == clientData && p.server.e.eof()
+		return p.client.e.Established() && p.server != nil && !p.client.e.confirmPending &&
+			p.server.readN == clientData && p.server.e.EOF()
 	})
 	if !ok {
 		t.Fatalf("handshake/transfer incomplete at %v: client %s confirmPending %v, server %v",
@@ -845,7 +845,7 @@ func TestSimHandshakeLosses(t *testing.T) {
 	if firstOff == 0 {
 		t.Error("server state was not built from a later data packet")
 	}
-	if i := p.client.e.info(p.n.wall()); i.PacketsRetransmitted == 0 {
+	if i := p.client.e.Info(p.n.wall()); i.PacketsRetransmitted == 0 {
 		t.Error("no retransmission of the lost data")
 	}
 }
@@ -853,16 +853,16 @@ func TestSimHandshakeLosses(t *testing.T) {
 func TestSimRefused(t *testing.T) {
 	p := newSimPair(t, simSeed(t, 4), defaultSimConfig())
 	c := p.a.dial(p.b, 81, defaultSimConfig()) // nobody listens on 81
-	if !p.n.run(time.Second, func() bool { return c.e.err() != nil }) {
+	if !p.n.run(time.Second, func() bool { return c.e.Err() != nil }) {
 		t.Fatal("dial to an unowned port not refused")
 	}
-	if !errors.Is(c.e.err(), syscall.ECONNREFUSED) {
-		t.Fatalf("err = %v, want ECONNREFUSED", c.e.err())
+	if !errors.Is(c.e.Err(), ErrRefused) {
+		t.Fatalf("err = %v, want ECONNREFUSED", c.e.Err())
 	}
 	if p.n.now > time.Millisecond {
 		t.Errorf("refused after %v, want one round trip", p.n.now)
 	}
-	if !c.e.done() {
+	if !c.e.Done() {
 		t.Error("refused engine not done")
 	}
 
@@ -875,14 +875,14 @@ func TestSimRefused(t *testing.T) {
 		}
 		return false
 	}
-	c = p.a.dial(p.b, 81, engineConfig{NoDelay: true, HandshakeTimeout: 2 * time.Second})
+	c = p.a.dial(p.b, 81, Config{NoDelay: true, HandshakeTimeout: 2 * time.Second})
 	p.n.run(time.Second, nil)
-	if c.e.err() != nil {
-		t.Fatalf("RST with a wrong proof accepted: %v", c.e.err())
+	if c.e.Err() != nil {
+		t.Fatalf("RST with a wrong proof accepted: %v", c.e.Err())
 	}
-	p.n.run(2*time.Second, func() bool { return c.e.err() != nil })
-	if !errors.Is(c.e.err(), syscall.ETIMEDOUT) {
-		t.Fatalf("err = %v after the handshake timeout, want ETIMEDOUT", c.e.err())
+	p.n.run(2*time.Second, func() bool { return c.e.Err() != nil })
+	if !errors.Is(c.e.Err(), ErrTimeout) {
+		t.Fatalf("err = %v after the handshake timeout, want ETIMEDOUT", c.e.Err())
 	}
 }
 
@@ -893,10 +893,10 @@ func TestSimHandshakeTimeout(t *testing.T) {
 		synTimes = append(synTimes, p.n.now)
 		return true
 	}
-	c := p.a.dial(p.b, 80, engineConfig{NoDelay: true, HandshakeTimeout: 10 * time.Second})
-	p.n.run(time.Minute, func() bool { return c.e.err() != nil })
-	if !errors.Is(c.e.err(), syscall.ETIMEDOUT) {
-		t.Fatalf("err = %v, want ETIMEDOUT", c.e.err())
+	c := p.a.dial(p.b, 80, Config{NoDelay: true, HandshakeTimeout: 10 * time.Second})
+	p.n.run(time.Minute, func() bool { return c.e.Err() != nil })
+	if !errors.Is(c.e.Err(), ErrTimeout) {
+		t.Fatalf("err = %v, want ETIMEDOUT", c.e.Err())
 	}
 	if p.n.now != 10*time.Second {
 		t.Errorf("timed out at %v, want 10s", p.n.now)
@@ -932,8 +932,8 @@ func streamPrefixHash(seed uint64, n int64) []byte {
 func TestSimStalledReader(t *testing.T) {
 	seed := simSeed(t, 6)
 	const size = 16 << 20
-	ccfg := engineConfig{NoDelay: true, SendBuffer: 1 << 20}
-	scfg := engineConfig{NoDelay: true, RecvBuffer: 512 << 10}
+	ccfg := Config{NoDelay: true, SendBuffer: 1 << 20}
+	scfg := Config{NoDelay: true, RecvBuffer: 512 << 10}
 	p := newSimPair(t, seed, scfg)
 	p.b.listen[80].accept = func(c *simConn) {
 		p.server = c
@@ -943,8 +943,8 @@ func TestSimStalledReader(t *testing.T) {
 	p.client.stream(size, seed, true)
 	// Let the window and the send buffer fill, then watch the stall.
 	p.n.run(100*time.Millisecond, nil)
-	ci := p.client.e.info(p.n.wall())
-	si := p.server.e.info(p.n.wall())
+	ci := p.client.e.Info(p.n.wall())
+	si := p.server.e.Info(p.n.wall())
 	// Stall for longer than UserTimeout: the peer answers the probes, so a
 	// zero window is no reason to give up.
 	sentBefore := p.client.sentPkts
@@ -955,7 +955,7 @@ func TestSimStalledReader(t *testing.T) {
 	if p.client.maxSendBuf > ccfg.SendBuffer {
 		t.Errorf("sender held %d bytes > SendBuffer %d", p.client.maxSendBuf, ccfg.SendBuffer)
 	}
-	if p.client.maxMem > ccfg.SendBuffer+scfg.RecvBuffer+4*streamChunkSize {
+	if p.client.maxMem > ccfg.SendBuffer+scfg.RecvBuffer+4*chunkSize {
 		t.Errorf("client memory %d", p.client.maxMem)
 	}
 	if p.server.maxRecvBuf > scfg.RecvBuffer {
@@ -971,14 +971,14 @@ func TestSimStalledReader(t *testing.T) {
 	if probes > 2*40+20 {
 		t.Errorf("%d packets sent during a 40 s stall: probes must back off", probes)
 	}
-	if p.client.e.err() != nil || p.server.e.err() != nil {
-		t.Fatalf("a stalled reader broke the connection: %v %v", p.client.e.err(), p.server.e.err())
+	if p.client.e.Err() != nil || p.server.e.Err() != nil {
+		t.Fatalf("a stalled reader broke the connection: %v %v", p.client.e.Err(), p.server.e.Err())
 	}
 	// The reader wakes up: the flow resumes and completes.
 	p.server.stalled = false
 	at := p.n.now
 	p.n.at(p.n.now, p.server.pump)
-	if !p.n.run(10*time.Second, func() bool { return p.server.e.eof() }) {
+	if !p.n.run(10*time.Second, func() bool { return p.server.e.EOF() }) {
 		t.Fatalf("flow did not resume: server read %d", p.server.readN)
 	}
 	t.Logf("resumed: rest of the %d MiB read in %v", size>>20, p.n.now-at)
@@ -996,7 +996,7 @@ func TestSimStalledReader(t *testing.T) {
 func TestSimLostWindowUpdates(t *testing.T) {
 	seed := simSeed(t, 7)
 	const size = 8 << 20
-	cfg := engineConfig{NoDelay: true, RecvBuffer: 256 << 10}
+	cfg := Config{NoDelay: true, RecvBuffer: 256 << 10}
 	p := newSimPair(t, seed, cfg)
 	p.b.listen[80].accept = func(c *simConn) { p.server = c }
 	dropping := false
@@ -1022,7 +1022,7 @@ func TestSimLostWindowUpdates(t *testing.T) {
 	dropping = false
 	readAtEnd := p.server.readN
 	at := p.n.now
-	if !p.n.run(10*time.Second, func() bool { return p.server.e.eof() }) {
+	if !p.n.run(10*time.Second, func() bool { return p.server.e.EOF() }) {
 		t.Fatalf("stalled for good after lost window updates: read %d of %d", p.server.readN, size)
 	}
 	t.Logf("%d MAX_DATA packets dropped in 300 ms; %d bytes had been read; the rest took %v after the drops stopped",
@@ -1045,7 +1045,7 @@ func TestSimHalfClose(t *testing.T) {
 		// The server answers only after it has read the whole request (EOF),
 		// like a server of a half-closed request.
 		c.onPump = func(c *simConn) {
-			if c.e.eof() && c.src == nil {
+			if c.e.EOF() && c.src == nil {
 				c.stream(resp, seed+2, true)
 				c.app()
 			}
@@ -1053,7 +1053,7 @@ func TestSimHalfClose(t *testing.T) {
 	}
 	p.dial(defaultSimConfig())
 	p.client.stream(req, seed+1, true)
-	if !p.n.run(5*time.Second, func() bool { return p.client.e.eof() }) {
+	if !p.n.run(5*time.Second, func() bool { return p.client.e.EOF() }) {
 		t.Fatalf("response incomplete: client read %d", p.client.readN)
 	}
 	if p.server.readN != req || p.client.readN != resp {
@@ -1062,11 +1062,11 @@ func TestSimHalfClose(t *testing.T) {
 	if !sameHash(p.client.sendHash, p.server.recvHash) || !sameHash(p.server.sendHash, p.client.recvHash) {
 		t.Fatal("data corrupted")
 	}
-	if !p.n.run(time.Second, func() bool { return p.client.e.done() && p.server.e.done() }) {
+	if !p.n.run(time.Second, func() bool { return p.client.e.Done() && p.server.e.Done() }) {
 		t.Fatalf("not done: client %s server %s", p.client.e.stateName(), p.server.e.stateName())
 	}
-	if p.client.e.err() != nil || p.server.e.err() != nil {
-		t.Fatalf("errors after a clean close: %v %v", p.client.e.err(), p.server.e.err())
+	if p.client.e.Err() != nil || p.server.e.Err() != nil {
+		t.Fatalf("errors after a clean close: %v %v", p.client.e.Err(), p.server.e.Err())
 	}
 	t.Logf("request %d B, response %d B, both done at %v", req, resp, p.n.now)
 }
@@ -1082,17 +1082,17 @@ func TestSimCloseUnreadResets(t *testing.T) {
 	p.dial(defaultSimConfig())
 	p.client.stream(1<<20, seed+1, false)
 	p.client.stalled = true
-	p.n.run(20*time.Millisecond, func() bool { return p.client.written == 1<<20 && p.client.e.readable() == 10_000 })
-	if p.client.e.close() != true {
+	p.n.run(20*time.Millisecond, func() bool { return p.client.written == 1<<20 && p.client.e.Readable() == 10_000 })
+	if p.client.e.Close() != true {
 		t.Fatal("close with unread data did not reset")
 	}
 	p.n.at(p.n.now, p.client.pump)
-	if !p.n.run(time.Second, func() bool { return p.server.e.err() != nil }) {
+	if !p.n.run(time.Second, func() bool { return p.server.e.Err() != nil }) {
 		t.Fatal("server never saw the reset")
 	}
 	// The server's reader still gets the bytes that arrived in order, then
 	// ECONNRESET.
-	avail := p.server.e.readable()
+	avail := p.server.e.Readable()
 	p.server.stalled = false
 	p.server.app()
 	if p.server.readN != int64(avail) || avail == 0 {
@@ -1101,17 +1101,17 @@ func TestSimCloseUnreadResets(t *testing.T) {
 	if !bytes.Equal(p.server.recvHash.Sum(nil), streamPrefixHash(seed+1, p.server.readN)) {
 		t.Fatal("data delivered after a reset is not the stream's prefix")
 	}
-	if !errors.Is(p.server.e.err(), syscall.ECONNRESET) {
-		t.Fatalf("err = %v, want ECONNRESET", p.server.e.err())
+	if !errors.Is(p.server.e.Err(), ErrReset) {
+		t.Fatalf("err = %v, want ECONNRESET", p.server.e.Err())
 	}
-	if p.server.e.eof() {
+	if p.server.e.EOF() {
 		t.Fatal("reset reported as EOF")
 	}
 	p.n.run(time.Second, nil)
-	if !p.client.e.done() || !p.server.e.done() {
-		t.Fatalf("not done after reset: %v %v", p.client.e.done(), p.server.e.done())
+	if !p.client.e.Done() || !p.server.e.Done() {
+		t.Fatalf("not done after reset: %v %v", p.client.e.Done(), p.server.e.Done())
 	}
-	t.Logf("reset after %d of %d bytes; the reader got them all, then %v", avail, p.client.written, p.server.e.err())
+	t.Logf("reset after %d of %d bytes; the reader got them all, then %v", avail, p.client.written, p.server.e.Err())
 }
 
 // TestSimForgedReset sends RSTs with wrong proofs: the connection survives
@@ -1147,21 +1147,21 @@ func TestSimForgedReset(t *testing.T) {
 	p.n.setLink(attacker, p.a, &simLink{delay: 10 * time.Microsecond})
 	inject()
 	if !p.n.run(5*time.Second, func() bool { return p.client.finished() && p.server.finished() && forged == 1000 }) {
-		t.Fatalf("transfer under forged RSTs incomplete: %v", p.client.e.err())
+		t.Fatalf("transfer under forged RSTs incomplete: %v", p.client.e.Err())
 	}
-	if p.client.e.err() != nil {
-		t.Fatalf("forged RST accepted: %v", p.client.e.err())
+	if p.client.e.Err() != nil {
+		t.Fatalf("forged RST accepted: %v", p.client.e.Err())
 	}
 	if !sameHash(p.client.sendHash, p.server.recvHash) || !sameHash(p.server.sendHash, p.client.recvHash) {
 		t.Fatal("data corrupted")
 	}
 	st := p.client.e.stats
-	t.Logf("%d forged RSTs over %v: %d seen, %d challenge ACKs", forged, p.n.now, st.challenges, st.challengeAcks)
-	if st.challenges < 900 {
-		t.Errorf("only %d of the forged RSTs reached a live connection", st.challenges)
+	t.Logf("%d forged RSTs over %v: %d seen, %d challenge ACKs", forged, p.n.now, st.Challenges, st.ChallengeAcks)
+	if st.Challenges < 900 {
+		t.Errorf("only %d of the forged RSTs reached a live connection", st.Challenges)
 	}
-	if st.challengeAcks == 0 || st.challengeAcks > uint64(p.n.now/challengeInterval)+1 {
-		t.Errorf("%d challenge ACKs in %v: not rate-limited to one per %v", st.challengeAcks, p.n.now, challengeInterval)
+	if st.ChallengeAcks == 0 || st.ChallengeAcks > uint64(p.n.now/challengeInterval)+1 {
+		t.Errorf("%d challenge ACKs in %v: not rate-limited to one per %v", st.ChallengeAcks, p.n.now, challengeInterval)
 	}
 }
 
@@ -1194,13 +1194,13 @@ func TestSimPeerDies(t *testing.T) {
 	p.kill(p.b, &sends)
 	// What was sent in the first 100 ms is the window in flight; after that
 	// only probes, at most two per probe timeout.
-	if !p.n.run(time.Minute, func() bool { return p.client.e.err() != nil }) {
+	if !p.n.run(time.Minute, func() bool { return p.client.e.Err() != nil }) {
 		t.Fatal("dead peer never noticed")
 	}
 	after := p.n.now - died
 	t.Logf("peer died; ETIMEDOUT after %v; %d packets sent meanwhile", after, len(sends))
-	if !errors.Is(p.client.e.err(), syscall.ETIMEDOUT) {
-		t.Fatalf("err = %v, want ETIMEDOUT", p.client.e.err())
+	if !errors.Is(p.client.e.Err(), ErrTimeout) {
+		t.Fatalf("err = %v, want ETIMEDOUT", p.client.e.Err())
 	}
 	if after < defaultUserTimeout || after > defaultUserTimeout+10*time.Millisecond {
 		t.Errorf("timed out %v after the last acknowledgment, want the 30 s UserTimeout", after)
@@ -1215,7 +1215,7 @@ func TestSimPeerDies(t *testing.T) {
 	if late > 2*int(defaultUserTimeout/maxPTO)+10 {
 		t.Errorf("%d packets to a dead peer after 100 ms: probes must back off", late)
 	}
-	if !p.client.e.done() {
+	if !p.client.e.Done() {
 		t.Error("timed-out engine not done")
 	}
 }
@@ -1244,7 +1244,7 @@ func TestSimTinyRTT(t *testing.T) {
 	if !sameHash(p.client.sendHash, p.server.recvHash) || !sameHash(p.server.sendHash, p.client.recvHash) {
 		t.Fatal("data corrupted")
 	}
-	in := p.client.e.info(p.n.wall())
+	in := p.client.e.Info(p.n.wall())
 	t.Logf("8 MiB each way at 1%% loss in %v (%.0f Mbit/s): srtt %v rttvar %v min %v, PTO %v, cwnd %d",
 		p.n.now, mbps(8<<20, p.n.now), in.SRTT, in.RTTVar, in.MinRTT, in.PTO, in.Cwnd)
 	if in.MinRTT > 30*time.Microsecond {
@@ -1260,10 +1260,10 @@ func TestSimTinyRTT(t *testing.T) {
 	q.b.listen[80].accept = func(c *simConn) { q.server = c }
 	q.dial(defaultSimConfig())
 	q.client.stream(1<<20, seed, true)
-	if !q.n.run(time.Second, func() bool { return q.server != nil && q.server.e.eof() }) {
+	if !q.n.run(time.Second, func() bool { return q.server != nil && q.server.e.EOF() }) {
 		t.Fatal("zero-RTT transfer incomplete")
 	}
-	if in := q.client.e.info(q.n.wall()); in.PTO < timerGranularity || in.Cwnd < 2*minMaxPacket {
+	if in := q.client.e.Info(q.n.wall()); in.PTO < timerGranularity || in.Cwnd < 2*MinMaxPacket {
 		t.Fatalf("zero RTT: PTO %v cwnd %d", in.PTO, in.Cwnd)
 	}
 
@@ -1272,7 +1272,7 @@ func TestSimTinyRTT(t *testing.T) {
 	r.n.link(r.a, r.b).delay, r.n.link(r.b, r.a).delay = 5*time.Microsecond, 5*time.Microsecond
 	r.n.link(r.a, r.b).queueLimit = 32 << 10
 	r.b.listen[80].accept = func(c *simConn) { r.server = c }
-	r.dial(engineConfig{NoDelay: true, UserTimeout: 10 * time.Second})
+	r.dial(Config{NoDelay: true, UserTimeout: 10 * time.Second})
 	r.client.stream(-1, seed, false)
 	var lastElicit time.Duration
 	var probes []time.Duration
@@ -1283,7 +1283,7 @@ func TestSimTinyRTT(t *testing.T) {
 		if parsePacket(sp.body, &pv) && pv.elicit {
 			// The first packet after each probe timeout is its probe; the
 			// others are ordinary sends (ACKs in flight still arrive).
-			if p := r.client.e.stats.ptos; p > ptos {
+			if p := r.client.e.stats.PTOs; p > ptos {
 				ptos = p
 				probes = append(probes, r.n.now)
 			} else if len(probes) == 0 {
@@ -1294,12 +1294,12 @@ func TestSimTinyRTT(t *testing.T) {
 	}
 	r.n.run(5*time.Millisecond, nil)
 	base := r.client.e.basePTO()
-	ptos = r.client.e.stats.ptos
+	ptos = r.client.e.stats.PTOs
 	dead = true
 	r.n.link(r.b, r.a).drop = func(*simPacket) bool { return true }
-	r.n.run(20*time.Second, func() bool { return r.client.e.err() != nil })
-	if !errors.Is(r.client.e.err(), syscall.ETIMEDOUT) {
-		t.Fatalf("err = %v", r.client.e.err())
+	r.n.run(20*time.Second, func() bool { return r.client.e.Err() != nil })
+	if !errors.Is(r.client.e.Err(), ErrTimeout) {
+		t.Fatalf("err = %v", r.client.e.Err())
 	}
 	// Probe timeouts: when each burst of probes left, after the last
 	// ack-eliciting packet before the peer vanished.
@@ -1326,14 +1326,14 @@ func TestSimTinyRTT(t *testing.T) {
 
 func TestSimKeepAlive(t *testing.T) {
 	seed := simSeed(t, 13)
-	cfg := engineConfig{NoDelay: true, KeepAlive: 5 * time.Second}
+	cfg := Config{NoDelay: true, KeepAlive: 5 * time.Second}
 	p := newSimPair(t, seed, cfg)
 	p.b.listen[80].accept = func(c *simConn) { p.server = c }
 	p.dial(cfg)
 	p.client.stream(1000, seed, false)
 	// Idle but alive for a minute: keepalives are answered.
-	if p.n.run(time.Minute, func() bool { return p.client.e.err() != nil || p.server != nil && p.server.e.err() != nil }) {
-		t.Fatalf("live idle connection failed: %v %v", p.client.e.err(), p.server.e.err())
+	if p.n.run(time.Minute, func() bool { return p.client.e.Err() != nil || p.server != nil && p.server.e.Err() != nil }) {
+		t.Fatalf("live idle connection failed: %v %v", p.client.e.Err(), p.server.e.Err())
 	}
 	pings := p.client.sentPkts
 	t.Logf("a minute idle: client sent %d packets, server %d", pings, p.server.sentPkts)
@@ -1343,12 +1343,12 @@ func TestSimKeepAlive(t *testing.T) {
 	// The server dies: the idle client notices within two keepalive periods.
 	died := p.n.now
 	p.kill(p.b, nil)
-	if !p.n.run(time.Minute, func() bool { return p.client.e.err() != nil }) {
+	if !p.n.run(time.Minute, func() bool { return p.client.e.Err() != nil }) {
 		t.Fatal("dead idle peer never noticed")
 	}
-	t.Logf("dead idle peer noticed after %v: %v", p.n.now-died, p.client.e.err())
-	if !errors.Is(p.client.e.err(), syscall.ETIMEDOUT) || p.n.now-died > 2*cfg.KeepAlive+time.Millisecond {
-		t.Fatalf("err %v after %v", p.client.e.err(), p.n.now-died)
+	t.Logf("dead idle peer noticed after %v: %v", p.n.now-died, p.client.e.Err())
+	if !errors.Is(p.client.e.Err(), ErrTimeout) || p.n.now-died > 2*cfg.KeepAlive+time.Millisecond {
+		t.Fatalf("err %v after %v", p.client.e.Err(), p.n.now-died)
 	}
 	// Without keepalive an idle connection never notices.
 	q := newSimPair(t, seed, defaultSimConfig())
@@ -1356,8 +1356,8 @@ func TestSimKeepAlive(t *testing.T) {
 	q.dial(defaultSimConfig())
 	q.n.run(time.Millisecond, nil)
 	q.kill(q.b, nil)
-	if q.n.run(10*time.Minute, func() bool { return q.client.e.err() != nil }) {
-		t.Fatalf("idle connection without keepalive failed: %v", q.client.e.err())
+	if q.n.run(10*time.Minute, func() bool { return q.client.e.Err() != nil }) {
+		t.Fatalf("idle connection without keepalive failed: %v", q.client.e.Err())
 	}
 }
 
@@ -1401,7 +1401,7 @@ func TestSimGarbage(t *testing.T) {
 			body := garbageBody(rng, c.e)
 			flags := uint16(0)
 			if rng.IntN(4) == 0 {
-				flags = streamFlagSYN
+				flags = FlagSYN
 			}
 			p.n.send(&simPacket{src: attacker, dst: dst, srcPort: uint16(rng.Uint32()), dstPort: 80, cid: cid, flags: flags, body: body})
 		}
@@ -1409,18 +1409,18 @@ func TestSimGarbage(t *testing.T) {
 	}
 	inject()
 	if !p.n.run(30*time.Second, func() bool { return p.client.finished() && p.server.finished() }) {
-		t.Fatalf("transfer incomplete under garbage: %v %v", p.client.e.err(), p.server.e.err())
+		t.Fatalf("transfer incomplete under garbage: %v %v", p.client.e.Err(), p.server.e.Err())
 	}
 	if !sameHash(p.client.sendHash, p.server.recvHash) || !sameHash(p.server.sendHash, p.client.recvHash) {
 		t.Fatal("data corrupted")
 	}
 	t.Logf("%d garbage packets; client dropped %d malformed, server %d; transfer done at %v",
-		sent, p.client.e.stats.malformed, p.server.e.stats.malformed, p.n.now)
+		sent, p.client.e.stats.Malformed, p.server.e.stats.Malformed, p.n.now)
 }
 
 // garbageBody makes a random body: bytes, or frames with random fields that
 // cannot touch the stream (offsets and packet numbers far out of range).
-func garbageBody(rng *rand.Rand, e *engine) []byte {
+func garbageBody(rng *rand.Rand, e *Engine) []byte {
 	b := make([]byte, 8+64+rng.IntN(200))
 	for i := range b {
 		b[i] = byte(rng.Uint32())
@@ -1542,7 +1542,7 @@ func TestSimHyStart(t *testing.T) {
 		}
 	}
 	p.n.run(500*time.Millisecond, nil)
-	in := p.client.e.info(p.n.wall())
+	in := p.client.e.Info(p.n.wall())
 	t.Logf("slow start ended at %v with cwnd %d (BDP %d); after 500 ms: %d packets lost, queue drops %d, srtt %v, cwnd %d, %.0f Mbit/s",
 		exitAt, exitCwnd, int(1e9/8*100e-6), in.PacketsLost, ab.queueDrops, in.SRTT, in.Cwnd, mbps(p.server.readN, p.n.now))
 	if exitAt == 0 || exitAt > 20*time.Millisecond || exitCwnd > 1<<20 {

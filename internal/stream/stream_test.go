@@ -1,10 +1,9 @@
-package myproto
+package stream
 
 import (
 	"bytes"
 	"errors"
 	"math/rand/v2"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -15,39 +14,44 @@ import (
 type testPair struct {
 	t    testing.TB
 	now  time.Time
-	jar  *cookieJar
-	c, s *engine
+	jar  *CookieJar
+	c, s *Engine
 	buf  []byte
 	out  []byte
 	sent [2]int // packets client→server, server→client
 	drop func(fromClient bool, body []byte) bool
 }
 
+// headerLen is the common myproto header that precedes every stream body
+// in a frame (the root package's wire.go): tests size packets for an MTU.
+const headerLen = 24
+
 var testMAC = [6]byte{2, 0, 0x5e, 0x10, 0, 9}
 
-func newTestPair(t testing.TB, ccfg, scfg engineConfig) *testPair {
+func newTestPair(t testing.TB, ccfg, scfg Config) *testPair {
 	t.Helper()
-	p := &testPair{t: t, now: simEpoch, jar: newCookieJar([]byte("test"), scfg), buf: make([]byte, 65536), out: make([]byte, 65536)}
-	p.c = newClientEngine(ccfg, 0xc11e47, p.now)
-	n, flags, dst := p.c.nextPacket(p.now, p.buf)
-	if n == 0 || flags != streamFlagSYN || dst != 0 {
+	p := &testPair{t: t, now: simEpoch, jar: NewCookieJar([]byte("test"), scfg), buf: make([]byte, 65536), out: make([]byte, 65536)}
+	ccfg, scfg = pooled(ccfg), pooled(scfg)
+	p.c = NewClient(ccfg, 0xc11e47, p.now)
+	n, flags, dst := p.c.NextPacket(p.now, p.buf)
+	if n == 0 || flags != FlagSYN || dst != 0 {
 		t.Fatalf("first packet: %d bytes, flags %x, to %x", n, flags, dst)
 	}
-	k, dst, ok := p.jar.respondSYN(p.now, testMAC, 1000, 80, p.buf[:n], p.out)
+	k, dst, ok := p.jar.RespondSYN(p.now, testMAC, 1000, 80, p.buf[:n], p.out)
 	if !ok || dst != 0xc11e47 {
 		t.Fatal("no SYN-ACK")
 	}
-	p.c.receive(p.now, 0, p.out[:k])
-	if !p.c.established() {
+	p.c.Receive(p.now, 0, p.out[:k])
+	if !p.c.Established() {
 		t.Fatal("client not established by the SYN-ACK")
 	}
-	n, _, scid := p.c.nextPacket(p.now, p.buf)
-	params, ok := p.jar.accept(p.now, testMAC, 1000, 80, scid, p.buf[:n])
+	n, _, scid := p.c.NextPacket(p.now, p.buf)
+	params, ok := p.jar.Accept(p.now, testMAC, 1000, 80, scid, p.buf[:n])
 	if !ok {
 		t.Fatal("third packet not accepted")
 	}
-	p.s = newServerEngine(scfg, scid, params, p.now)
-	p.s.receive(p.now, 0, p.buf[:n])
+	p.s = NewServer(scfg, scid, params, p.now)
+	p.s.Receive(p.now, 0, p.buf[:n])
 	p.flush()
 	return p
 }
@@ -65,10 +69,10 @@ func (p *testPair) flush() int {
 	}
 }
 
-func (p *testPair) pass(from, to *engine, fromClient bool) int {
+func (p *testPair) pass(from, to *Engine, fromClient bool) int {
 	k := 0
 	for {
-		n, _, _ := from.nextPacket(p.now, p.buf)
+		n, _, _ := from.NextPacket(p.now, p.buf)
 		if n == 0 {
 			return k
 		}
@@ -82,7 +86,7 @@ func (p *testPair) pass(from, to *engine, fromClient bool) int {
 			p.sent[1]++
 		}
 		if p.drop == nil || !p.drop(fromClient, p.buf[:n]) {
-			to.receive(p.now, 0, p.buf[:n])
+			to.Receive(p.now, 0, p.buf[:n])
 		}
 	}
 }
@@ -91,19 +95,19 @@ func (p *testPair) pass(from, to *engine, fromClient bool) int {
 // flushes.
 func (p *testPair) tick(d time.Duration) {
 	p.now = p.now.Add(d)
-	for _, e := range []*engine{p.c, p.s} {
-		if at := e.nextTimer(); !at.IsZero() && !at.After(p.now) {
-			e.onTimer(p.now)
+	for _, e := range []*Engine{p.c, p.s} {
+		if at := e.NextTimer(); !at.IsZero() && !at.After(p.now) {
+			e.OnTimer(p.now)
 		}
 	}
 	p.flush()
 }
 
-func readAll(e *engine) []byte {
+func readAll(e *Engine) []byte {
 	var out []byte
 	buf := make([]byte, 4096)
 	for {
-		n := e.read(buf)
+		n := e.Read(buf)
 		if n == 0 {
 			return out
 		}
@@ -112,16 +116,16 @@ func readAll(e *engine) []byte {
 }
 
 func TestEngineEcho(t *testing.T) {
-	p := newTestPair(t, engineConfig{NoDelay: true}, engineConfig{NoDelay: true})
-	if !p.s.established() || p.c.confirmPending {
+	p := newTestPair(t, Config{NoDelay: true}, Config{NoDelay: true})
+	if !p.s.Established() || p.c.confirmPending {
 		t.Fatal("handshake not complete")
 	}
 	msg := bytes.Repeat([]byte("0123456789"), 1000)
-	if n := p.c.write(msg); n != len(msg) {
+	if n := p.c.Write(msg); n != len(msg) {
 		t.Fatalf("wrote %d", n)
 	}
-	p.c.closeWrite()
-	if p.c.write([]byte("x")) != 0 || p.c.writable() != 0 {
+	p.c.CloseWrite()
+	if p.c.Write([]byte("x")) != 0 || p.c.Writable() != 0 {
 		t.Error("write after closeWrite accepted")
 	}
 	p.flush()
@@ -129,85 +133,85 @@ func TestEngineEcho(t *testing.T) {
 	if got := readAll(p.s); !bytes.Equal(got, msg) {
 		t.Fatalf("server read %d bytes", len(got))
 	}
-	if !p.s.eof() {
+	if !p.s.EOF() {
 		t.Fatal("no EOF after the client's FIN")
 	}
-	if p.s.info(p.now).State != "CLOSE-WAIT" || p.c.info(p.now).State != "FIN-WAIT-2" {
-		t.Errorf("states %s / %s", p.c.info(p.now).State, p.s.info(p.now).State)
+	if p.s.Info(p.now).State != "CLOSE-WAIT" || p.c.Info(p.now).State != "FIN-WAIT-2" {
+		t.Errorf("states %s / %s", p.c.Info(p.now).State, p.s.Info(p.now).State)
 	}
 	// The half-closed server still writes.
-	p.s.write([]byte("reply"))
-	if p.s.close() {
+	p.s.Write([]byte("reply"))
+	if p.s.Close() {
 		t.Fatal("close reset a connection with nothing unread")
 	}
 	p.flush()
 	p.tick(2 * time.Millisecond)
-	if got := readAll(p.c); string(got) != "reply" || !p.c.eof() {
-		t.Fatalf("client read %q, eof %v", got, p.c.eof())
+	if got := readAll(p.c); string(got) != "reply" || !p.c.EOF() {
+		t.Fatalf("client read %q, eof %v", got, p.c.EOF())
 	}
 	for range 10 {
 		p.tick(10 * time.Millisecond)
 	}
-	if !p.c.done() || !p.s.done() || p.c.err() != nil || p.s.err() != nil {
-		t.Fatalf("after a clean close: done %v %v, err %v %v, states %s %s", p.c.done(), p.s.done(), p.c.err(), p.s.err(), p.c.stateName(), p.s.stateName())
+	if !p.c.Done() || !p.s.Done() || p.c.Err() != nil || p.s.Err() != nil {
+		t.Fatalf("after a clean close: done %v %v, err %v %v, states %s %s", p.c.Done(), p.s.Done(), p.c.Err(), p.s.Err(), p.c.stateName(), p.s.stateName())
 	}
 }
 
 // TestEngineDataAfterClose: data arriving after Close has no reader: the
 // connection is reset, as TCP does.
 func TestEngineDataAfterClose(t *testing.T) {
-	p := newTestPair(t, engineConfig{NoDelay: true}, engineConfig{NoDelay: true})
-	if p.c.close() {
+	p := newTestPair(t, Config{NoDelay: true}, Config{NoDelay: true})
+	if p.c.Close() {
 		t.Fatal("close with nothing unread reset")
 	}
 	p.flush()
 	p.tick(2 * time.Millisecond)
-	if !p.s.eof() || p.c.err() != nil {
-		t.Fatalf("server eof %v, client err %v", p.s.eof(), p.c.err())
+	if !p.s.EOF() || p.c.Err() != nil {
+		t.Fatalf("server eof %v, client err %v", p.s.EOF(), p.c.Err())
 	}
-	p.s.write([]byte("too late"))
+	p.s.Write([]byte("too late"))
 	p.flush()
-	if !errors.Is(p.s.err(), syscall.ECONNRESET) {
-		t.Fatalf("server err %v after writing to a closed peer", p.s.err())
+	if !errors.Is(p.s.Err(), ErrReset) {
+		t.Fatalf("server err %v after writing to a closed peer", p.s.Err())
 	}
 }
 
 // TestEngineSimultaneousClose: both ends close at once with nothing in
 // flight.
 func TestEngineSimultaneousClose(t *testing.T) {
-	p := newTestPair(t, engineConfig{NoDelay: true}, engineConfig{NoDelay: true})
-	p.c.close()
-	p.s.close()
+	p := newTestPair(t, Config{NoDelay: true}, Config{NoDelay: true})
+	p.c.Close()
+	p.s.Close()
 	p.flush()
-	if p.c.info(p.now).State != "TIME-WAIT" || p.s.info(p.now).State != "TIME-WAIT" {
-		t.Fatalf("states %s %s", p.c.info(p.now).State, p.s.info(p.now).State)
+	if p.c.Info(p.now).State != "TIME-WAIT" || p.s.Info(p.now).State != "TIME-WAIT" {
+		t.Fatalf("states %s %s", p.c.Info(p.now).State, p.s.Info(p.now).State)
 	}
 	p.tick(time.Second)
-	if !p.c.done() || !p.s.done() || p.c.err() != nil || p.s.err() != nil || !p.c.eof() || !p.s.eof() {
-		t.Fatalf("done %v %v err %v %v", p.c.done(), p.s.done(), p.c.err(), p.s.err())
+	if !p.c.Done() || !p.s.Done() || p.c.Err() != nil || p.s.Err() != nil || !p.c.EOF() || !p.s.EOF() {
+		t.Fatalf("done %v %v err %v %v", p.c.Done(), p.s.Done(), p.c.Err(), p.s.Err())
 	}
 }
 
 func TestEngineAbort(t *testing.T) {
-	p := newTestPair(t, engineConfig{NoDelay: true}, engineConfig{NoDelay: true})
-	p.s.write([]byte("hello"))
+	p := newTestPair(t, Config{NoDelay: true}, Config{NoDelay: true})
+	p.s.Write([]byte("hello"))
 	p.flush()
-	p.c.abort()
+	p.c.Abort()
 	p.flush()
-	if !errors.Is(p.s.err(), syscall.ECONNRESET) {
-		t.Fatalf("server err %v", p.s.err())
+	if !errors.Is(p.s.Err(), ErrReset) {
+		t.Fatalf("server err %v", p.s.Err())
 	}
-	if p.c.err() != nil {
-		t.Errorf("aborting side has err %v", p.c.err())
+	if p.c.Err() != nil {
+		t.Errorf("aborting side has err %v", p.c.Err())
 	}
-	if p.s.write([]byte("x")) != 0 {
+	if p.s.Write([]byte("x")) != 0 {
 		t.Error("write after reset accepted")
 	}
-	if p.c.done() {
+	if p.c.Done() {
 		t.Error("aborted engine done before its linger")
 	}
 	p.tick(time.Second)
-	if !p.c.done() || !p.s.done() {
+	if !p.c.Done() || !p.s.Done() {
 		t.Error("not done after reset")
 	}
 }
@@ -215,7 +219,7 @@ func TestEngineAbort(t *testing.T) {
 // TestEngineResetLinger: when the RST is lost, the peer's next packet gets
 // another.
 func TestEngineResetLinger(t *testing.T) {
-	p := newTestPair(t, engineConfig{NoDelay: true}, engineConfig{NoDelay: true})
+	p := newTestPair(t, Config{NoDelay: true}, Config{NoDelay: true})
 	dropped := 0
 	p.drop = func(fromClient bool, body []byte) bool {
 		var pv packetView
@@ -225,30 +229,30 @@ func TestEngineResetLinger(t *testing.T) {
 		}
 		return false
 	}
-	p.c.abort()
+	p.c.Abort()
 	p.flush()
-	if p.s.err() != nil || dropped != 1 {
-		t.Fatalf("RST not dropped: %v, %d dropped", p.s.err(), dropped)
+	if p.s.Err() != nil || dropped != 1 {
+		t.Fatalf("RST not dropped: %v, %d dropped", p.s.Err(), dropped)
 	}
 	p.drop = nil
-	p.s.write([]byte("anyone there?"))
+	p.s.Write([]byte("anyone there?"))
 	p.tick(2 * time.Millisecond)
-	if !errors.Is(p.s.err(), syscall.ECONNRESET) {
-		t.Fatalf("server err %v after writing to a reset peer", p.s.err())
+	if !errors.Is(p.s.Err(), ErrReset) {
+		t.Fatalf("server err %v after writing to a reset peer", p.s.Err())
 	}
 }
 
 func TestEngineNagle(t *testing.T) {
 	for _, noDelay := range []bool{false, true} {
-		p := newTestPair(t, engineConfig{NoDelay: !noDelay}, engineConfig{NoDelay: true})
-		p.c.setNoDelay(noDelay) // as TCPConn.SetNoDelay after dialing
-		p.c.write([]byte("a"))
-		if n, _, _ := p.c.nextPacket(p.now, p.buf); n == 0 {
+		p := newTestPair(t, Config{NoDelay: !noDelay}, Config{NoDelay: true})
+		p.c.SetNoDelay(noDelay) // as TCPConn.SetNoDelay after dialing
+		p.c.Write([]byte("a"))
+		if n, _, _ := p.c.NextPacket(p.now, p.buf); n == 0 {
 			t.Fatalf("NoDelay %v: first small write held", noDelay)
 		}
 		// The first packet is in flight, unacknowledged.
-		p.c.write([]byte("b"))
-		n, _, _ := p.c.nextPacket(p.now, p.buf)
+		p.c.Write([]byte("b"))
+		n, _, _ := p.c.NextPacket(p.now, p.buf)
 		if noDelay && n == 0 {
 			t.Fatal("NoDelay: second small write held")
 		}
@@ -258,13 +262,13 @@ func TestEngineNagle(t *testing.T) {
 		if !noDelay {
 			// A full segment goes at once, and the held byte with it.
 			big := make([]byte, 4000)
-			p.c.write(big)
-			if n, _, _ := p.c.nextPacket(p.now, p.buf); n < p.c.segSize() {
+			p.c.Write(big)
+			if n, _, _ := p.c.NextPacket(p.now, p.buf); n < p.c.segSize() {
 				t.Fatalf("Nagle held a full segment (%d)", n)
 			}
 			// The small tail waits until the ACK.
 			for {
-				n, _, _ := p.c.nextPacket(p.now, p.buf)
+				n, _, _ := p.c.NextPacket(p.now, p.buf)
 				if n == 0 {
 					break
 				}
@@ -273,8 +277,8 @@ func TestEngineNagle(t *testing.T) {
 				}
 			}
 			// A FIN is never held.
-			p.c.closeWrite()
-			if n, _, _ := p.c.nextPacket(p.now, p.buf); n == 0 {
+			p.c.CloseWrite()
+			if n, _, _ := p.c.NextPacket(p.now, p.buf); n == 0 {
 				t.Fatal("Nagle held the last segment with FIN")
 			}
 		}
@@ -285,7 +289,7 @@ func TestEngineNagle(t *testing.T) {
 // window, one-byte segments with holes, a FIN contradicting the data, ACKs
 // for packets never sent. Memory stays bounded and nothing breaks.
 func TestEngineHostilePeer(t *testing.T) {
-	cfg := engineConfig{NoDelay: true, RecvBuffer: 64 << 10}
+	cfg := Config{NoDelay: true, RecvBuffer: 64 << 10}
 	p := newTestPair(t, cfg, cfg)
 	s := p.s
 	pn := p.c.nextPN + 100
@@ -294,7 +298,7 @@ func TestEngineHostilePeer(t *testing.T) {
 		n := putPN(b, pn)
 		pn++
 		n += build(b[n:])
-		s.receive(p.now, 0, b[:n])
+		s.Receive(p.now, 0, b[:n])
 	}
 	stream := func(off uint64, data []byte, fin bool) {
 		send(func(b []byte) int {
@@ -305,8 +309,8 @@ func TestEngineHostilePeer(t *testing.T) {
 	// Beyond the advertised window: dropped.
 	stream(s.rcvMaxAdv, []byte("x"), false)
 	stream(1<<40, []byte("x"), false)
-	if s.rbuf.buffered() != 0 || s.stats.flowViolations != 2 {
-		t.Fatalf("data beyond the window kept: %d bytes, %d violations", s.rbuf.buffered(), s.stats.flowViolations)
+	if s.rbuf.buffered() != 0 || s.stats.FlowViolations != 2 {
+		t.Fatalf("data beyond the window kept: %d bytes, %d violations", s.rbuf.buffered(), s.stats.FlowViolations)
 	}
 	// One byte every other offset: the reassembly ranges stay bounded.
 	for off := uint64(1); off < 60<<10; off += 2 {
@@ -315,7 +319,7 @@ func TestEngineHostilePeer(t *testing.T) {
 	if len(s.rbuf.have.r) > s.rbuf.maxRange {
 		t.Fatalf("%d reassembly ranges", len(s.rbuf.have.r))
 	}
-	if held := s.rbuf.ring.held * streamChunkSize; held > cfg.RecvBuffer+2*streamChunkSize {
+	if held := s.rbuf.ring.held * chunkSize; held > cfg.RecvBuffer+2*chunkSize {
 		t.Fatalf("receiver holds %d bytes of chunks", held)
 	}
 	// A FIN below data already received is refused.
@@ -416,7 +420,7 @@ func TestRecvBufferReassembly(t *testing.T) {
 	for i := range data {
 		data[i] = byte(rng.Uint32())
 	}
-	b := newRecvBuffer(window)
+	b := newRecvBuffer(window, testChunks)
 	var got []byte
 	buf := make([]byte, 7000)
 	for b.readOff < size {
@@ -448,7 +452,7 @@ func TestRecvBufferReassembly(t *testing.T) {
 }
 
 func TestSendBufferBounded(t *testing.T) {
-	b := newSendBuffer(100_000)
+	b := newSendBuffer(100_000, testChunks)
 	p := make([]byte, 30_000)
 	total := 0
 	for range 10 {
@@ -457,7 +461,7 @@ func TestSendBufferBounded(t *testing.T) {
 	if total != 100_000 || b.free() != 0 {
 		t.Fatalf("wrote %d, free %d", total, b.free())
 	}
-	if b.ring.held*streamChunkSize > 100_000+streamChunkSize {
+	if b.ring.held*chunkSize > 100_000+chunkSize {
 		t.Fatalf("%d chunks", b.ring.held)
 	}
 	b.ackTo(50_000)
@@ -596,9 +600,9 @@ func TestHyStartExit(t *testing.T) {
 
 // steadyTransfer moves one 64 KiB write through a test pair, with the ACKs.
 func steadyTransfer(p *testPair, data, rbuf []byte) {
-	p.c.write(data)
+	p.c.Write(data)
 	p.flush()
-	for p.s.read(rbuf) > 0 {
+	for p.s.Read(rbuf) > 0 {
 	}
 	p.tick(time.Millisecond)
 }
@@ -606,7 +610,7 @@ func steadyTransfer(p *testPair, data, rbuf []byte) {
 // TestEngineNoAllocs: once warm, moving data allocates nothing: not the
 // packets, the ACKs, the buffers nor the bookkeeping.
 func TestEngineNoAllocs(t *testing.T) {
-	p := newTestPair(t, engineConfig{NoDelay: true}, engineConfig{NoDelay: true})
+	p := newTestPair(t, Config{NoDelay: true}, Config{NoDelay: true})
 	data := make([]byte, 64<<10)
 	rbuf := make([]byte, 64<<10)
 	for range 200 {
@@ -619,11 +623,11 @@ func TestEngineNoAllocs(t *testing.T) {
 	if allocs > 0 && !raceEnabled { // the race detector's sync.Pool drops items on purpose
 		t.Errorf("steady-state transfer allocates %.2f times per 64 KiB", allocs)
 	}
-	if got := p.s.info(p.now).BytesReceived; got != 301*64<<10 {
+	if got := p.s.Info(p.now).BytesReceived; got != 301*64<<10 {
 		t.Fatalf("received %d", got)
 	}
 	// Idle, with everything acknowledged and read: no chunk is held.
-	if c, s := p.c.info(p.now).MemoryHeld, p.s.info(p.now).MemoryHeld; c != 0 || s != 0 {
+	if c, s := p.c.Info(p.now).MemoryHeld, p.s.Info(p.now).MemoryHeld; c != 0 || s != 0 {
 		t.Errorf("idle connection holds %d and %d bytes of buffers", c, s)
 	}
 }
@@ -633,7 +637,7 @@ func TestEngineNoAllocs(t *testing.T) {
 func BenchmarkEngineTransfer(b *testing.B) {
 	for _, mtu := range []int{1500, 9000} {
 		b.Run(itoaMTU(mtu), func(b *testing.B) {
-			cfg := engineConfig{NoDelay: true, MaxPacket: mtu - headerLen}
+			cfg := Config{NoDelay: true, MaxPacket: mtu - headerLen}
 			p := newTestPair(b, cfg, cfg)
 			data := make([]byte, 64<<10)
 			rbuf := make([]byte, 64<<10)
@@ -663,7 +667,7 @@ func itoaMTU(m int) string {
 // BenchmarkEngineLossy measures the engines with 2% loss: loss detection,
 // SACK and retransmission on the hot path.
 func BenchmarkEngineLossy(b *testing.B) {
-	cfg := engineConfig{NoDelay: true}
+	cfg := Config{NoDelay: true}
 	p := newTestPair(b, cfg, cfg)
 	rng := rand.New(rand.NewPCG(1, 1))
 	p.drop = func(bool, []byte) bool { return rng.IntN(50) == 0 }
@@ -673,9 +677,9 @@ func BenchmarkEngineLossy(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		steadyTransfer(p, data, rbuf)
-		for p.c.writable() < len(data) {
+		for p.c.Writable() < len(data) {
 			p.tick(time.Millisecond)
-			for p.s.read(rbuf) > 0 {
+			for p.s.Read(rbuf) > 0 {
 			}
 		}
 	}
@@ -704,21 +708,21 @@ func FuzzEngineReceive(f *testing.F) {
 		f.Add(s, uint8(0))
 	}
 	f.Fuzz(func(t *testing.T, body []byte, which uint8) {
-		p := newTestPair(t, engineConfig{NoDelay: true, RecvBuffer: 64 << 10, SendBuffer: 64 << 10}, engineConfig{NoDelay: true})
-		p.c.write(make([]byte, 10000))
-		p.c.nextPacket(p.now, p.buf) // one packet in flight, unacknowledged
+		p := newTestPair(t, Config{NoDelay: true, RecvBuffer: 64 << 10, SendBuffer: 64 << 10}, Config{NoDelay: true})
+		p.c.Write(make([]byte, 10000))
+		p.c.NextPacket(p.now, p.buf) // one packet in flight, unacknowledged
 		// Let the body look like a plausible packet number sometimes.
 		if which&1 != 0 && len(body) >= 8 {
 			body = bytes.Clone(body)
 			putPN(body, p.s.largestRcvd+uint64(which>>1))
 		}
-		syn := newClientEngine(engineConfig{}, 5, p.now)
-		syn.nextPacket(p.now, p.buf)
-		for _, e := range []*engine{p.c, p.s, syn} {
-			e.receive(p.now, 0, body)
+		syn := NewClient(Config{}, 5, p.now)
+		syn.NextPacket(p.now, p.buf)
+		for _, e := range []*Engine{p.c, p.s, syn} {
+			e.Receive(p.now, 0, body)
 			for range 3 {
 				for {
-					n, _, _ := e.nextPacket(p.now, p.buf)
+					n, _, _ := e.NextPacket(p.now, p.buf)
 					if n == 0 {
 						break
 					}
@@ -727,16 +731,16 @@ func FuzzEngineReceive(f *testing.F) {
 					}
 				}
 				p.now = p.now.Add(time.Second)
-				e.onTimer(p.now)
+				e.OnTimer(p.now)
 			}
 			if e.bytesInFlight < 0 || e.elicitInFlight < 0 || e.rbuf.buffered() > e.cfg.RecvBuffer {
 				t.Fatalf("invariants broken: %d %d %d", e.bytesInFlight, e.elicitInFlight, e.rbuf.buffered())
 			}
-			e.read(make([]byte, 100))
-			e.info(p.now)
+			e.Read(make([]byte, 100))
+			e.Info(p.now)
 		}
-		p.jar.accept(p.now, testMAC, 1, 2, 3, body)
-		p.jar.respondSYN(p.now, testMAC, 1, 2, body, p.out)
-		refuseSYN(body, p.out)
+		p.jar.Accept(p.now, testMAC, 1, 2, 3, body)
+		p.jar.RespondSYN(p.now, testMAC, 1, 2, body, p.out)
+		RefuseSYN(body, p.out)
 	})
 }

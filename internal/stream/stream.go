@@ -1,41 +1,49 @@
-package myproto
-
-import (
-	"math"
-	"syscall"
-	"time"
-)
-
-// The stream engine: one connection's protocol state (SPEC.md). It is pure
-// logic: no goroutines, no syscalls, no locks and no clock of its own. The
-// conn layer serialises calls with a mutex and drives it:
+// Package stream is myproto's stream transport engine (SPEC.md): an Engine
+// is one connection's protocol state, a CookieJar answers a listener's SYNs
+// without keeping state. It is pure logic: no goroutines, no syscalls, no
+// locks and no clock of its own; it imports neither os, syscall, net nor
+// sync (TestPure checks). The conn layer (the root package's Conn)
+// serialises calls with a mutex and drives an Engine:
 //
-//   - after receive, write, read, closeWrite, close, abort or onTimer, call
-//     nextPacket until it returns 0 and send the bodies as one batch;
-//   - arm a timer for nextTimer and call onTimer when it fires.
+//   - after Receive, Write, Read, CloseWrite, Close, Abort or OnTimer, call
+//     NextPacket until it returns 0 and send the bodies as one batch;
+//   - arm a timer for NextTimer and call OnTimer when it fires.
 //
 // Times are passed in; the engine keeps them as durations since an origin
 // of its own, so tests run it on a virtual clock.
+package stream
 
-// engineConfig configures a connection. Zero fields take defaults, except
+import (
+	"math"
+	"time"
+)
+
+// Config configures a connection. Zero fields take defaults, except
 // NoDelay: the conn layer sets it to true by default, as Go's TCP does.
-type engineConfig struct {
+type Config struct {
 	MaxPacket        int           // max stream body bytes per packet (MTU-24), ≥ 256; default 1476
 	SendBuffer       int           // bytes of unacknowledged+unsent data held, default 4 MiB
 	RecvBuffer       int           // max receive window / reassembly bytes, default 4 MiB (auto-tuned window grows up to this)
-	UserTimeout      time.Duration // data unacknowledged this long fails the connection (ETIMEDOUT); default 30s
+	UserTimeout      time.Duration // data unacknowledged this long fails the connection (ErrTimeout); default 30s
 	KeepAlive        time.Duration // idle time before a keepalive PING; 0 = off
 	NoDelay          bool          // send small writes at once; false: Nagle
-	HandshakeTimeout time.Duration // SYN-SENT gives up after this (ETIMEDOUT); default 20s
+	HandshakeTimeout time.Duration // SYN-SENT gives up after this (ErrTimeout); default 20s
+	Chunks           ChunkPool     // lends buffer memory; nil: the heap, without reuse
 }
 
+// Defaults for zero Config fields.
 const (
-	defaultMaxPacket        = 1500 - headerLen
-	defaultStreamBuffer     = 4 << 20
-	maxStreamBuffer         = 1 << 30
-	defaultUserTimeout      = 30 * time.Second
-	defaultHandshakeTimeout = 20 * time.Second
-	initialRecvWindow       = 256 << 10 // first Max Data; auto-tuning grows it up to RecvBuffer
+	// DefaultBuffer is the send and receive buffer size.
+	DefaultBuffer = 4 << 20
+	// DefaultHandshakeTimeout is how long SYN-SENT lasts before it fails.
+	DefaultHandshakeTimeout = 20 * time.Second
+)
+
+const (
+	defaultMaxPacket   = 1476 // a 1500-byte Ethernet MTU less the common myproto header
+	maxStreamBuffer    = 1 << 30
+	defaultUserTimeout = 30 * time.Second
+	initialRecvWindow  = 256 << 10 // first Max Data; auto-tuning grows it up to RecvBuffer
 
 	// SYNs are retransmitted after 200 ms, doubling up to 3.2 s. Before any
 	// RTT sample only the handshake is at stake; on one Ethernet segment a
@@ -53,17 +61,17 @@ const (
 	ackReserve        = 32 // bytes of each full packet kept for ACK and control frames
 )
 
-func (c engineConfig) withDefaults() engineConfig {
+func (c Config) withDefaults() Config {
 	if c.MaxPacket <= 0 {
 		c.MaxPacket = defaultMaxPacket
 	}
-	c.MaxPacket = min(max(c.MaxPacket, minMaxPacket), maxMaxPacket)
+	c.MaxPacket = min(max(c.MaxPacket, MinMaxPacket), maxMaxPacket)
 	if c.SendBuffer <= 0 {
-		c.SendBuffer = defaultStreamBuffer
+		c.SendBuffer = DefaultBuffer
 	}
 	c.SendBuffer = min(c.SendBuffer, maxStreamBuffer)
 	if c.RecvBuffer <= 0 {
-		c.RecvBuffer = defaultStreamBuffer
+		c.RecvBuffer = DefaultBuffer
 	}
 	c.RecvBuffer = min(c.RecvBuffer, maxStreamBuffer)
 	if c.UserTimeout <= 0 {
@@ -73,32 +81,35 @@ func (c engineConfig) withDefaults() engineConfig {
 		c.KeepAlive = 0
 	}
 	if c.HandshakeTimeout <= 0 {
-		c.HandshakeTimeout = defaultHandshakeTimeout
+		c.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if c.Chunks == nil {
+		c.Chunks = heapChunks{}
 	}
 	return c
 }
 
 // initialWindow is the Max Data a connection starts with.
-func (c engineConfig) initialWindow() int { return min(c.RecvBuffer, initialRecvWindow) }
+func (c Config) initialWindow() int { return min(c.RecvBuffer, initialRecvWindow) }
 
-type engineState uint8
+type connState uint8
 
 const (
-	_ engineState = iota
+	_ connState = iota
 	stateSynSent
-	stateEstablished // including the closing states: see info for the TCP name
+	stateEstablished // including the closing states: see Info for the TCP name
 	stateClosed      // terminal; may still linger (lingerUntil) to answer stray packets
 )
 
-// engine is one connection. See the file comment for how it is driven.
-type engine struct {
-	cfg      engineConfig
+// An Engine is one connection. See the package comment for how it is driven.
+type Engine struct {
+	cfg      Config
 	t0       time.Time // origin of the engine's clock; every internal time is > 0
-	state    engineState
+	state    connState
 	client   bool
 	localCID uint64
 	peerCID  uint64
-	failure  error // what err returns
+	failure  error // what Err returns
 
 	// Handshake.
 	synNext        time.Duration // when the next SYN goes out (client, SYN-SENT)
@@ -180,22 +191,27 @@ type engine struct {
 	lastReset    time.Duration
 	lingerUntil  time.Duration // closed engine answers stray packets with RST until then
 
-	stats engineStats
+	stats Stats
 	pv    packetView // scratch for receive
 }
 
-// engineStats are cumulative counters.
-type engineStats struct {
-	bytesSent, bytesRetx, bytesRecv             uint64
-	packetsSent, packetsRecv, packetsRetx       uint64
-	packetsLost, spurious, ptos, persistent     uint64
-	undos, challengeAcks                        uint64
-	dups, malformed, flowViolations, challenges uint64
+// Stats are an engine's cumulative counters (Engine.Stats); Info reports
+// the first nine. Persistent counts persistent congestion, Undos window cuts
+// undone as spurious, Dups duplicate packets, Malformed bodies dropped as
+// malformed or implausible (blind guesses), FlowViolations stream data
+// beyond the window or the final size, Challenges resets not believed and
+// ChallengeAcks the challenge ACKs sent for them.
+type Stats struct {
+	BytesSent, BytesRetx, BytesRecv             uint64
+	PacketsSent, PacketsRecv, PacketsRetx       uint64
+	PacketsLost, Spurious, PTOs, Persistent     uint64
+	Undos, ChallengeAcks                        uint64
+	Dups, Malformed, FlowViolations, Challenges uint64
 }
 
-// newClientEngine returns an engine in SYN-SENT; its first nextPacket is the
+// NewClient returns an engine in SYN-SENT; its first NextPacket is the
 // SYN. localCID (random, non-zero) is where the server will send.
-func newClientEngine(cfg engineConfig, localCID uint64, now time.Time) *engine {
+func NewClient(cfg Config, localCID uint64, now time.Time) *Engine {
 	e := newEngine(cfg, localCID, now)
 	e.client = true
 	e.state = stateSynSent
@@ -208,10 +224,10 @@ func newClientEngine(cfg engineConfig, localCID uint64, now time.Time) *engine {
 	return e
 }
 
-// newServerEngine returns an established engine for a connection whose
-// cookie (localCID) cookieJar.accept verified; the caller then passes the
-// packet that carried the confirmation to receive.
-func newServerEngine(cfg engineConfig, localCID uint64, p handshakeParams, now time.Time) *engine {
+// NewServer returns an established engine for a connection whose
+// cookie (localCID) CookieJar.Accept verified; the caller then passes the
+// packet that carried the confirmation to Receive.
+func NewServer(cfg Config, localCID uint64, p HandshakeParams, now time.Time) *Engine {
 	e := newEngine(cfg, localCID, now)
 	e.firstPN = initialPN(localCID) // the stateless SYN-ACK's
 	e.nextPN = e.firstPN + 1
@@ -229,14 +245,14 @@ func newServerEngine(cfg engineConfig, localCID uint64, p handshakeParams, now t
 	return e
 }
 
-func newEngine(cfg engineConfig, localCID uint64, now time.Time) *engine {
+func newEngine(cfg Config, localCID uint64, now time.Time) *Engine {
 	cfg = cfg.withDefaults()
-	e := &engine{
+	e := &Engine{
 		cfg:          cfg,
 		t0:           now.Add(-time.Second),
 		localCID:     localCID,
-		sbuf:         newSendBuffer(cfg.SendBuffer),
-		rbuf:         newRecvBuffer(cfg.RecvBuffer),
+		sbuf:         newSendBuffer(cfg.SendBuffer, cfg.Chunks),
+		rbuf:         newRecvBuffer(cfg.RecvBuffer, cfg.Chunks),
 		rcvWindow:    uint64(cfg.initialWindow()),
 		rcvMaxAdv:    uint64(cfg.initialWindow()),
 		blockedSent:  noLimit,
@@ -247,16 +263,16 @@ func newEngine(cfg engineConfig, localCID uint64, now time.Time) *engine {
 }
 
 // establish finishes the handshake on either side.
-func (e *engine) establish(t time.Duration, peerMaxPacket int) {
+func (e *Engine) establish(t time.Duration, peerMaxPacket int) {
 	e.state = stateEstablished
-	e.sendMax = min(e.cfg.MaxPacket, max(peerMaxPacket, minMaxPacket))
+	e.sendMax = min(e.cfg.MaxPacket, max(peerMaxPacket, MinMaxPacket))
 	e.cc = newNewReno(e.sendMax)
 	e.lastRecv = t
 	e.epochStart = t
 }
 
 // clock converts a caller's time to the engine's.
-func (e *engine) clock(now time.Time) time.Duration {
+func (e *Engine) clock(now time.Time) time.Duration {
 	d := now.Sub(e.t0)
 	if d < 1 {
 		d = 1
@@ -264,54 +280,54 @@ func (e *engine) clock(now time.Time) time.Duration {
 	return d
 }
 
-func (e *engine) wall(d time.Duration) time.Time { return e.t0.Add(d) }
+func (e *Engine) wall(d time.Duration) time.Time { return e.t0.Add(d) }
 
 // ---- Application side ------------------------------------------------------
 
-// write copies as much of p as the send buffer has room for and returns how
-// much it took: 0 when full, or when the write side is closed or failed.
-func (e *engine) write(p []byte) int {
+// Write copies as much of p as the send buffer has room for and returns how
+// much it took: 0 when full, or when the Write side is closed or failed.
+func (e *Engine) Write(p []byte) int {
 	if e.finQueued || e.state == stateClosed {
 		return 0
 	}
 	return e.sbuf.write(p)
 }
 
-// writable is how many bytes write would take now.
-func (e *engine) writable() int {
+// Writable is how many bytes Write would take now.
+func (e *Engine) Writable() int {
 	if e.finQueued || e.state == stateClosed {
 		return 0
 	}
 	return e.sbuf.free()
 }
 
-// read copies in-order received bytes into p. Reading frees window; the
-// conn layer calls nextPacket afterwards so a window update can go out.
-func (e *engine) read(p []byte) int {
+// Read copies in-order received bytes into p. Reading frees window; the
+// conn layer calls NextPacket afterwards so a window update can go out.
+func (e *Engine) Read(p []byte) int {
 	return e.rbuf.read(p)
 }
 
-// readable is how many bytes read would return now.
-func (e *engine) readable() int { return e.rbuf.readable() }
+// Readable is how many bytes Read would return now.
+func (e *Engine) Readable() int { return e.rbuf.readable() }
 
-// eof reports whether the peer's FIN has been reached by the reader.
-func (e *engine) eof() bool { return e.peerFin && e.rbuf.readOff == e.peerFinOff }
+// EOF reports whether the peer's FIN has been reached by the reader.
+func (e *Engine) EOF() bool { return e.peerFin && e.rbuf.readOff == e.peerFinOff }
 
-// established reports whether the handshake completed (and the connection
+// Established reports whether the handshake completed (and the connection
 // has not failed before it did).
-func (e *engine) established() bool {
+func (e *Engine) Established() bool {
 	return e.state == stateEstablished || (e.state == stateClosed && e.cc != nil)
 }
 
-// err is the connection's failure, sticky: a syscall.Errno (ECONNREFUSED,
-// ECONNRESET or ETIMEDOUT) so errors.Is works on the conn layer's wrapping.
-// A reader should still drain readable() first: data that arrived in order
+// Err is the connection's failure, sticky: ErrRefused, ErrReset or
+// ErrTimeout, or the error passed to Fail.
+// A reader should still drain Readable() first: data that arrived in order
 // before a reset is delivered before the error.
-func (e *engine) err() error { return e.failure }
+func (e *Engine) Err() error { return e.failure }
 
-// closeWrite queues our FIN after the data written so far (shutdown(2)
+// CloseWrite queues our FIN after the data written so far (shutdown(2)
 // SHUT_WR).
-func (e *engine) closeWrite() {
+func (e *Engine) CloseWrite() {
 	if e.finQueued || e.state == stateClosed {
 		return
 	}
@@ -319,11 +335,11 @@ func (e *engine) closeWrite() {
 	e.finOff = e.sbuf.end
 }
 
-// close is Close: if received data is unread (or arrives later) the
+// Close is the application closing the connection: if received data is unread (or arrives later) the
 // connection is reset, as TCP does; otherwise our FIN follows the queued data
 // and the engine lingers until it is acknowledged and the peer's FIN came, or
 // UserTimeout passes. reset reports whether a RST was sent.
-func (e *engine) close() (reset bool) {
+func (e *Engine) Close() (reset bool) {
 	if e.state == stateClosed {
 		return false
 	}
@@ -336,16 +352,16 @@ func (e *engine) close() (reset bool) {
 	}
 	e.appClosed = true
 	if e.rbuf.buffered() > 0 {
-		e.abort()
+		e.Abort()
 		return true
 	}
-	e.closeWrite()
+	e.CloseWrite()
 	return false
 }
 
-// abort resets the connection now (SO_LINGER 0): a RST goes out and every
+// Abort resets the connection now (SO_LINGER 0): a RST goes out and every
 // buffer is freed.
-func (e *engine) abort() {
+func (e *Engine) Abort() {
 	switch e.state {
 	case stateSynSent:
 		e.state = stateClosed
@@ -358,16 +374,17 @@ func (e *engine) abort() {
 	}
 }
 
-// done reports whether the engine is finished: closed, and not lingering to
+// Done reports whether the engine is finished: closed, and not lingering to
 // answer stray packets. The conn layer may forget it once the application
 // has closed too.
-func (e *engine) done() bool {
+func (e *Engine) Done() bool {
 	return e.state == stateClosed && !e.resetPending && e.lingerUntil == 0
 }
 
-// fail ends the connection with err (a syscall.Errno). In-order received
-// data stays readable; everything else is dropped.
-func (e *engine) fail(err error) {
+// Fail ends the connection with err (the conn layer's own, such as its
+// interface going down), which Err then returns. In-order received data
+// stays readable; everything else is dropped.
+func (e *Engine) Fail(err error) {
 	if e.state == stateClosed {
 		return
 	}
@@ -381,13 +398,13 @@ func (e *engine) fail(err error) {
 
 // ---- Receiving -------------------------------------------------------------
 
-// receive processes one received typeStream body (already CRC-checked and
+// Receive processes one received typeStream body (already CRC-checked and
 // demultiplexed by connection ID). flags is the header's; nothing depends on
 // it. Malformed bodies are dropped whole.
-func (e *engine) receive(now time.Time, flags uint16, body []byte) {
+func (e *Engine) Receive(now time.Time, flags uint16, body []byte) {
 	pv := &e.pv
 	if !parsePacket(body, pv) {
-		e.stats.malformed++
+		e.stats.Malformed++
 		return
 	}
 	t := e.clock(now)
@@ -406,18 +423,18 @@ func (e *engine) receive(now time.Time, flags uint16, body []byte) {
 	// Packet numbers far from those seen, either way, are a blind guess
 	// (RFC 5961's in-window check): nothing in the packet is believed.
 	if e.haveRcvd && (pn > e.largestRcvd+maxPNJump || pn+maxPNJump < e.largestRcvd) {
-		e.stats.malformed++
+		e.stats.Malformed++
 		return
 	}
 	// So is a packet acknowledging packets we never sent. It must not be
 	// recorded either: our ACKs would then report a number the peer never
 	// used, and it would rightly ignore them all.
 	if pv.hasAck && !e.ackPlausible(&pv.ack) {
-		e.stats.malformed++
+		e.stats.Malformed++
 		return
 	}
 	if pn >= e.rcvdFloor && e.rcvd.contains(pn) {
-		e.stats.dups++
+		e.stats.Dups++
 		if pv.elicit {
 			e.ackImmediate = true // our ACK may have been lost
 			e.notePending(t)
@@ -428,7 +445,7 @@ func (e *engine) receive(now time.Time, flags uint16, body []byte) {
 		e.onReset(t, pv.proof)
 		return
 	}
-	e.stats.packetsRecv++
+	e.stats.PacketsRecv++
 	e.lastRecv = t
 	e.kaProbeAt = 0
 	// Only a server with state for us sends anything but a SYN-ACK.
@@ -463,7 +480,7 @@ func (e *engine) receive(now time.Time, flags uint16, body []byte) {
 }
 
 // notePacket records a received packet number for ACKs.
-func (e *engine) notePacket(t time.Duration, pn uint64, elicit bool) {
+func (e *Engine) notePacket(t time.Duration, pn uint64, elicit bool) {
 	if e.haveRcvd && pn != e.largestRcvd+1 && elicit {
 		e.ackImmediate = true // reordering or loss: tell the sender now
 	}
@@ -483,7 +500,7 @@ func (e *engine) notePacket(t time.Duration, pn uint64, elicit bool) {
 	}
 }
 
-func (e *engine) notePending(t time.Duration) {
+func (e *Engine) notePending(t time.Duration) {
 	e.ackEliciting++
 	if e.ackDeadline == 0 {
 		e.ackDeadline = t + maxAckDelay
@@ -491,15 +508,15 @@ func (e *engine) notePending(t time.Duration) {
 }
 
 // receiveSynSent handles the SYN-ACK (or a refusal) of our SYN.
-func (e *engine) receiveSynSent(t time.Duration, pv *packetView) {
+func (e *Engine) receiveSynSent(t time.Duration, pv *packetView) {
 	if pv.hasReset {
 		// Refused: believed only if it echoes one of our SYNs.
 		if pv.proof >= e.firstPN && pv.proof < e.nextPN {
-			e.fail(syscall.ECONNREFUSED)
+			e.Fail(ErrRefused)
 		}
 		return
 	}
-	if !pv.hasSA || !pv.hasAck || pv.synAck.cid == 0 || int(pv.synAck.maxPacket) < minMaxPacket {
+	if !pv.hasSA || !pv.hasAck || pv.synAck.cid == 0 || int(pv.synAck.maxPacket) < MinMaxPacket {
 		return
 	}
 	// The SYN-ACK must acknowledge one of our SYNs; the newest one it
@@ -537,7 +554,7 @@ func (e *engine) receiveSynSent(t time.Duration, pv *packetView) {
 
 // receiveClosed answers a packet that reaches a closed engine still
 // lingering after it sent a RST: the peer has not seen it, so say it again.
-func (e *engine) receiveClosed(t time.Duration, pv *packetView) {
+func (e *Engine) receiveClosed(t time.Duration, pv *packetView) {
 	if e.lingerUntil == 0 || pv.hasReset {
 		return
 	}
@@ -555,16 +572,16 @@ func (e *engine) receiveClosed(t time.Duration, pv *packetView) {
 // attacker must guess a number within the packets in flight). Otherwise a
 // challenge ACK, rate-limited per connection, tells a genuine peer that lost
 // its state where we are.
-func (e *engine) onReset(t time.Duration, proof uint64) {
+func (e *Engine) onReset(t time.Duration, proof uint64) {
 	floor := e.firstPN
 	if e.haveAcked {
 		floor = e.largestAcked
 	}
 	if proof >= floor && proof < e.nextPN {
-		e.fail(syscall.ECONNRESET)
+		e.Fail(ErrReset)
 		return
 	}
-	e.stats.challenges++
+	e.stats.Challenges++
 	if e.challengeAt == 0 || t-e.challengeAt >= challengeInterval {
 		e.challenge = true
 		e.challengeAt = t
@@ -572,11 +589,11 @@ func (e *engine) onReset(t time.Duration, proof uint64) {
 }
 
 // onStream takes a STREAM frame.
-func (e *engine) onStream(t time.Duration, f *wireFrame) {
+func (e *Engine) onStream(t time.Duration, f *wireFrame) {
 	off, end := f.value, f.value+uint64(len(f.data))
 	if f.fin {
 		if (e.peerFin && end != e.peerFinOff) || (!e.peerFin && end < e.rbuf.highest()) {
-			e.stats.flowViolations++
+			e.stats.FlowViolations++
 			return // contradicts what we know of the final size
 		}
 		if !e.peerFin {
@@ -584,12 +601,12 @@ func (e *engine) onStream(t time.Duration, f *wireFrame) {
 		}
 		e.ackImmediate = true
 	} else if e.peerFin && end > e.peerFinOff {
-		e.stats.flowViolations++
+		e.stats.FlowViolations++
 		return
 	}
 	hi := min(end, e.rcvMaxAdv)
 	if end > e.rcvMaxAdv {
-		e.stats.flowViolations++ // beyond the window we gave: dropped
+		e.stats.FlowViolations++ // beyond the window we gave: dropped
 	}
 	if off >= hi {
 		return
@@ -598,16 +615,16 @@ func (e *engine) onStream(t time.Duration, f *wireFrame) {
 		e.ackImmediate = true // out of order, or filling a hole
 	}
 	fresh, _ := e.rbuf.insert(off, f.data[:hi-off])
-	e.stats.bytesRecv += uint64(fresh)
+	e.stats.BytesRecv += uint64(fresh)
 	if fresh > 0 && e.appClosed {
-		e.abort() // data nobody will read: reset, as TCP does after close
+		e.Abort() // data nobody will read: reset, as TCP does after close
 	}
 }
 
 // onDataBlocked answers the peer's DATA_BLOCKED: it is stuck at limit. We
 // re-send Max Data (it may have lost our last one) and, if our reader has
 // drained everything, the window was what held it back, so it grows.
-func (e *engine) onDataBlocked(t time.Duration, limit uint64) {
+func (e *Engine) onDataBlocked(t time.Duration, limit uint64) {
 	e.maxDataPending = true
 	e.ackImmediate = true
 	if limit >= e.rcvMaxAdv && e.rbuf.buffered() == 0 && e.rcvWindow < uint64(e.cfg.RecvBuffer) {
@@ -620,7 +637,7 @@ func (e *engine) onDataBlocked(t time.Duration, limit uint64) {
 // of the window can be granted again, auto-tuning first doubles the window
 // (up to RecvBuffer) if the last one lasted less than two RTTs' worth of
 // consumption, as quic-go does.
-func (e *engine) updateWindow(t time.Duration) {
+func (e *Engine) updateWindow(t time.Duration) {
 	if e.appClosed || e.peerFin {
 		return
 	}
@@ -643,7 +660,7 @@ func (e *engine) updateWindow(t time.Duration) {
 // maybeFinish moves a connection whose both directions are done into
 // TIME-WAIT (a few probe timeouts to acknowledge a retransmitted FIN), and
 // notices the end of an orphaned FIN-WAIT-2.
-func (e *engine) maybeFinish(t time.Duration) {
+func (e *Engine) maybeFinish(t time.Duration) {
 	if e.state != stateEstablished {
 		return
 	}
@@ -657,19 +674,19 @@ func (e *engine) maybeFinish(t time.Duration) {
 
 // ---- Sending ---------------------------------------------------------------
 
-// nextPacket builds the next packet to send now into out (which must hold
+// NextPacket builds the next packet to send now into out (which must hold
 // the configured MaxPacket) and returns its length, the header flags and the
 // destination connection ID; n is 0 when there is nothing to send. It
 // respects the congestion window (except for probes and small control
 // frames), flow control and Nagle.
-func (e *engine) nextPacket(now time.Time, out []byte) (n int, flags uint16, dstCID uint64) {
+func (e *Engine) NextPacket(now time.Time, out []byte) (n int, flags uint16, dstCID uint64) {
 	t := e.clock(now)
 	switch e.state {
 	case stateSynSent:
 		if t < e.synNext || len(out) < pnLen+synFrameLen {
 			return 0, 0, 0
 		}
-		return e.buildSyn(t, out), streamFlagSYN, 0
+		return e.buildSyn(t, out), FlagSYN, 0
 	case stateClosed:
 		if !e.resetPending || len(out) < pnLen+resetFrameLen {
 			return 0, 0, 0
@@ -679,7 +696,7 @@ func (e *engine) nextPacket(now time.Time, out []byte) (n int, flags uint16, dst
 	return e.buildPacket(t, out), 0, e.peerCID
 }
 
-func (e *engine) buildSyn(t time.Duration, out []byte) int {
+func (e *Engine) buildSyn(t time.Duration, out []byte) int {
 	pn := e.nextPN
 	n := putPN(out, pn)
 	n += putHandshakeFrame(out[n:], sfSyn, hsParams{cid: e.localCID, maxData: e.rcvMaxAdv, maxPacket: uint16(e.cfg.MaxPacket)})
@@ -687,11 +704,11 @@ func (e *engine) buildSyn(t time.Duration, out []byte) int {
 	e.sent.push(sentPacket{time: t, size: uint16(n), flags: spSyn, state: spNone})
 	e.synNext = t + e.synRTO
 	e.synRTO = min(2*e.synRTO, synMaxRTO)
-	e.stats.packetsSent++
+	e.stats.PacketsSent++
 	return n
 }
 
-func (e *engine) buildReset(t time.Duration, out []byte) int {
+func (e *Engine) buildReset(t time.Duration, out []byte) int {
 	n := putPN(out, e.nextPN)
 	e.nextPN++
 	n += putU64Frame(out[n:], sfReset, e.largestRcvd)
@@ -700,28 +717,28 @@ func (e *engine) buildReset(t time.Duration, out []byte) int {
 	if e.lingerUntil == 0 {
 		e.lingerUntil = t + max(3*e.basePTO(), minResetLinger)
 	}
-	e.stats.packetsSent++
+	e.stats.PacketsSent++
 	return n
 }
 
 // awaitingAck reports whether data or frames we sent are unacknowledged:
 // the UserTimeout clock runs.
-func (e *engine) awaitingAck() bool { return e.elicitInFlight > 0 || !e.lost.empty() }
+func (e *Engine) awaitingAck() bool { return e.elicitInFlight > 0 || !e.lost.empty() }
 
 // segSize is the most STREAM payload a packet carries: the packet size less
 // the packet number, the STREAM header and ackReserve bytes for an ACK frame
 // and control frames.
-func (e *engine) segSize() int {
+func (e *Engine) segSize() int {
 	return e.sendMax - pnLen - streamFrameHdrLen - ackReserve
 }
 
 // flowBlocked reports whether data is waiting only for the peer's window.
-func (e *engine) flowBlocked() bool {
+func (e *Engine) flowBlocked() bool {
 	return e.sndNxt >= e.peerMaxData && e.sbuf.end > e.peerMaxData && e.lost.empty()
 }
 
 // ackDue reports whether an ACK must go out now even without data.
-func (e *engine) ackDue(t time.Duration) bool {
+func (e *Engine) ackDue(t time.Duration) bool {
 	if e.challenge {
 		return true
 	}
@@ -732,7 +749,7 @@ func (e *engine) ackDue(t time.Duration) bool {
 // frames, one STREAM frame, then an ACK frame in the room left. It returns 0,
 // having changed nothing but the window bookkeeping, when nothing needs
 // sending.
-func (e *engine) buildPacket(t time.Duration, out []byte) int {
+func (e *Engine) buildPacket(t time.Duration, out []byte) int {
 	limit := min(len(out), e.sendMax)
 	if limit < pnLen+streamFrameHdrLen+1 {
 		return 0
@@ -785,11 +802,11 @@ func (e *engine) buildPacket(t time.Duration, out []byte) int {
 			if retx {
 				rec.flags |= spRetx
 				e.lost.remove(r.lo, r.hi)
-				e.stats.packetsRetx++
-				e.stats.bytesRetx += uint64(dlen)
+				e.stats.PacketsRetx++
+				e.stats.BytesRetx += uint64(dlen)
 			} else {
 				e.sndNxt = max(e.sndNxt, r.hi)
-				e.stats.bytesSent += uint64(dlen)
+				e.stats.BytesSent += uint64(dlen)
 			}
 		}
 	}
@@ -814,12 +831,12 @@ func (e *engine) buildPacket(t time.Duration, out []byte) int {
 	}
 	// Commit.
 	e.nextPN++
-	e.stats.packetsSent++
+	e.stats.PacketsSent++
 	rec.time = t
 	rec.size = uint16(n)
 	if rec.flags&spAck != 0 {
 		if e.challenge {
-			e.stats.challengeAcks++
+			e.stats.ChallengeAcks++
 		}
 		e.ackEliciting, e.ackImmediate, e.ackDeadline, e.challenge = 0, false, 0, false
 	}
@@ -863,7 +880,7 @@ func (e *engine) buildPacket(t time.Duration, out []byte) int {
 // window (holding a sub-packet tail back under Nagle while data is
 // unacknowledged), and for a probe with neither, the oldest unacknowledged
 // data again.
-func (e *engine) pickData(room int, probe bool) (r seqRange, retx bool) {
+func (e *Engine) pickData(room int, probe bool) (r seqRange, retx bool) {
 	if !e.lost.empty() {
 		l := e.lost.first()
 		return seqRange{l.lo, min(l.hi, l.lo+uint64(room))}, true
@@ -895,8 +912,8 @@ func (e *engine) pickData(room int, probe bool) (r seqRange, retx bool) {
 
 // ---- Timers ----------------------------------------------------------------
 
-// nextTimer is when onTimer should run next; the zero time means no timer.
-func (e *engine) nextTimer() time.Time {
+// NextTimer is when OnTimer should run next; the zero time means no timer.
+func (e *Engine) NextTimer() time.Time {
 	var d time.Duration
 	at := func(x time.Duration) {
 		if x != 0 && (d == 0 || x < d) {
@@ -935,13 +952,13 @@ func (e *engine) nextTimer() time.Time {
 	return e.wall(d)
 }
 
-// onTimer runs whatever timers have expired by now.
-func (e *engine) onTimer(now time.Time) {
+// OnTimer runs whatever timers have expired by now.
+func (e *Engine) OnTimer(now time.Time) {
 	t := e.clock(now)
 	switch e.state {
 	case stateSynSent:
 		if t >= e.hsDeadline {
-			e.fail(syscall.ETIMEDOUT)
+			e.Fail(ErrTimeout)
 		}
 		return
 	case stateClosed:
@@ -952,12 +969,12 @@ func (e *engine) onTimer(now time.Time) {
 		return
 	}
 	if e.unackedSince != 0 && e.awaitingAck() && t-e.unackedSince >= e.cfg.UserTimeout {
-		e.fail(syscall.ETIMEDOUT)
+		e.Fail(ErrTimeout)
 		return
 	}
 	if ka := e.cfg.KeepAlive; ka > 0 {
 		if e.kaProbeAt != 0 && t-e.kaProbeAt >= ka {
-			e.fail(syscall.ETIMEDOUT)
+			e.Fail(ErrTimeout)
 			return
 		}
 		if e.kaProbeAt == 0 && e.elicitInFlight == 0 && t-e.lastRecv >= ka {
@@ -979,8 +996,8 @@ func (e *engine) onTimer(now time.Time) {
 
 // ---- Introspection ---------------------------------------------------------
 
-// engineInfo is a snapshot of a connection's state (Conn.Info).
-type engineInfo struct {
+// Info is a snapshot of a connection's state (the root package's Conn.Info).
+type Info struct {
 	State                           string // TCP's name for the state
 	SRTT, RTTVar, MinRTT, LatestRTT time.Duration
 	PTO                             time.Duration // current probe timeout, with backoff
@@ -998,9 +1015,9 @@ type engineInfo struct {
 	PacketThreshold                 uint64 // current reordering threshold
 }
 
-// info returns a snapshot of the connection.
-func (e *engine) info(now time.Time) engineInfo {
-	in := engineInfo{
+// Info returns a snapshot of the connection.
+func (e *Engine) Info(now time.Time) Info {
+	in := Info{
 		State:                e.stateName(),
 		SRTT:                 e.rtt.smoothed,
 		RTTVar:               e.rtt.variance,
@@ -1008,18 +1025,18 @@ func (e *engine) info(now time.Time) engineInfo {
 		LatestRTT:            e.rtt.latest,
 		PTO:                  e.ptoPeriod(),
 		BytesInFlight:        e.bytesInFlight,
-		BytesSent:            e.stats.bytesSent,
-		BytesReceived:        e.stats.bytesRecv,
-		BytesRetransmitted:   e.stats.bytesRetx,
-		PacketsSent:          e.stats.packetsSent,
-		PacketsReceived:      e.stats.packetsRecv,
-		PacketsRetransmitted: e.stats.packetsRetx,
-		PacketsLost:          e.stats.packetsLost,
-		SpuriousLosses:       e.stats.spurious,
-		ProbeTimeouts:        e.stats.ptos,
+		BytesSent:            e.stats.BytesSent,
+		BytesReceived:        e.stats.BytesRecv,
+		BytesRetransmitted:   e.stats.BytesRetx,
+		PacketsSent:          e.stats.PacketsSent,
+		PacketsReceived:      e.stats.PacketsRecv,
+		PacketsRetransmitted: e.stats.PacketsRetx,
+		PacketsLost:          e.stats.PacketsLost,
+		SpuriousLosses:       e.stats.Spurious,
+		ProbeTimeouts:        e.stats.PTOs,
 		SendBuffered:         int(e.sbuf.end - e.sbuf.una),
 		RecvBuffered:         e.rbuf.buffered(),
-		MemoryHeld:           (e.sbuf.ring.held + e.rbuf.ring.held) * streamChunkSize,
+		MemoryHeld:           (e.sbuf.ring.held + e.rbuf.ring.held) * chunkSize,
 		PacketThreshold:      e.pktThreshold,
 	}
 	if e.cc != nil {
@@ -1034,7 +1051,21 @@ func (e *engine) info(now time.Time) engineInfo {
 	return in
 }
 
-func (e *engine) stateName() string {
+// Stats returns the connection's cumulative counters.
+func (e *Engine) Stats() Stats { return e.stats }
+
+// Config returns the configuration in effect: defaults filled in and
+// changed by the Set methods since.
+func (e *Engine) Config() Config { return e.cfg }
+
+// PacketLimit is the largest packet body the connection sends: the smaller
+// of both ends' MaxPacket, lowered by LimitPacket; 0 before the handshake.
+func (e *Engine) PacketLimit() int { return e.sendMax }
+
+// LargestReceived is the largest packet number received from the peer.
+func (e *Engine) LargestReceived() uint64 { return e.largestRcvd }
+
+func (e *Engine) stateName() string {
 	switch e.state {
 	case stateSynSent:
 		return "SYN-SENT"
@@ -1060,4 +1091,4 @@ func (e *engine) stateName() string {
 }
 
 // eofReached reports whether every byte up to the peer's FIN has arrived.
-func (e *engine) eofReached() bool { return e.peerFin && e.rbuf.contiguous() >= e.peerFinOff }
+func (e *Engine) eofReached() bool { return e.peerFin && e.rbuf.contiguous() >= e.peerFinOff }

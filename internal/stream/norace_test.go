@@ -1,5 +1,5 @@
 //go:build !race
 
-package myproto
+package stream
 
 const raceEnabled = false

@@ -1,4 +1,4 @@
-package myproto
+package stream
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package myproto
+package stream
 
 import (
 	"encoding/binary"
@@ -29,11 +29,15 @@ const (
 	sfConfirm     = 0x22 // client cid(8) client max data(8) client max packet(2) server max data(8) server max packet(2) rtt µs(4)
 )
 
-// Stream header flags (the common header's Flags field on typeStream
-// frames). Only SYNs set a flag, so the stack can route them without parsing
-// the body; a SYN also has Connection ID 0 since the client does not know the
-// server's ID yet. receive never relies on the flags.
-const streamFlagSYN = 0x0001
+// FlagSYN is the one stream header flag (in the common header's Flags field
+// of typeStream frames). Only SYNs set it, so the stack can route them
+// without parsing the body; a SYN also has Connection ID 0 since the client
+// does not know the server's ID yet. Receive never relies on the flags.
+const FlagSYN = 0x0001
+
+// MinMaxPacket is the smallest Max Packet (largest body accepted) an end
+// may announce: a link needs an MTU of the frame header plus this.
+const MinMaxPacket = 256
 
 // Sizes of the fixed parts of frames and packets.
 const (
@@ -45,8 +49,7 @@ const (
 	maxFramesPerPkt   = 16 // more frames than this in one body: malformed
 	maxAckRanges      = 32 // ranges sent in, and read from, one ACK frame
 	maxVarint         = 1<<62 - 1
-	minMaxPacket      = 256
-	maxMaxPacket      = 65535 - headerLen
+	maxMaxPacket      = 1<<16 - 1 // Max Packet is 16 bits; the frame's own limit comes in through Config.MaxPacket
 	maxStreamOffset   = 1<<62 - 1 // offsets and lengths stay below this
 )
 

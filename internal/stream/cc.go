@@ -1,11 +1,11 @@
-package myproto
+package stream
 
 import "time"
 
 // A congestionController decides how many bytes may be in flight. The engine
 // tells it about every packet that counts towards bytes in flight; times are
 // the engine's monotonic clock (a duration since the engine started).
-// Implementations are NewReno with HyStart++ (cc_newreno.go); another (CUBIC,
+// Implementations are NewReno with HyStart++ (newreno.go); another (CUBIC,
 // BBR) can be dropped in behind the same interface.
 type congestionController interface {
 	// onPacketSent is called for each packet counted in flight.

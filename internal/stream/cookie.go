@@ -1,4 +1,4 @@
-package myproto
+package stream
 
 import (
 	"crypto/rand"
@@ -22,10 +22,10 @@ import (
 // MAC remain against guessing.
 const cookieEpoch = 60 * time.Second
 
-// handshakeParams is what a server needs to build a connection's state: the
+// HandshakeParams is what a server needs to build a connection's state: the
 // client's parameters from its handshake confirmation, and the parameters the
 // stateless SYN-ACK advertised for the server, echoed by the client.
-type handshakeParams struct {
+type HandshakeParams struct {
 	peerCID        uint64        // the client's connection ID: where our packets go
 	peerMaxData    uint64        // the client's initial Max Data
 	peerMaxPacket  int           // the largest body the client accepts
@@ -34,9 +34,9 @@ type handshakeParams struct {
 	rtt            time.Duration // the client's RTT estimate from SYN to SYN-ACK; 0 if none
 }
 
-// A cookieJar answers SYNs statelessly and recognises the first packet of a
+// A CookieJar answers SYNs statelessly and recognises the first packet of a
 // connection whose SYN it answered. It is safe for concurrent use.
-type cookieJar struct {
+type CookieJar struct {
 	secret [32]byte
 	local  hsParams // max data and max packet advertised in SYN-ACKs
 	keys   atomic.Pointer[cookieKeys]
@@ -79,13 +79,13 @@ func (k *hmacKey) mac(msg []byte) [32]byte {
 	return sha256.Sum256(out[:])
 }
 
-// newCookieJar returns a jar keyed by secret, or by 32 random bytes when
+// NewCookieJar returns a jar keyed by secret, or by 32 random bytes when
 // secret is nil. The optional cfg is the listener's engine configuration,
 // whose receive window and max packet the SYN-ACKs advertise; without it the
 // defaults are advertised. (The server engine takes the advertised values
 // back from the client's confirmation, so the two can never disagree.)
-func newCookieJar(secret []byte, cfg ...engineConfig) *cookieJar {
-	j := &cookieJar{}
+func NewCookieJar(secret []byte, cfg ...Config) *CookieJar {
+	j := &CookieJar{}
 	if secret == nil {
 		if _, err := rand.Read(j.secret[:]); err != nil {
 			panic("myproto: no randomness for SYN cookies: " + err.Error())
@@ -94,7 +94,7 @@ func newCookieJar(secret []byte, cfg ...engineConfig) *cookieJar {
 		s := sha256.Sum256(secret)
 		j.secret = s
 	}
-	var c engineConfig
+	var c Config
 	if len(cfg) > 0 {
 		c = cfg[0]
 	}
@@ -106,7 +106,7 @@ func newCookieJar(secret []byte, cfg ...engineConfig) *cookieJar {
 // epochKeys returns the keys for the epoch containing now, deriving them
 // when the epoch has moved on. Concurrent callers may both derive them; the
 // result is the same.
-func (j *cookieJar) epochKeys(now time.Time) *cookieKeys {
+func (j *CookieJar) epochKeys(now time.Time) *cookieKeys {
 	e := now.Unix() / int64(cookieEpoch/time.Second)
 	if k := j.keys.Load(); k != nil && k.epoch == e {
 		return k
@@ -116,7 +116,7 @@ func (j *cookieJar) epochKeys(now time.Time) *cookieKeys {
 	return k
 }
 
-func (j *cookieJar) epochKey(e int64) hmacKey {
+func (j *CookieJar) epochKey(e int64) hmacKey {
 	master := newHMACKey(j.secret[:])
 	var msg [26]byte
 	copy(msg[:], "myproto cookie key")
@@ -141,12 +141,12 @@ func cookie(k *hmacKey, e int64, peerMAC [6]byte, srcPort, dstPort uint16, clien
 	return c
 }
 
-// respondSYN answers the SYN in body, received from peerMAC's srcPort on
+// RespondSYN answers the SYN in body, received from peerMAC's srcPort on
 // our dstPort, with a SYN-ACK built into out (which needs room for
 // synAckLen bytes). It returns the body's length and the connection ID to
 // send it to (the client's); ok is false when body is not a valid SYN. The
 // jar keeps no state.
-func (j *cookieJar) respondSYN(now time.Time, peerMAC [6]byte, srcPort, dstPort uint16, body []byte, out []byte) (n int, dstCID uint64, ok bool) {
+func (j *CookieJar) RespondSYN(now time.Time, peerMAC [6]byte, srcPort, dstPort uint16, body []byte, out []byte) (n int, dstCID uint64, ok bool) {
 	var pv packetView
 	if !parsePacket(body, &pv) || !pv.hasSyn || !validClientParams(pv.syn) || len(out) < synAckLen {
 		return 0, 0, false
@@ -174,14 +174,14 @@ func putSingleAck(b []byte, pn uint64) int {
 }
 
 func validClientParams(p hsParams) bool {
-	return p.cid != 0 && int(p.maxPacket) >= minMaxPacket && p.maxData <= maxStreamOffset
+	return p.cid != 0 && int(p.maxPacket) >= MinMaxPacket && p.maxData <= maxStreamOffset
 }
 
-// accept checks whether body, received from peerMAC's srcPort on our dstPort
+// Accept checks whether body, received from peerMAC's srcPort on our dstPort
 // and addressed to connID, which no connection owns, carries a handshake
 // confirmation for a cookie this jar issued within the last one to two
-// epochs. If so it returns what newServerEngine needs.
-func (j *cookieJar) accept(now time.Time, peerMAC [6]byte, srcPort, dstPort uint16, connID uint64, body []byte) (params handshakeParams, ok bool) {
+// epochs. If so it returns what NewServer needs.
+func (j *CookieJar) Accept(now time.Time, peerMAC [6]byte, srcPort, dstPort uint16, connID uint64, body []byte) (params HandshakeParams, ok bool) {
 	var pv packetView
 	if connID == 0 || !parsePacket(body, &pv) || !pv.hasConf || !validClientParams(pv.confirm.client) {
 		return params, false
@@ -195,7 +195,7 @@ func (j *cookieJar) accept(now time.Time, peerMAC [6]byte, srcPort, dstPort uint
 		return params, false
 	}
 	c := &pv.confirm
-	return handshakeParams{
+	return HandshakeParams{
 		peerCID:        c.client.cid,
 		peerMaxData:    c.client.maxData,
 		peerMaxPacket:  int(c.client.maxPacket),
@@ -205,10 +205,10 @@ func (j *cookieJar) accept(now time.Time, peerMAC [6]byte, srcPort, dstPort uint
 	}, true
 }
 
-// refuseSYN builds into out the RST that answers a SYN sent to a port
+// RefuseSYN builds into out the RST that answers a SYN sent to a port
 // nobody owns; its proof is the SYN's packet number, which the client checks
-// before it reports ECONNREFUSED. ok is false when body is not a SYN.
-func refuseSYN(body []byte, out []byte) (n int, dstCID uint64, ok bool) {
+// before it fails with ErrRefused. ok is false when body is not a SYN.
+func RefuseSYN(body []byte, out []byte) (n int, dstCID uint64, ok bool) {
 	var pv packetView
 	if !parsePacket(body, &pv) || !pv.hasSyn || pv.syn.cid == 0 || len(out) < pnLen+resetFrameLen {
 		return 0, 0, false

@@ -1,4 +1,4 @@
-package myproto
+package stream
 
 import (
 	"time"
@@ -112,11 +112,11 @@ type lostRecord struct {
 
 // onAckFrame processes an ACK frame (RFC 9002 §A.7).
 // ackPlausible reports whether a acknowledges only packets we sent.
-func (e *engine) ackPlausible(a *ackFrame) bool {
+func (e *Engine) ackPlausible(a *ackFrame) bool {
 	return a.largest() < e.nextPN && a.ranges[a.n-1].lo >= e.firstPN
 }
 
-func (e *engine) onAckFrame(t time.Duration, a *ackFrame) {
+func (e *Engine) onAckFrame(t time.Duration, a *ackFrame) {
 	largest := a.largest()
 	if !e.ackPlausible(a) {
 		return // acknowledges packets we never sent: ignore the frame
@@ -189,7 +189,7 @@ func (e *engine) onAckFrame(t time.Duration, a *ackFrame) {
 }
 
 // onDataAcked records that the virtual stream range [off, off+n) arrived.
-func (e *engine) onDataAcked(off, n uint64) {
+func (e *Engine) onDataAcked(off, n uint64) {
 	lo, hi := max(off, e.sndUna), off+n
 	if lo >= hi {
 		return // a copy of data already acknowledged
@@ -211,7 +211,7 @@ func (e *engine) onDataAcked(off, n uint64) {
 // about every packet up to it, so we stop reporting them (RFC 9000 §13.2.4).
 // The largest packet number received stays, so an ACK (a challenge ACK above
 // all) can always be built.
-func (e *engine) onAckAcked(largest uint64) {
+func (e *Engine) onAckAcked(largest uint64) {
 	if f := min(largest+1, e.largestRcvd); f > e.rcvdFloor {
 		e.rcvdFloor = f
 		e.rcvd.removeBelow(f)
@@ -222,7 +222,7 @@ func (e *engine) onAckAcked(largest uint64) {
 // declared lost: their loss was spurious (they were only reordered). Their
 // data no longer needs retransmitting, and the packet threshold grows to the
 // reordering seen, as RFC 9002 §6.1.1 allows.
-func (e *engine) checkSpurious(t time.Duration, r pnRange) {
+func (e *Engine) checkSpurious(t time.Duration, r pnRange) {
 	if len(e.lostRecs) == 0 || e.lostRecs[len(e.lostRecs)-1].pn < r.lo || e.lostRecs[0].pn > r.hi {
 		return
 	}
@@ -241,7 +241,7 @@ func (e *engine) checkSpurious(t time.Duration, r pnRange) {
 		if lr.flags == 0 {
 			continue // already handled
 		}
-		e.stats.spurious++
+		e.stats.Spurious++
 		if lr.flags&spData != 0 && lr.off+uint64(lr.n) > e.sndUna {
 			e.onDataAcked(lr.off, uint64(lr.n))
 		}
@@ -252,7 +252,7 @@ func (e *engine) checkSpurious(t time.Duration, r pnRange) {
 			e.ccEventSpurious++
 			if e.ccEventSpurious == e.ccEventLost {
 				e.cc.undo() // the cut was for nothing
-				e.stats.undos++
+				e.stats.Undos++
 			}
 		}
 		lr.flags = 0
@@ -262,7 +262,7 @@ func (e *engine) checkSpurious(t time.Duration, r pnRange) {
 // detectLost declares lost the packets sent long enough before, or enough
 // packet numbers below, the largest acknowledged (RFC 9002 §6.1), and sets
 // the time-threshold timer for the others.
-func (e *engine) detectLost(t time.Duration) {
+func (e *Engine) detectLost(t time.Duration) {
 	e.lossTime = 0
 	if !e.haveAcked {
 		return
@@ -320,7 +320,7 @@ func (e *engine) detectLost(t time.Duration) {
 		}
 		if persistent {
 			e.cc.onPersistentCongestion()
-			e.stats.persistent++
+			e.stats.Persistent++
 		}
 	}
 }
@@ -328,9 +328,9 @@ func (e *engine) detectLost(t time.Duration) {
 // onLost handles one packet declared lost: whatever it carried that still
 // matters is queued again. Data goes to the retransmission set minus what
 // has been acknowledged since.
-func (e *engine) onLost(t time.Duration, pn uint64, p *sentPacket) {
+func (e *Engine) onLost(t time.Duration, pn uint64, p *sentPacket) {
 	p.state = spLost
-	e.stats.packetsLost++
+	e.stats.PacketsLost++
 	if p.flags&spInFlight != 0 {
 		e.bytesInFlight -= int(p.size)
 		e.elicitInFlight--
@@ -365,7 +365,7 @@ func (e *engine) onLost(t time.Duration, pn uint64, p *sentPacket) {
 
 // expireLostRecs forgets losses old enough that a reordered original can no
 // longer be expected: a probe timeout.
-func (e *engine) expireLostRecs(t time.Duration) {
+func (e *Engine) expireLostRecs(t time.Duration) {
 	horizon := t - e.rtt.pto()
 	i := 0
 	for i < len(e.lostRecs) && e.lostRecs[i].time < horizon {
@@ -383,7 +383,7 @@ func (e *engine) expireLostRecs(t time.Duration) {
 // zero-window probes), so a lost window update cannot stall the connection;
 // acknowledgments of the probes do not reset that backoff, so a reader that
 // stays stalled costs at most one probe per maxPTO.
-func (e *engine) lossTimer() time.Duration {
+func (e *Engine) lossTimer() time.Duration {
 	if e.lossTime != 0 {
 		return e.lossTime
 	}
@@ -397,19 +397,19 @@ func (e *engine) lossTimer() time.Duration {
 }
 
 // ptoPeriod is the current probe timeout with exponential backoff.
-func (e *engine) ptoPeriod() time.Duration { return e.backoff(e.ptoCount) }
+func (e *Engine) ptoPeriod() time.Duration { return e.backoff(e.ptoCount) }
 
 // backoff is the base probe timeout doubled count times, capped at maxPTO.
 // The cap holds even when the base is larger: an RTT of seconds on a link
 // that has microseconds means an overloaded host, not a far one, and a tail
 // loss must still be probed for several times within the user timeout.
-func (e *engine) backoff(count int) time.Duration {
+func (e *Engine) backoff(count int) time.Duration {
 	return min(e.basePTO()<<min(count, 20), maxPTO)
 }
 
 // basePTO is the probe timeout without backoff; before any RTT sample it
 // assumes initialRTT (RFC 9002 §6.2.2).
-func (e *engine) basePTO() time.Duration {
+func (e *Engine) basePTO() time.Duration {
 	if !e.rtt.hasSample {
 		return 3*initialRTT + maxAckDelay
 	}
@@ -420,7 +420,7 @@ func (e *engine) basePTO() time.Duration {
 // timeout (RFC 9002 §6.2): one probe packet the first time and two on later
 // ones, sent whatever the congestion window says. A probe declares nothing
 // lost.
-func (e *engine) onLossTimer(t time.Duration) {
+func (e *Engine) onLossTimer(t time.Duration) {
 	if e.lossTime != 0 {
 		if t >= e.lossTime {
 			e.detectLost(t)
@@ -434,7 +434,7 @@ func (e *engine) onLossTimer(t time.Duration) {
 			return
 		}
 		e.ptoCount++
-		e.stats.ptos++
+		e.stats.PTOs++
 		e.probes = 1
 		if e.ptoCount > 1 {
 			e.probes = 2
@@ -444,7 +444,7 @@ func (e *engine) onLossTimer(t time.Duration) {
 			return
 		}
 		e.persistCount++
-		e.stats.ptos++
+		e.stats.PTOs++
 		e.blockedSent = noLimit // DATA_BLOCKED again
 	default:
 		return

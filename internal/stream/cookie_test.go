@@ -1,4 +1,4 @@
-package myproto
+package stream
 
 import (
 	"crypto/hmac"
@@ -46,9 +46,9 @@ func TestHMACMatchesStdlib(t *testing.T) {
 }
 
 func TestCookieRoundTrip(t *testing.T) {
-	jar := newCookieJar([]byte("secret"), engineConfig{MaxPacket: 9000 - headerLen, RecvBuffer: 1 << 20})
+	jar := NewCookieJar([]byte("secret"), Config{MaxPacket: 9000 - headerLen, RecvBuffer: 1 << 20})
 	out := make([]byte, 100)
-	n, dst, ok := jar.respondSYN(cookieTime, cookieMAC, 50000, 80, synBody(42, 1000), out)
+	n, dst, ok := jar.RespondSYN(cookieTime, cookieMAC, 50000, 80, synBody(42, 1000), out)
 	if !ok || dst != 42 {
 		t.Fatalf("respondSYN: ok %v dst %d", ok, dst)
 	}
@@ -67,17 +67,17 @@ func TestCookieRoundTrip(t *testing.T) {
 		t.Errorf("SYN-ACK advertises %+v", pv.synAck)
 	}
 	// Stateless: a retransmitted SYN gets the same cookie.
-	n2, _, _ := jar.respondSYN(cookieTime.Add(time.Second), cookieMAC, 50000, 80, synBody(42, 1001), out)
+	n2, _, _ := jar.RespondSYN(cookieTime.Add(time.Second), cookieMAC, 50000, 80, synBody(42, 1001), out)
 	var pv2 packetView
 	if !parsePacket(out[:n2], &pv2) || pv2.synAck.cid != c {
 		t.Error("cookie changed within an epoch")
 	}
 
-	p, ok := jar.accept(cookieTime, cookieMAC, 50000, 80, c, confirmBody(42, 123))
+	p, ok := jar.Accept(cookieTime, cookieMAC, 50000, 80, c, confirmBody(42, 123))
 	if !ok {
 		t.Fatal("valid confirmation rejected")
 	}
-	want := handshakeParams{peerCID: 42, peerMaxData: 1 << 18, peerMaxPacket: 1476, localMaxData: 1 << 19, localMaxPacket: 9000 - headerLen, rtt: 123 * time.Microsecond}
+	want := HandshakeParams{peerCID: 42, peerMaxData: 1 << 18, peerMaxPacket: 1476, localMaxData: 1 << 19, localMaxPacket: 9000 - headerLen, rtt: 123 * time.Microsecond}
 	if p != want {
 		t.Errorf("params %+v, want %+v", p, want)
 	}
@@ -87,16 +87,16 @@ func TestCookieRoundTrip(t *testing.T) {
 		"other MAC": func() bool {
 			m := cookieMAC
 			m[5]++
-			_, ok := jar.accept(cookieTime, m, 50000, 80, c, confirmBody(42, 0))
+			_, ok := jar.Accept(cookieTime, m, 50000, 80, c, confirmBody(42, 0))
 			return ok
 		},
-		"other source port": func() bool { _, ok := jar.accept(cookieTime, cookieMAC, 50001, 80, c, confirmBody(42, 0)); return ok },
-		"other dest port":   func() bool { _, ok := jar.accept(cookieTime, cookieMAC, 50000, 81, c, confirmBody(42, 0)); return ok },
-		"other client CID":  func() bool { _, ok := jar.accept(cookieTime, cookieMAC, 50000, 80, c, confirmBody(43, 0)); return ok },
-		"other cookie":      func() bool { _, ok := jar.accept(cookieTime, cookieMAC, 50000, 80, c^4, confirmBody(42, 0)); return ok },
-		"no confirmation":   func() bool { _, ok := jar.accept(cookieTime, cookieMAC, 50000, 80, c, synBody(42, 1)); return ok },
+		"other source port": func() bool { _, ok := jar.Accept(cookieTime, cookieMAC, 50001, 80, c, confirmBody(42, 0)); return ok },
+		"other dest port":   func() bool { _, ok := jar.Accept(cookieTime, cookieMAC, 50000, 81, c, confirmBody(42, 0)); return ok },
+		"other client CID":  func() bool { _, ok := jar.Accept(cookieTime, cookieMAC, 50000, 80, c, confirmBody(43, 0)); return ok },
+		"other cookie":      func() bool { _, ok := jar.Accept(cookieTime, cookieMAC, 50000, 80, c^4, confirmBody(42, 0)); return ok },
+		"no confirmation":   func() bool { _, ok := jar.Accept(cookieTime, cookieMAC, 50000, 80, c, synBody(42, 1)); return ok },
 		"other secret": func() bool {
-			_, ok := newCookieJar([]byte("other")).accept(cookieTime, cookieMAC, 50000, 80, c, confirmBody(42, 0))
+			_, ok := NewCookieJar([]byte("other")).Accept(cookieTime, cookieMAC, 50000, 80, c, confirmBody(42, 0))
 			return ok
 		},
 	} {
@@ -107,19 +107,19 @@ func TestCookieRoundTrip(t *testing.T) {
 
 	// Valid for the rest of this epoch and the next, then never again.
 	for _, d := range []time.Duration{0, 29 * time.Second, 30 * time.Second, 89 * time.Second} {
-		if _, ok := jar.accept(cookieTime.Add(d), cookieMAC, 50000, 80, c, confirmBody(42, 0)); !ok {
+		if _, ok := jar.Accept(cookieTime.Add(d), cookieMAC, 50000, 80, c, confirmBody(42, 0)); !ok {
 			t.Errorf("cookie rejected %v after issue", d)
 		}
 	}
 	for _, d := range []time.Duration{90 * time.Second, 150 * time.Second, 1000 * time.Second, -31 * time.Second} {
-		if _, ok := jar.accept(cookieTime.Add(d), cookieMAC, 50000, 80, c, confirmBody(42, 0)); ok {
+		if _, ok := jar.Accept(cookieTime.Add(d), cookieMAC, 50000, 80, c, confirmBody(42, 0)); ok {
 			t.Errorf("cookie accepted %v after issue", d)
 		}
 	}
 }
 
 func TestCookieRejectsBadSYN(t *testing.T) {
-	jar := newCookieJar(nil)
+	jar := NewCookieJar(nil)
 	out := make([]byte, 100)
 	for name, body := range map[string][]byte{
 		"empty":      nil,
@@ -128,18 +128,18 @@ func TestCookieRejectsBadSYN(t *testing.T) {
 		"garbage":    []byte("0123456789abcdef"),
 		"small pkts": func() []byte { b := synBody(1, 1); b[len(b)-2], b[len(b)-1] = 0, 100; return b }(),
 	} {
-		if _, _, ok := jar.respondSYN(cookieTime, cookieMAC, 1, 2, body, out); ok {
+		if _, _, ok := jar.RespondSYN(cookieTime, cookieMAC, 1, 2, body, out); ok {
 			t.Errorf("%s: SYN-ACK sent", name)
 		}
 	}
-	if _, _, ok := jar.respondSYN(cookieTime, cookieMAC, 1, 2, synBody(1, 1), out[:10]); ok {
+	if _, _, ok := jar.RespondSYN(cookieTime, cookieMAC, 1, 2, synBody(1, 1), out[:10]); ok {
 		t.Error("SYN-ACK built into a short buffer")
 	}
 }
 
 func TestRefuseSYN(t *testing.T) {
 	out := make([]byte, 64)
-	n, dst, ok := refuseSYN(synBody(99, 4242), out)
+	n, dst, ok := RefuseSYN(synBody(99, 4242), out)
 	if !ok || dst != 99 {
 		t.Fatalf("refuseSYN: %v %d", ok, dst)
 	}
@@ -147,33 +147,33 @@ func TestRefuseSYN(t *testing.T) {
 	if !parsePacket(out[:n], &pv) || !pv.hasReset || pv.proof != 4242 {
 		t.Fatalf("refusal %+v", pv)
 	}
-	if _, _, ok := refuseSYN(confirmBody(1, 0), out); ok {
+	if _, _, ok := RefuseSYN(confirmBody(1, 0), out); ok {
 		t.Error("refused a non-SYN")
 	}
 }
 
 func TestCookieNoAllocs(t *testing.T) {
-	jar := newCookieJar([]byte("k"))
+	jar := NewCookieJar([]byte("k"))
 	out := make([]byte, 100)
 	syn := synBody(42, 1)
-	n, _, _ := jar.respondSYN(cookieTime, cookieMAC, 1, 80, syn, out)
+	n, _, _ := jar.RespondSYN(cookieTime, cookieMAC, 1, 80, syn, out)
 	var pv packetView
 	parsePacket(out[:n], &pv)
 	conf := confirmBody(42, 0)
-	if a := testing.AllocsPerRun(100, func() { jar.respondSYN(cookieTime, cookieMAC, 1, 80, syn, out) }); a != 0 {
+	if a := testing.AllocsPerRun(100, func() { jar.RespondSYN(cookieTime, cookieMAC, 1, 80, syn, out) }); a != 0 {
 		t.Errorf("respondSYN allocates %.1f times", a)
 	}
-	if a := testing.AllocsPerRun(100, func() { jar.accept(cookieTime, cookieMAC, 1, 80, pv.synAck.cid, conf) }); a != 0 {
+	if a := testing.AllocsPerRun(100, func() { jar.Accept(cookieTime, cookieMAC, 1, 80, pv.synAck.cid, conf) }); a != 0 {
 		t.Errorf("accept allocates %.1f times", a)
 	}
 }
 
 func BenchmarkCookieRespondSYN(b *testing.B) {
-	jar := newCookieJar([]byte("k"))
+	jar := NewCookieJar([]byte("k"))
 	out := make([]byte, 100)
 	syn := synBody(42, 1)
 	b.ReportAllocs()
 	for b.Loop() {
-		jar.respondSYN(cookieTime, cookieMAC, 1, 80, syn, out)
+		jar.RespondSYN(cookieTime, cookieMAC, 1, 80, syn, out)
 	}
 }

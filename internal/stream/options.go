@@ -1,48 +1,48 @@
-package myproto
+package stream
 
 import "time"
 
 // Socket options on a live connection: TCPConn.SetNoDelay, SetKeepAlive /
 // SetKeepAlivePeriod, TCP_USER_TIMEOUT, SetReadBuffer and SetWriteBuffer.
 
-// setNoDelay turns Nagle's algorithm off (true) or on.
-func (e *engine) setNoDelay(v bool) { e.cfg.NoDelay = v }
+// SetNoDelay turns Nagle's algorithm off (true) or on.
+func (e *Engine) SetNoDelay(v bool) { e.cfg.NoDelay = v }
 
-// setKeepAlive sets the idle time before a keepalive PING; 0 or less is off.
-func (e *engine) setKeepAlive(d time.Duration) { e.cfg.KeepAlive = max(d, 0) }
+// SetKeepAlive sets the idle time before a keepalive PING; 0 or less is off.
+func (e *Engine) SetKeepAlive(d time.Duration) { e.cfg.KeepAlive = max(d, 0) }
 
-// limitPacket lowers the largest packet body sent to limit (an interface
+// LimitPacket lowers the largest packet body sent to limit (an interface
 // MTU that shrank); data is re-chunked by offset, so retransmissions fit too.
-func (e *engine) limitPacket(limit int) {
+func (e *Engine) LimitPacket(limit int) {
 	if e.sendMax > 0 {
-		e.sendMax = max(min(e.sendMax, limit), minMaxPacket)
+		e.sendMax = max(min(e.sendMax, limit), MinMaxPacket)
 	}
 }
 
-// setUserTimeout sets how long sent data may stay unacknowledged before the
-// connection fails with ETIMEDOUT; 0 or less restores the default.
-func (e *engine) setUserTimeout(d time.Duration) {
+// SetUserTimeout sets how long sent data may stay unacknowledged before the
+// connection fails with ErrTimeout; 0 or less restores the default.
+func (e *Engine) SetUserTimeout(d time.Duration) {
 	if d <= 0 {
 		d = defaultUserTimeout
 	}
 	e.cfg.UserTimeout = d
 }
 
-// setSendBuffer changes how many unacknowledged and unsent bytes the
+// SetSendBuffer changes how many unacknowledged and unsent bytes the
 // connection holds (0 or less: the default). Shrinking below what is held
 // only stops writes until acknowledgments make room.
-func (e *engine) setSendBuffer(n int) {
+func (e *Engine) SetSendBuffer(n int) {
 	n = bufferSize(n)
 	e.sbuf.ring.cover(e.sbuf.una, e.sbuf.end, n)
 	e.sbuf.limit = n
 	e.cfg.SendBuffer = n
 }
 
-// setRecvBuffer changes the largest receive window (0 or less: the
+// SetRecvBuffer changes the largest receive window (0 or less: the
 // default). Growing lets auto-tuning go further; shrinking stops granting
 // credit beyond the new size, but what was already advertised cannot be
 // taken back and stays accepted, as with TCP's window.
-func (e *engine) setRecvBuffer(n int) {
+func (e *Engine) SetRecvBuffer(n int) {
 	n = bufferSize(n)
 	b := &e.rbuf
 	b.ring.cover(b.readOff, b.highest(), max(n, int(e.rcvMaxAdv-b.readOff)))
@@ -53,7 +53,7 @@ func (e *engine) setRecvBuffer(n int) {
 
 func bufferSize(n int) int {
 	if n <= 0 {
-		return defaultStreamBuffer
+		return DefaultBuffer
 	}
 	return min(n, maxStreamBuffer)
 }
@@ -61,12 +61,12 @@ func bufferSize(n int) int {
 // cover makes the ring able to hold a window of size bytes, keeping the
 // chunks that hold offsets [lo, hi). It never shrinks.
 func (r *chunkRing) cover(lo, hi uint64, size int) {
-	n := size/streamChunkSize + 2
+	n := size/chunkSize + 2
 	if n <= len(r.slots) {
 		return
 	}
-	slots := make([]*streamChunk, n)
-	for k := lo / streamChunkSize; k*streamChunkSize < max(hi, lo+1); k++ {
+	slots := make([]*Chunk, n)
+	for k := lo / chunkSize; k*chunkSize < max(hi, lo+1); k++ {
 		slots[k%uint64(n)] = r.slots[k%uint64(len(r.slots))]
 	}
 	r.slots = slots

@@ -1,4 +1,4 @@
-package myproto
+package stream
 
 import (
 	"bytes"
@@ -10,7 +10,7 @@ import (
 // directions, and checks that no byte is lost or reordered and the limits
 // hold.
 func TestEngineResizeBuffers(t *testing.T) {
-	cfg := engineConfig{NoDelay: true, SendBuffer: 40 << 10, RecvBuffer: 64 << 10}
+	cfg := Config{NoDelay: true, SendBuffer: 40 << 10, RecvBuffer: 64 << 10}
 	p := newTestPair(t, cfg, cfg)
 	data := make([]byte, 4<<20)
 	for i := range data {
@@ -22,18 +22,18 @@ func TestEngineResizeBuffers(t *testing.T) {
 	for step := 0; len(got) < len(data); step++ {
 		switch step {
 		case 3:
-			p.c.setSendBuffer(1 << 20) // grow with data held
+			p.c.SetSendBuffer(1 << 20) // grow with data held
 		case 6:
-			p.s.setRecvBuffer(1 << 20)
+			p.s.SetRecvBuffer(1 << 20)
 		case 20:
-			p.c.setSendBuffer(20 << 10) // shrink below what is held
-			if p.c.writable() != 0 {
-				t.Fatalf("writable %d after shrinking below the held bytes", p.c.writable())
+			p.c.SetSendBuffer(20 << 10) // shrink below what is held
+			if p.c.Writable() != 0 {
+				t.Fatalf("writable %d after shrinking below the held bytes", p.c.Writable())
 			}
 		case 25:
-			p.s.setRecvBuffer(32 << 10)
+			p.s.SetRecvBuffer(32 << 10)
 		}
-		written += p.c.write(data[written:])
+		written += p.c.Write(data[written:])
 		if held := int(p.c.sbuf.end - p.c.sbuf.una); held > max(p.c.cfg.SendBuffer, 1<<20) {
 			t.Fatalf("send buffer holds %d", held)
 		}
@@ -41,7 +41,7 @@ func TestEngineResizeBuffers(t *testing.T) {
 		// Read slowly on odd steps, so the receive buffer holds data when it
 		// is resized.
 		if step%2 == 1 {
-			n := p.s.read(buf)
+			n := p.s.Read(buf)
 			got = append(got, buf[:n]...)
 		} else {
 			got = append(got, readAll(p.s)...)
@@ -60,20 +60,20 @@ func TestEngineResizeBuffers(t *testing.T) {
 }
 
 func TestEngineSetOptions(t *testing.T) {
-	p := newTestPair(t, engineConfig{NoDelay: true}, engineConfig{NoDelay: true})
-	p.c.setKeepAlive(-1)
-	p.c.setUserTimeout(0)
+	p := newTestPair(t, Config{NoDelay: true}, Config{NoDelay: true})
+	p.c.SetKeepAlive(-1)
+	p.c.SetUserTimeout(0)
 	if p.c.cfg.KeepAlive != 0 || p.c.cfg.UserTimeout != defaultUserTimeout {
 		t.Fatalf("options %+v", p.c.cfg)
 	}
-	p.c.setUserTimeout(time.Second)
-	p.c.write([]byte("x"))
+	p.c.SetUserTimeout(time.Second)
+	p.c.Write([]byte("x"))
 	p.drop = func(bool, []byte) bool { return true }
 	p.flush()
 	for range 30 {
 		p.tick(100 * time.Millisecond)
 	}
-	if p.c.err() == nil {
+	if p.c.Err() == nil {
 		t.Fatal("a 1 s user timeout did not fire in 3 s")
 	}
 }

@@ -1,32 +1,46 @@
-package myproto
-
-import "sync"
+package stream
 
 // Stream bytes live in fixed-size chunks shared by every connection through a
 // pool, so an idle or slow connection holds only the chunks its unacknowledged
 // or unread bytes occupy, never more than its configured buffer plus a chunk.
-const streamChunkSize = 16 << 10
+const chunkSize = 16 << 10
 
-type streamChunk [streamChunkSize]byte
+// A Chunk holds part of a connection's send or receive buffer.
+type Chunk [chunkSize]byte
 
-var streamChunkPool = sync.Pool{New: func() any { return new(streamChunk) }}
+// A ChunkPool lends chunks to the connections' buffers (Config.Chunks) and
+// takes them back once their bytes are acknowledged or read. Engines driven
+// from different goroutines share one, so it must be safe for concurrent
+// use; the root package's wraps a sync.Pool (this package takes no locks).
+type ChunkPool interface {
+	Get() *Chunk
+	Put(*Chunk)
+}
+
+// heapChunks is the ChunkPool of a Config without one: chunks come from the
+// heap and go back to the garbage collector.
+type heapChunks struct{}
+
+func (heapChunks) Get() *Chunk { return new(Chunk) }
+func (heapChunks) Put(*Chunk)  {}
 
 // chunkRing maps a sliding window of stream offsets, at most size bytes wide,
-// onto chunks: offset o lives in slot (o/streamChunkSize) mod len(slots), and
-// since a window of size bytes touches at most size/streamChunkSize+1 chunks,
+// onto chunks: offset o lives in slot (o/chunkSize) mod len(slots), and
+// since a window of size bytes touches at most size/chunkSize+1 chunks,
 // two live offsets never share a slot by accident. Chunks are taken from the
 // pool when first written and returned by release.
 type chunkRing struct {
-	slots []*streamChunk
+	slots []*Chunk
+	pool  ChunkPool
 	held  int // chunks currently taken from the pool
 }
 
-func newChunkRing(size int) chunkRing {
-	return chunkRing{slots: make([]*streamChunk, size/streamChunkSize+2)}
+func newChunkRing(size int, pool ChunkPool) chunkRing {
+	return chunkRing{slots: make([]*Chunk, size/chunkSize+2), pool: pool}
 }
 
-func (r *chunkRing) slot(off uint64) **streamChunk {
-	return &r.slots[(off/streamChunkSize)%uint64(len(r.slots))]
+func (r *chunkRing) slot(off uint64) **Chunk {
+	return &r.slots[(off/chunkSize)%uint64(len(r.slots))]
 }
 
 // write copies p to offset off, taking chunks from the pool as needed.
@@ -34,10 +48,10 @@ func (r *chunkRing) write(off uint64, p []byte) {
 	for len(p) > 0 {
 		s := r.slot(off)
 		if *s == nil {
-			*s = streamChunkPool.Get().(*streamChunk)
+			*s = r.pool.Get()
 			r.held++
 		}
-		n := copy((*s)[off%streamChunkSize:], p)
+		n := copy((*s)[off%chunkSize:], p)
 		p = p[n:]
 		off += uint64(n)
 	}
@@ -47,7 +61,7 @@ func (r *chunkRing) write(off uint64, p []byte) {
 // written and not released.
 func (r *chunkRing) read(off uint64, p []byte) {
 	for len(p) > 0 {
-		n := copy(p, (*r.slot(off))[off%streamChunkSize:])
+		n := copy(p, (*r.slot(off))[off%chunkSize:])
 		p = p[n:]
 		off += uint64(n)
 	}
@@ -57,7 +71,7 @@ func (r *chunkRing) read(off uint64, p []byte) {
 func (r *chunkRing) releaseChunk(off uint64) {
 	s := r.slot(off)
 	if *s != nil {
-		streamChunkPool.Put(*s)
+		r.pool.Put(*s)
 		*s = nil
 		r.held--
 	}
@@ -67,8 +81,8 @@ func (r *chunkRing) releaseChunk(off uint64) {
 // nothing live because everything below to is gone: every chunk that ends at
 // or before to.
 func (r *chunkRing) advance(from, to uint64) {
-	for c := from / streamChunkSize; c < to/streamChunkSize; c++ {
-		r.releaseChunk(c * streamChunkSize)
+	for c := from / chunkSize; c < to/chunkSize; c++ {
+		r.releaseChunk(c * chunkSize)
 	}
 }
 
@@ -76,7 +90,7 @@ func (r *chunkRing) advance(from, to uint64) {
 func (r *chunkRing) releaseAll() {
 	for i, c := range r.slots {
 		if c != nil {
-			streamChunkPool.Put(c)
+			r.pool.Put(c)
 			r.slots[i] = nil
 		}
 	}
@@ -92,8 +106,8 @@ type sendBuffer struct {
 	limit int
 }
 
-func newSendBuffer(limit int) sendBuffer {
-	return sendBuffer{ring: newChunkRing(limit), limit: limit}
+func newSendBuffer(limit int, pool ChunkPool) sendBuffer {
+	return sendBuffer{ring: newChunkRing(limit, pool), limit: limit}
 }
 
 func (b *sendBuffer) free() int { return max(b.limit-int(b.end-b.una), 0) }
@@ -138,8 +152,8 @@ type recvBuffer struct {
 // bound on disjoint pieces allows a hole every 2 KiB of window (one every
 // packet and a half at MTU 1500) and at least 64: beyond that, a piece
 // that would open yet another hole is dropped and comes again later.
-func newRecvBuffer(limit int) recvBuffer {
-	return recvBuffer{ring: newChunkRing(limit), maxRange: recvMaxRanges(limit)}
+func newRecvBuffer(limit int, pool ChunkPool) recvBuffer {
+	return recvBuffer{ring: newChunkRing(limit, pool), maxRange: recvMaxRanges(limit)}
 }
 
 func recvMaxRanges(limit int) int { return min(max(limit/2048, 64), 1<<16) }
@@ -235,8 +249,8 @@ func (b *recvBuffer) dropUnordered() {
 	}
 	b.have.remove(c, h)
 	// Chunks wholly past the prefix hold nothing readable any more.
-	for ci := (c + streamChunkSize - 1) / streamChunkSize; ci*streamChunkSize < h; ci++ {
-		b.ring.releaseChunk(ci * streamChunkSize)
+	for ci := (c + chunkSize - 1) / chunkSize; ci*chunkSize < h; ci++ {
+		b.ring.releaseChunk(ci * chunkSize)
 	}
 }
 
