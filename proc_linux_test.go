@@ -466,7 +466,7 @@ func (p *peerState) accept(ln *Listener, mode string) {
 // peerProc is the parent's handle on a peer process.
 type peerProc struct {
 	t     testing.TB
-	label string // for the log: "peer NAME[PID]"
+	label string // for the log: "peer NAME[PID]"; written under mu once started
 	cmd   *exec.Cmd
 	pid   int
 
@@ -477,6 +477,7 @@ type peerProc struct {
 	seq     int
 	pending map[string]chan peerReply
 	exited  bool
+	gone    chan struct{} // closed when exited is set
 
 	killOnce sync.Once
 	killedAt time.Time
@@ -503,7 +504,7 @@ func startPeer(t testing.TB, ns *sys.Netns, env ...string) *peerProc {
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(append(os.Environ(), envPeer+"=1"), env...)
-	p := &peerProc{t: t, label: label, cmd: cmd, pending: make(map[string]chan peerReply)}
+	p := &peerProc{t: t, label: label, cmd: cmd, pending: make(map[string]chan peerReply), gone: make(chan struct{})}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -526,7 +527,9 @@ func startPeer(t testing.TB, ns *sys.Netns, env ...string) *peerProc {
 		t.Fatalf("starting %s: %v", label, err)
 	}
 	p.pid = cmd.Process.Pid
+	p.mu.Lock() // peerLog may be reading it already
 	p.label = fmt.Sprintf("%s[%d]", label, p.pid)
+	p.mu.Unlock()
 	t.Cleanup(p.kill)
 	go p.readReplies(stdout)
 	if pid, err := p.do(t, "pid"); err != nil || pid != strconv.Itoa(p.pid) {
@@ -550,7 +553,10 @@ func (l *peerLog) Write(b []byte) (int, error) {
 		if i < 0 {
 			break
 		}
-		l.p.t.Logf("%s: %s", l.p.label, l.buf[:i])
+		l.p.mu.Lock()
+		label := l.p.label
+		l.p.mu.Unlock()
+		l.p.t.Logf("%s: %s", label, l.buf[:i])
 		l.buf = l.buf[i+1:]
 	}
 	return len(b), nil
@@ -580,6 +586,7 @@ func (p *peerProc) readReplies(stdout io.Reader) {
 	}
 	p.mu.Lock()
 	p.exited = true
+	close(p.gone)
 	for tag, ch := range p.pending {
 		ch <- peerReply{err: fmt.Errorf("%s exited", p.label), at: time.Now()}
 		delete(p.pending, tag)
@@ -827,8 +834,13 @@ func TestIntegrationPeerProcess(t *testing.T) {
 		}
 	}
 	cli.must(t, "exit")
+	select {
+	case <-cli.gone:
+	case <-time.After(5 * time.Second):
+		t.Error("a peer still runs 5s after exit")
+	}
 	if _, err := cli.do(t, "pid"); err == nil {
-		t.Error("a peer answered after exit")
+		t.Error("a peer answered after it exited")
 	}
 }
 
