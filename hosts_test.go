@@ -19,6 +19,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(envPeer) == "1" { // a peer process (proc_linux_test.go)
+		runPeer()
+	}
 	// A child process of TestIntegrationPortAcrossProcesses.
 	if spec := os.Getenv("MYPROTO_HOLD_PORT"); spec != "" {
 		holdPort(spec)

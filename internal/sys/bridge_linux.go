@@ -1,0 +1,85 @@
+package sys
+
+import (
+	"fmt"
+
+	"github.com/jsimonetti/rtnetlink/v2"
+	"golang.org/x/sys/unix"
+)
+
+// CreateBridge creates a bridge (an Ethernet switch in the kernel, as ip
+// link add NAME type bridge makes) named name in ns (nil: the calling
+// thread's namespace) and brings it up. Its ports are the links SetLinkMaster
+// enslaves to it. The kernel's defaults apply: no spanning tree, so a port
+// forwards as soon as it is up; source MACs are learnt (and aged out after
+// 300 s); frames for unknown unicast MACs, broadcast and multicast are
+// flooded to every other port. A taken name gives an error wrapping
+// syscall.EEXIST; on failure nothing is left behind.
+//
+// Like CreateVeth, it needs CAP_NET_ADMIN in the user namespace that owns
+// ns.
+func CreateBridge(name string, ns *Netns) error {
+	if err := createBridge(name, ns); err != nil {
+		return fmt.Errorf("sys: create bridge %s: %w", name, err)
+	}
+	return nil
+}
+
+func createBridge(name string, ns *Netns) error {
+	err := withConn(ns, func(c *rtnetlink.Conn) error {
+		return c.Link.New(&rtnetlink.LinkMessage{
+			Family: unix.AF_UNSPEC,
+			Attributes: &rtnetlink.LinkAttributes{
+				Name: name,
+				Info: &rtnetlink.LinkInfo{Kind: "bridge"},
+			},
+		})
+	})
+	if err != nil {
+		return err
+	}
+	// A port enslaved to a bridge that is down stays disabled, so the
+	// bridge comes up first.
+	if err := setLinkUp(ns, name, true); err != nil {
+		deleteLink(ns, name)
+		return err
+	}
+	return nil
+}
+
+// SetLinkMaster makes the interface link in ns (nil: the calling thread's
+// namespace) a port of the bridge master there, as ip link set dev LINK
+// master MASTER does; an empty master frees it (nomaster). An unknown name
+// gives an error wrapping syscall.ENODEV.
+func SetLinkMaster(ns *Netns, link, master string) error {
+	if err := setLinkMaster(ns, link, master); err != nil {
+		if master == "" {
+			return fmt.Errorf("sys: set %s nomaster: %w", link, err)
+		}
+		return fmt.Errorf("sys: set %s master %s: %w", link, master, err)
+	}
+	return nil
+}
+
+func setLinkMaster(ns *Netns, link, master string) error {
+	return withConn(ns, func(c *rtnetlink.Conn) error {
+		lm, err := linkByName(c, link)
+		if err != nil {
+			return err
+		}
+		var index uint32 // 0 frees the link
+		if master != "" {
+			mm, err := linkByName(c, master)
+			if err != nil {
+				return err
+			}
+			index = mm.Index
+		}
+		return c.Link.Set(&rtnetlink.LinkMessage{
+			Family:     unix.AF_UNSPEC,
+			Type:       lm.Type,
+			Index:      lm.Index,
+			Attributes: &rtnetlink.LinkAttributes{Master: &index},
+		})
+	})
+}

@@ -1,0 +1,10 @@
+//go:build !linux
+
+package sys
+
+// CreateBridge returns an error wrapping errors.ErrUnsupported: bridges are
+// Linux's.
+func CreateBridge(name string, ns *Netns) error { return errLinksUnsupported }
+
+// SetLinkMaster returns an error wrapping errors.ErrUnsupported.
+func SetLinkMaster(ns *Netns, link, master string) error { return errLinksUnsupported }
