@@ -3,6 +3,7 @@
 // Usage:
 //
 //	myproto [demo]
+//	myproto perf -s [ADDR] | -c ADDR [options]
 //	myproto help
 //
 // demo, the default, builds two private "hosts" joined by a virtual cable
@@ -34,6 +35,7 @@ Commands:
   demo   build two private hosts joined by a virtual cable (veth mp0/mp1,
          in network namespaces of their own) and talk myproto across it
          (the default)
+  perf   measure myproto between two hosts, as iperf3 does (myproto perf -h)
   help   print this help
 
 Nothing on this machine changes: the demo needs no root, and what it
@@ -53,6 +55,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cmd := "demo"
 	if len(args) > 0 {
 		cmd, args = args[0], args[1:]
+	}
+	if cmd == "perf" {
+		return perf(args, stdout, stderr)
 	}
 	if len(args) > 0 {
 		return badUsage(stderr, "myproto %s takes no arguments", cmd)
