@@ -327,9 +327,9 @@ type perfSide struct {
 	// Retransmits are this side's, as the sender.
 	Retransmits uint64 `json:"retransmits"`
 	// Raw tests: frames received, and the ring's drops.
-	Frames      uint64 `json:"frames,omitempty"`
-	Drops       uint64 `json:"drops,omitempty"`
-	FreezeQueue uint64 `json:"freeze_queue,omitempty"`
+	Frames      uint64     `json:"frames,omitempty"`
+	Drops       uint64     `json:"drops,omitempty"`
+	FreezeQueue uint64     `json:"freeze_queue,omitempty"`
 	CPU         cpuFigures `json:"cpu"`
 }
 
