@@ -265,23 +265,25 @@ func (s *perfServer) control(c net.Conn) {
 		writeJSONLine(c, perfHello{Error: "the server is busy with another test"})
 		return
 	}
-	defer s.busy.Unlock()
-
 	var cookie [cookieLen / 2]byte
 	rand.Read(cookie[:])
 	ctx, cancel := context.WithCancel(context.Background())
 	t := &serverTest{h: h, cookie: hex.EncodeToString(cookie[:]), ctx: ctx, cancel: cancel,
 		data: make(chan perfStream, h.Parallel)}
-	defer t.closeAll()
-	defer cancel()
 	s.mu.Lock()
 	s.tests[t.cookie] = t
 	s.mu.Unlock()
-	defer func() {
+	// end ends the test; it runs before the result goes out, so that the
+	// client may start its next test as soon as it has it.
+	end := sync.OnceFunc(func() {
+		cancel()
+		t.closeAll()
 		s.mu.Lock()
 		delete(s.tests, t.cookie)
 		s.mu.Unlock()
-	}()
+		s.busy.Unlock()
+	})
+	defer end()
 
 	transport := "tcp"
 	from := framesNetdev
@@ -345,8 +347,9 @@ func (s *perfServer) control(c net.Conn) {
 		side = <-result
 		side.Error = "the test's data did not finish"
 	}
-	end := s.m.take()
-	side.CPU = s.m.figures(start, end, from)
+	stop := s.m.take()
+	end()
+	side.CPU = s.m.figures(start, stop, from)
 	if from == framesRaw {
 		side.CPU.FramesIn, side.CPU.FramesOut = side.Frames, 0
 		if h.Mode == modeRawRR {
