@@ -19,6 +19,7 @@ import (
 	"golang.org/x/net/bpf"
 
 	"github.com/myproto/myproto/internal/sys"
+	"github.com/myproto/myproto/internal/testenv"
 )
 
 // The perf tests check that every kind of test runs between two processes
@@ -164,6 +165,7 @@ func checkCPU(t *testing.T, name string, rep *perfReport) {
 }
 
 func TestIntegrationPerf(t *testing.T) {
+	testenv.Watchdog(t, 5*time.Minute)
 	h := newPerfHosts(t)
 
 	t.Run("bulk", func(t *testing.T) {
