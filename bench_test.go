@@ -18,6 +18,11 @@ import (
 // one connection, and 1-byte ping-pong round trips.
 //
 //	go test -run '^$' -bench IntegrationStream -benchtime 3s .
+//
+// It is a regression check only: both ends run in this one process, which
+// flatters latency and hides the cost of hand-offs between processes. The
+// project's figures come from bench/run.sh, which runs myproto perf's server
+// and clients as separate processes.
 func BenchmarkIntegrationStream(b *testing.B) {
 	for i, mtu := range []int{1500, 9000} {
 		h := vethHosts(b, mtu)

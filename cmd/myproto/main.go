@@ -8,6 +8,7 @@
 //	myproto ping [-c count] [-i interval] [-W timeout] [-w deadline] [-s size] [-q] [-J] NAME|MAC
 //	myproto neigh [show [dev IFACE] | lookup NAME|MAC | flush] [-w secs] [-J]
 //	myproto [demo]
+//	myproto perf -s [ADDR] | -c ADDR [options]
 //	myproto help | --version
 //
 // connect and listen are nc: standard input to the peer, the peer to
@@ -52,6 +53,8 @@ Commands:
   ping     send echo requests to a neighbour and print round-trip times,
            like ping
   neigh    show the neighbours on the link, or look a name up, like ip neigh
+  perf     measure myproto between two hosts, as iperf3 does
+           (myproto perf -h)
   demo     build two private hosts joined by a virtual cable (veth mp0/mp1,
            in network namespaces of their own) and talk myproto across it
            (the default)
@@ -84,6 +87,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		cmd, args = args[0], args[1:]
 	}
 	switch cmd {
+	case "perf":
+		return perf(args, stdout, stderr)
 	case "connect", "listen":
 		return ncCmd(cmd, args, stdout, stderr)
 	case "ping":
