@@ -32,13 +32,14 @@ type HandshakeParams struct {
 	localMaxData   uint64        // the Max Data our SYN-ACK advertised
 	localMaxPacket int           // the max packet our SYN-ACK advertised
 	rtt            time.Duration // the client's RTT estimate from SYN to SYN-ACK; 0 if none
+	peerNode       uint64        // the client's stack
 }
 
 // A CookieJar answers SYNs statelessly and recognises the first packet of a
 // connection whose SYN it answered. It is safe for concurrent use.
 type CookieJar struct {
 	secret [32]byte
-	local  hsParams // max data and max packet advertised in SYN-ACKs
+	local  hsParams // max data, max packet and node advertised in SYN-ACKs
 	keys   atomic.Pointer[cookieKeys]
 }
 
@@ -99,7 +100,7 @@ func NewCookieJar(secret []byte, cfg ...Config) *CookieJar {
 		c = cfg[0]
 	}
 	c = c.withDefaults()
-	j.local = hsParams{maxData: uint64(c.initialWindow()), maxPacket: uint16(c.MaxPacket)}
+	j.local = hsParams{maxData: uint64(c.initialWindow()), maxPacket: uint16(c.MaxPacket), node: c.NodeID}
 	return j
 }
 
@@ -202,6 +203,7 @@ func (j *CookieJar) Accept(now time.Time, peerMAC [6]byte, srcPort, dstPort uint
 		localMaxData:   c.server.maxData,
 		localMaxPacket: int(c.server.maxPacket),
 		rtt:            time.Duration(c.rttMicros) * time.Microsecond,
+		peerNode:       c.client.node,
 	}, true
 }
 

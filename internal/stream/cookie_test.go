@@ -122,11 +122,12 @@ func TestCookieRejectsBadSYN(t *testing.T) {
 	jar := NewCookieJar(nil)
 	out := make([]byte, 100)
 	for name, body := range map[string][]byte{
-		"empty":      nil,
-		"zero CID":   synBody(0, 1),
-		"no SYN":     confirmBody(1, 0),
-		"garbage":    []byte("0123456789abcdef"),
-		"small pkts": func() []byte { b := synBody(1, 1); b[len(b)-2], b[len(b)-1] = 0, 100; return b }(),
+		"empty":    nil,
+		"zero CID": synBody(0, 1),
+		"no SYN":   confirmBody(1, 0),
+		"garbage":  []byte("0123456789abcdef"),
+		// Max Packet follows the packet number, the type, the CID and Max Data.
+		"small pkts": func() []byte { b := synBody(1, 1); b[pnLen+17], b[pnLen+18] = 0, 100; return b }(),
 	} {
 		if _, _, ok := jar.RespondSYN(cookieTime, cookieMAC, 1, 2, body, out); ok {
 			t.Errorf("%s: SYN-ACK sent", name)

@@ -29,6 +29,7 @@ type Config struct {
 	NoDelay          bool          // send small writes at once; false: Nagle
 	HandshakeTimeout time.Duration // SYN-SENT gives up after this (ErrTimeout); default 20s
 	Chunks           ChunkPool     // lends buffer memory; nil: the heap, without reuse
+	NodeID           uint64        // this end's stack, told to the peer in the handshake
 }
 
 // Defaults for zero Config fields.
@@ -57,8 +58,13 @@ const (
 	resetInterval     = time.Millisecond       // at most one RST per this while lingering after a reset
 	minResetLinger    = 250 * time.Millisecond // how long an engine that sent RST answers stray packets
 	minTimeWait       = 100 * time.Millisecond // TIME-WAIT lasts this or 3 PTOs, whichever is longer
-	noLimit           = math.MaxUint64
-	ackReserve        = 32 // bytes of each full packet kept for ACK and control frames
+	verifyInterval    = 100 * time.Millisecond // at most one Verify probe per this, per connection
+	// A keepalive PING unanswered for this long (or the keepalive period,
+	// if shorter) fails the connection: with the probe timeout capped at
+	// 1 s, that is several probes.
+	keepAliveProbeTimeout = 5 * time.Second
+	noLimit               = math.MaxUint64
+	ackReserve            = 32 // bytes of each full packet kept for ACK and control frames
 )
 
 func (c Config) withDefaults() Config {
@@ -109,7 +115,8 @@ type Engine struct {
 	client   bool
 	localCID uint64
 	peerCID  uint64
-	failure  error // what Err returns
+	peerNode uint64 // the peer's stack, from the handshake
+	failure  error  // what Err returns
 
 	// Handshake.
 	synNext        time.Duration // when the next SYN goes out (client, SYN-SENT)
@@ -179,9 +186,11 @@ type Engine struct {
 	challenge    bool
 
 	// Liveness.
-	lastRecv  time.Duration
-	pingSend  bool
-	kaProbeAt time.Duration // keepalive probe outstanding since; 0 for none
+	lastRecv   time.Duration
+	pingSend   bool
+	probeSend  bool          // the next PING is a probe (FlagProbe)
+	lastVerify time.Duration // when Verify last asked for a probe
+	kaProbeAt  time.Duration // keepalive probe outstanding since; 0 for none
 
 	// Closing.
 	appClosed    bool
@@ -232,7 +241,7 @@ func NewServer(cfg Config, localCID uint64, p HandshakeParams, now time.Time) *E
 	e.firstPN = initialPN(localCID) // the stateless SYN-ACK's
 	e.nextPN = e.firstPN + 1
 	e.sent.reset(e.nextPN)
-	e.peerCID = p.peerCID
+	e.peerCID, e.peerNode = p.peerCID, p.peerNode
 	e.peerMaxData = min(p.peerMaxData, maxStreamOffset)
 	if p.localMaxData > 0 {
 		e.rcvMaxAdv = min(p.localMaxData, uint64(e.cfg.RecvBuffer))
@@ -396,6 +405,18 @@ func (e *Engine) Fail(err error) {
 	e.lingerUntil = 0
 }
 
+// Reset ends the connection with err, as Fail does, but resets the peer
+// too: a RESET goes out (its proof makes the peer believe it) before the
+// engine is done, as after Abort.
+func (e *Engine) Reset(err error) {
+	if e.state != stateEstablished {
+		e.Fail(err)
+		return
+	}
+	e.Abort()
+	e.failure = err
+}
+
 // ---- Receiving -------------------------------------------------------------
 
 // Receive processes one received typeStream body (already CRC-checked and
@@ -538,14 +559,14 @@ func (e *Engine) receiveSynSent(t time.Duration, pv *packetView) {
 		e.rtt.init(t - p.time)
 	}
 	sa := pv.synAck
-	e.peerCID = sa.cid
+	e.peerCID, e.peerNode = sa.cid, sa.node
 	e.peerMaxData = min(sa.maxData, maxStreamOffset)
 	e.sent.reset(e.nextPN) // the SYNs are done with
 	e.largestRcvd, e.largestRTime, e.haveRcvd = pv.pn, t, true
 	e.rcvdFloor = pv.pn + 1 // the SYN-ACK itself is not acknowledged
 	e.establish(t, int(sa.maxPacket))
 	e.confirm = confirmFrame{
-		client:    hsParams{cid: e.localCID, maxData: e.rcvMaxAdv, maxPacket: uint16(e.cfg.MaxPacket)},
+		client:    hsParams{cid: e.localCID, maxData: e.rcvMaxAdv, maxPacket: uint16(e.cfg.MaxPacket), node: e.cfg.NodeID},
 		server:    hsParams{maxData: sa.maxData, maxPacket: sa.maxPacket},
 		rttMicros: uint32(min(e.rtt.smoothed/time.Microsecond, math.MaxUint32)),
 	}
@@ -587,6 +608,51 @@ func (e *Engine) onReset(t time.Duration, proof uint64) {
 		e.challengeAt = t
 	}
 }
+
+// StatelessReset handles a stateless reset (SPEC.md §10.4): the peer's
+// host says the connection is gone, echoing the packet number pn of a
+// packet we sent it. As for a RESET's proof, pn must be one of ours and no
+// older than the largest the peer acknowledged, so a blind attacker must
+// guess a number in flight; then the connection fails with ErrReset and
+// StatelessReset reports true. Unlike a RESET, a bad one is not
+// challenged: the peer (if it lives) did not send it.
+func (e *Engine) StatelessReset(now time.Time, pn uint64) bool {
+	if e.state != stateEstablished {
+		return false
+	}
+	floor := e.firstPN
+	if e.haveAcked {
+		floor = e.largestAcked
+	}
+	if pn < floor || pn >= e.nextPN {
+		e.stats.Challenges++
+		return false
+	}
+	e.Fail(ErrReset)
+	return true
+}
+
+// Verify makes the connection probe its peer now (a PING carrying
+// FlagProbe), on a hint that the peer may be gone: a live peer acknowledges
+// it and nothing changes; a dead one's host answers with a stateless reset.
+// Calls closer together than 100 ms are ignored, so hints cannot make a
+// connection flood its peer.
+func (e *Engine) Verify(now time.Time) {
+	t := e.clock(now)
+	if e.state != stateEstablished || (e.lastVerify != 0 && t-e.lastVerify < verifyInterval) {
+		return
+	}
+	e.lastVerify = t
+	e.pingSend, e.probeSend = true, true
+}
+
+// PeerCID is the connection ID the peer chose (zero before the handshake
+// completes), which its packets' receiver demultiplexes by.
+func (e *Engine) PeerCID() uint64 { return e.peerCID }
+
+// PeerNode is the peer's stack as it told in the handshake (zero before it
+// completes).
+func (e *Engine) PeerNode() uint64 { return e.peerNode }
 
 // onStream takes a STREAM frame.
 func (e *Engine) onStream(t time.Duration, f *wireFrame) {
@@ -693,13 +759,17 @@ func (e *Engine) NextPacket(now time.Time, out []byte) (n int, flags uint16, dst
 		}
 		return e.buildReset(t, out), 0, e.peerCID
 	}
-	return e.buildPacket(t, out), 0, e.peerCID
+	n, probe := e.buildPacket(t, out)
+	if probe {
+		return n, FlagProbe, e.peerCID
+	}
+	return n, 0, e.peerCID
 }
 
 func (e *Engine) buildSyn(t time.Duration, out []byte) int {
 	pn := e.nextPN
 	n := putPN(out, pn)
-	n += putHandshakeFrame(out[n:], sfSyn, hsParams{cid: e.localCID, maxData: e.rcvMaxAdv, maxPacket: uint16(e.cfg.MaxPacket)})
+	n += putHandshakeFrame(out[n:], sfSyn, hsParams{cid: e.localCID, maxData: e.rcvMaxAdv, maxPacket: uint16(e.cfg.MaxPacket), node: e.cfg.NodeID})
 	e.nextPN++
 	e.sent.push(sentPacket{time: t, size: uint16(n), flags: spSyn, state: spNone})
 	e.synNext = t + e.synRTO
@@ -749,23 +819,26 @@ func (e *Engine) ackDue(t time.Duration) bool {
 // frames, one STREAM frame, then an ACK frame in the room left. It returns 0,
 // having changed nothing but the window bookkeeping, when nothing needs
 // sending.
-func (e *Engine) buildPacket(t time.Duration, out []byte) int {
+//
+// probe reports whether the packet asks if the peer is alive: a probe
+// timeout's, a keepalive's or Verify's; the header then carries FlagProbe.
+func (e *Engine) buildPacket(t time.Duration, out []byte) (n int, probe bool) {
 	limit := min(len(out), e.sendMax)
 	if limit < pnLen+streamFrameHdrLen+1 {
-		return 0
+		return 0, false
 	}
 	e.updateWindow(t)
 	pn := e.nextPN
-	n := putPN(out, pn)
+	n = putPN(out, pn)
 	var rec sentPacket
 	ackDue := e.ackDue(t)
 	ackWanted := (e.ackEliciting > 0 || e.challenge) && !e.rcvd.empty()
-	probe := e.probes > 0
+	ptoProbe := e.probes > 0
 	if e.confirmPending {
 		n += putConfirmFrame(out[n:], &e.confirm)
 		rec.flags |= spConfirm
 	}
-	if e.maxDataPending || (probe && !e.peerFin && !e.appClosed) {
+	if e.maxDataPending || (ptoProbe && !e.peerFin && !e.appClosed) {
 		// A probe repeats Max Data too: if the peer is waiting for it, the
 		// probe is what it needs.
 		n += putU64Frame(out[n:], sfMaxData, e.rcvMaxAdv)
@@ -786,8 +859,8 @@ func (e *Engine) buildPacket(t time.Duration, out []byte) int {
 		minAck = minAckLen(&e.rcvd, delay)
 	}
 	room := min(e.segSize(), limit-n-streamFrameHdrLen-minAck)
-	if room > 0 && (probe || e.bytesInFlight < e.cc.window()) {
-		if r, retx := e.pickData(room, probe); r.lo < r.hi {
+	if room > 0 && (ptoProbe || e.bytesInFlight < e.cc.window()) {
+		if r, retx := e.pickData(room, ptoProbe); r.lo < r.hi {
 			dataEnd := e.sbuf.end
 			if e.finQueued {
 				dataEnd = e.finOff
@@ -818,7 +891,7 @@ func (e *Engine) buildPacket(t time.Duration, out []byte) int {
 		}
 	}
 	elicit := rec.flags&(spData|spMaxData|spBlocked) != 0 || e.confirmSend
-	if !elicit && (probe || e.pingSend || (ackDue && rec.flags&spAck != 0 && e.nonEliciting >= maxNonEliciting)) {
+	if !elicit && (ptoProbe || e.pingSend || (ackDue && rec.flags&spAck != 0 && e.nonEliciting >= maxNonEliciting)) {
 		// An ACK-only packet now and then carries a PING so the peer
 		// acknowledges it and we learn which ACK ranges to stop repeating.
 		out[n] = sfPing
@@ -827,8 +900,9 @@ func (e *Engine) buildPacket(t time.Duration, out []byte) int {
 		elicit = true
 	}
 	if !elicit && !(ackDue && rec.flags&spAck != 0) {
-		return 0
+		return 0, false
 	}
+	probe = ptoProbe || (e.probeSend && rec.flags&spPing != 0)
 	// Commit.
 	e.nextPN++
 	e.stats.PacketsSent++
@@ -848,7 +922,7 @@ func (e *Engine) buildPacket(t time.Duration, out []byte) int {
 		e.blockedSent = e.peerMaxData
 	}
 	if rec.flags&spPing != 0 {
-		e.pingSend = false
+		e.pingSend, e.probeSend = false, false
 		if e.kaProbeAt == 0 && e.cfg.KeepAlive > 0 && t-e.lastRecv >= e.cfg.KeepAlive {
 			e.kaProbeAt = t
 		}
@@ -863,7 +937,7 @@ func (e *Engine) buildPacket(t time.Duration, out []byte) int {
 		if e.unackedSince == 0 {
 			e.unackedSince = t
 		}
-		if probe {
+		if ptoProbe {
 			e.probes--
 		}
 		e.cc.onPacketSent(t, pn, n)
@@ -872,7 +946,7 @@ func (e *Engine) buildPacket(t time.Duration, out []byte) int {
 	}
 	e.sent.push(rec)
 	e.sent.trim()
-	return n
+	return n, probe
 }
 
 // pickData chooses the STREAM range (virtual offsets) for a packet with
@@ -936,7 +1010,7 @@ func (e *Engine) NextTimer() time.Time {
 		}
 		if ka := e.cfg.KeepAlive; ka > 0 {
 			if e.kaProbeAt != 0 {
-				at(e.kaProbeAt + ka)
+				at(e.kaProbeAt + min(ka, keepAliveProbeTimeout))
 			} else if e.elicitInFlight == 0 {
 				at(e.lastRecv + ka)
 			}
@@ -973,12 +1047,12 @@ func (e *Engine) OnTimer(now time.Time) {
 		return
 	}
 	if ka := e.cfg.KeepAlive; ka > 0 {
-		if e.kaProbeAt != 0 && t-e.kaProbeAt >= ka {
+		if e.kaProbeAt != 0 && t-e.kaProbeAt >= min(ka, keepAliveProbeTimeout) {
 			e.Fail(ErrTimeout)
 			return
 		}
 		if e.kaProbeAt == 0 && e.elicitInFlight == 0 && t-e.lastRecv >= ka {
-			e.pingSend = true
+			e.pingSend, e.probeSend = true, true
 		}
 	}
 	if e.timeWait != 0 && t >= e.timeWait {

@@ -24,16 +24,32 @@ const (
 	sfMaxData     = 0x10 // maximum data(8): absolute byte offset the sender may reach
 	sfDataBlocked = 0x11 // limit(8): the sender is blocked at this Max Data
 	sfReset       = 0x12 // proof(8): largest packet number received from the peer
-	sfSyn         = 0x20 // cid(8) max data(8) max packet(2)
-	sfSynAck      = 0x21 // cid(8) max data(8) max packet(2)
-	sfConfirm     = 0x22 // client cid(8) client max data(8) client max packet(2) server max data(8) server max packet(2) rtt µs(4)
+	sfSyn         = 0x20 // cid(8) max data(8) max packet(2) node(8)
+	sfSynAck      = 0x21 // cid(8) max data(8) max packet(2) node(8)
+	sfConfirm     = 0x22 // client cid(8) client max data(8) client max packet(2) server max data(8) server max packet(2) rtt µs(4) client node(8)
 )
 
-// FlagSYN is the one stream header flag (in the common header's Flags field
-// of typeStream frames). Only SYNs set it, so the stack can route them
-// without parsing the body; a SYN also has Connection ID 0 since the client
-// does not know the server's ID yet. Receive never relies on the flags.
-const FlagSYN = 0x0001
+// Stream header flags, in the common header's Flags field of typeStream
+// frames. They let the stack (and the kernel's filters) route a frame by its
+// header alone; Receive never relies on them.
+const (
+	// FlagSYN marks a SYN, which also has Connection ID 0 since the client
+	// does not know the server's ID yet.
+	FlagSYN = 0x0001
+	// FlagReset marks a stateless reset (SPEC.md §10.4): sent for a packet
+	// to a connection that no longer exists, it echoes the packet's
+	// Connection ID in the header and its packet number as the body.
+	FlagReset = 0x0002
+	// FlagProbe marks a packet that asks whether the connection is still
+	// alive: a probe timeout's, a keepalive's, or one a hint of the peer's
+	// death prompted (Verify). Should the peer's process be gone, the host
+	// agent on its host sees it and answers with a stateless reset.
+	FlagProbe = 0x0004
+)
+
+// PNLen is the length of the packet number that starts every stream body,
+// and the body of a stateless reset.
+const PNLen = pnLen
 
 // MinMaxPacket is the smallest Max Packet (largest body accepted) an end
 // may announce: a link needs an MTU of the frame header plus this.
@@ -44,8 +60,8 @@ const (
 	pnLen             = 8
 	streamFrameHdrLen = 1 + 8 + 2
 	resetFrameLen     = 1 + 8
-	synFrameLen       = 1 + 8 + 8 + 2
-	confirmFrameLen   = 1 + 8 + 8 + 2 + 8 + 2 + 4
+	synFrameLen       = 1 + 8 + 8 + 2 + 8
+	confirmFrameLen   = 1 + 8 + 8 + 2 + 8 + 2 + 4 + 8
 	maxFramesPerPkt   = 16 // more frames than this in one body: malformed
 	maxAckRanges      = 32 // ranges sent in, and read from, one ACK frame
 	maxVarint         = 1<<62 - 1
@@ -128,6 +144,7 @@ type hsParams struct {
 	cid       uint64
 	maxData   uint64
 	maxPacket uint16
+	node      uint64 // the sender's stack, which a restart replaces
 }
 
 // confirmFrame is the handshake confirmation the client repeats until the
@@ -240,6 +257,7 @@ func parsePacket(body []byte, pv *packetView) bool {
 				cid:       binary.BigEndian.Uint64(b),
 				maxData:   binary.BigEndian.Uint64(b[8:]),
 				maxPacket: binary.BigEndian.Uint16(b[16:]),
+				node:      binary.BigEndian.Uint64(b[18:]),
 			}
 			b = b[synFrameLen-1:]
 			if typ == sfSyn {
@@ -265,6 +283,7 @@ func parsePacket(body []byte, pv *packetView) bool {
 			c.server.maxData = binary.BigEndian.Uint64(b[18:])
 			c.server.maxPacket = binary.BigEndian.Uint16(b[26:])
 			c.rttMicros = binary.BigEndian.Uint32(b[28:])
+			c.client.node = binary.BigEndian.Uint64(b[32:])
 			b = b[confirmFrameLen-1:]
 			pv.hasConf = true
 			pv.elicit = true
@@ -368,6 +387,7 @@ func putHandshakeFrame(b []byte, typ byte, p hsParams) int {
 	binary.BigEndian.PutUint64(b[1:], p.cid)
 	binary.BigEndian.PutUint64(b[9:], p.maxData)
 	binary.BigEndian.PutUint16(b[17:], p.maxPacket)
+	binary.BigEndian.PutUint64(b[19:], p.node)
 	return synFrameLen
 }
 
@@ -380,6 +400,7 @@ func putConfirmFrame(b []byte, c *confirmFrame) int {
 	binary.BigEndian.PutUint64(b[19:], c.server.maxData)
 	binary.BigEndian.PutUint16(b[27:], c.server.maxPacket)
 	binary.BigEndian.PutUint32(b[29:], c.rttMicros)
+	binary.BigEndian.PutUint64(b[33:], c.client.node)
 	return confirmFrameLen
 }
 
