@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/jsimonetti/rtnetlink/v2"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -83,3 +84,41 @@ func setLinkMaster(ns *Netns, link, master string) error {
 		})
 	})
 }
+
+// SetBridgeLearning turns MAC learning of the bridge name in ns on or off,
+// as ip link set NAME type bridge ageing_time does (0 when off). A bridge
+// that learns nothing floods every frame to every port, as a hub: a frame
+// with a forged source MAC then takes no traffic away from the station
+// that owns the address.
+func SetBridgeLearning(ns *Netns, name string, on bool) error {
+	ageing := uint32(0)
+	if on {
+		ageing = 300 * 100 // the kernel's default, in centiseconds
+	}
+	err := withLink(ns, name, func(c *rtnetlink.Conn, lm rtnetlink.LinkMessage) error {
+		return c.Link.Set(&rtnetlink.LinkMessage{
+			Family: unix.AF_UNSPEC,
+			Type:   lm.Type,
+			Index:  lm.Index,
+			Attributes: &rtnetlink.LinkAttributes{
+				Info: &rtnetlink.LinkInfo{Kind: "bridge", Data: &bridgeData{ageing: ageing}},
+			},
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("sys: set bridge %s learning %v: %w", name, on, err)
+	}
+	return nil
+}
+
+// bridgeData is the bridge attribute SetBridgeLearning sets
+// (IFLA_BR_AGEING_TIME), as an rtnetlink.LinkDriver.
+type bridgeData struct{ ageing uint32 }
+
+func (b *bridgeData) New() rtnetlink.LinkDriver { return &bridgeData{} }
+func (b *bridgeData) Kind() string              { return "bridge" }
+func (b *bridgeData) Encode(ae *netlink.AttributeEncoder) error {
+	ae.Uint32(unix.IFLA_BR_AGEING_TIME, b.ageing)
+	return nil
+}
+func (b *bridgeData) Decode(*netlink.AttributeDecoder) error { return nil }

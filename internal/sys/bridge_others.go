@@ -8,3 +8,6 @@ func CreateBridge(name string, ns *Netns) error { return errLinksUnsupported }
 
 // SetLinkMaster returns an error wrapping errors.ErrUnsupported.
 func SetLinkMaster(ns *Netns, link, master string) error { return errLinksUnsupported }
+
+// SetBridgeLearning returns an error wrapping errors.ErrUnsupported.
+func SetBridgeLearning(ns *Netns, name string, on bool) error { return errLinksUnsupported }

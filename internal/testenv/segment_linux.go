@@ -94,3 +94,15 @@ func newSegmentVeth(t testing.TB, nsBr *sys.Netns, port string, host *sys.Netns,
 	t.Fatal("testenv: no free veth name")
 	return ""
 }
+
+// Hub turns the segment's bridge into a hub: it stops learning MACs and
+// floods every frame to every host. A learning bridge sends traffic for a
+// MAC to whichever port last sent from it, so a frame with a forged source
+// MAC diverts a station's traffic, as on a real switch; tests of what a
+// protocol makes of forged frames use a hub to keep that out.
+func (s *Segment) Hub(t testing.TB) {
+	t.Helper()
+	if err := sys.SetBridgeLearning(s.NetnsBridge, s.Bridge, false); err != nil {
+		t.Fatal(err)
+	}
+}
