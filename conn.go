@@ -30,16 +30,19 @@ type Conn struct {
 	ep            *endpoint
 	b             *binding // the port; shared with the listener for accepted conns
 	local, remote *Addr
-	cid           uint64 // our connection ID: the demultiplexing key
-	peer          [6]byte
+	cid           uint64  // our connection ID: the demultiplexing key
+	peer          [6]byte // the peer's MAC
+	src           [6]byte // ours when the connection began: its frames' source
 
 	mu      sync.Mutex // guards e and the fields below it
 	e       *stream.Engine
-	timer   *time.Timer
-	timerAt time.Time
+	timerAt time.Time     // what the stack's timer queue was last asked for
 	linger  time.Duration // <0 background, 0 reset on Close, >0 bounded
 	wrShut  bool          // CloseWrite or Close called
 	done    bool          // finish ran
+	keyed   bool          // in the stack's peers, by the peer's connection ID
+
+	tslot timerSlot // the connection's place in the stack's timer queue
 
 	sendMu sync.Mutex // keeps packets leaving in packet-number order
 
@@ -71,6 +74,8 @@ func newConn(s *stack, ep *endpoint, b *binding, cid uint64, remote *Addr) *Conn
 		closed:   make(chan struct{}),
 		rd:       makeDeadline(),
 		wd:       makeDeadline(),
+		tslot:    timerSlot{idx: -1},
+		src:      ep.hwaddr(),
 	}
 	copy(c.peer[:], remote.HardwareAddr)
 	return c
@@ -117,7 +122,7 @@ func (c *Conn) flush() {
 			if bl == 0 {
 				break
 			}
-			h := header{dst: c.peer, src: c.ep.hwaddr(), etherType: c.s.etherType, typ: typeStream,
+			h := header{dst: c.peer, src: c.src, etherType: c.s.etherType, typ: typeStream,
 				flags: flags, srcPort: c.local.Port, dstPort: c.remote.Port, connID: dst}
 			tb.ms[n].N = marshalFrame(buf, &h, bl)
 			n++
@@ -158,6 +163,11 @@ func (c *Conn) wake() {
 	r := e.Readable() > 0 || e.EOF() || e.Err() != nil || c.done || c.rdShut.Load()
 	w := e.Writable() > 0 || e.Err() != nil || c.done
 	est := e.Established() || e.Err() != nil || c.done
+	if !c.keyed && !c.done && e.PeerCID() != 0 {
+		// Established: a stateless reset names the peer's ID.
+		c.keyed = true
+		c.s.peers.Store(peerKey{c.peer, e.PeerCID()}, c)
+	}
 	c.mu.Unlock()
 	if r {
 		signal(c.readable)
@@ -177,27 +187,19 @@ func signal(ch chan struct{}) {
 	}
 }
 
-// armTimerLocked points the timer at the engine's next deadline.
+// armTimerLocked points the connection's timer at the engine's next
+// deadline. The stack's timer queue runs it (timers.go).
 func (c *Conn) armTimerLocked() {
 	at := c.e.NextTimer()
 	if at.Equal(c.timerAt) {
 		return
 	}
 	c.timerAt = at
-	if at.IsZero() {
-		if c.timer != nil {
-			c.timer.Stop()
-		}
-		return
-	}
-	d := time.Until(at)
-	if c.timer == nil {
-		c.timer = time.AfterFunc(d, c.onTimer)
-	} else {
-		c.timer.Reset(d)
-	}
+	c.s.timers.set(c, at)
 }
 
+// onTimer runs the engine's timers that are due; the timer queue calls it,
+// possibly early (a deadline that moved later), when nothing is due yet.
 func (c *Conn) onTimer() {
 	c.mu.Lock()
 	if c.done {
@@ -213,8 +215,8 @@ func (c *Conn) onTimer() {
 	c.flush()
 }
 
-// failWith ends the connection with err at once, as when its peer
-// restarted or its interface went away: blocked calls return err.
+// failWith ends the connection with err at once, as when its interface went
+// away: blocked calls return err.
 func (c *Conn) failWith(err error) {
 	c.mu.Lock()
 	if !c.done {
@@ -223,6 +225,56 @@ func (c *Conn) failWith(err error) {
 	c.mu.Unlock()
 	c.flush()
 	c.wake()
+}
+
+// resetWith ends the connection with err at once and resets the peer, as
+// when our MAC changed: the peer would otherwise go on sending to the old
+// one. The RESET leaves from the connection's own (old) address, which the
+// peer knows.
+func (c *Conn) resetWith(err error) {
+	c.mu.Lock()
+	if !c.done {
+		c.e.Reset(err)
+	}
+	c.mu.Unlock()
+	c.flush()
+	c.wake()
+}
+
+// verify makes the connection probe its peer, on a hint that the peer's
+// stack is gone (see stack.verifyPeers).
+func (c *Conn) verify() {
+	c.mu.Lock()
+	if c.done {
+		c.mu.Unlock()
+		return
+	}
+	c.e.Verify(time.Now())
+	c.mu.Unlock()
+	c.flush()
+}
+
+// peerNode is the peer's stack, from the handshake; 0 before it ends.
+func (c *Conn) peerNode() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.e.PeerNode()
+}
+
+// statelessReset handles a stateless reset for the connection: the engine
+// checks that it echoes a packet number in flight.
+func (c *Conn) statelessReset(ep *endpoint, h *header, pn uint64) dropReason {
+	if ep != c.ep || h.srcPort != c.remote.Port || h.dstPort != c.local.Port {
+		return dropNoSocket
+	}
+	c.mu.Lock()
+	ok := !c.done && c.e.StatelessReset(time.Now(), pn)
+	c.mu.Unlock()
+	if !ok {
+		return dropNoSocket
+	}
+	c.flush()
+	return dropNone
 }
 
 // finish retires a connection the engine is done with: it leaves the
@@ -234,11 +286,13 @@ func (c *Conn) finish() {
 		return
 	}
 	c.done = true
-	if c.timer != nil {
-		c.timer.Stop()
-	}
+	c.s.timers.set(c, time.Time{})
+	keyed, pcid := c.keyed, c.e.PeerCID()
 	c.mu.Unlock()
 	c.s.conns.Delete(c.cid)
+	if keyed {
+		c.s.peers.CompareAndDelete(peerKey{c.peer, pcid}, c)
+	}
 	c.s.release(c.b)
 	c.estOnce.Do(func() { close(c.estab) })
 	signal(c.readable)

@@ -1,6 +1,7 @@
 package myproto
 
 import (
+	"encoding/binary"
 	"sync"
 	"time"
 
@@ -19,42 +20,38 @@ func (s *stack) demux(ep *endpoint, h *header, body []byte) dropReason {
 			return dropNoSocket
 		}
 		return b.pc.deliver(ep, h, body)
-	case typeDiscovery:
-		return s.discInput(ep, h, body)
 	case typeStream:
-		if h.connID != 0 {
+		switch {
+		case h.flags&stream.FlagSYN != 0:
+			// The control socket's: the data socket's filter passes
+			// none but while it is being replaced.
+			return dropNoSocket
+		case h.flags&stream.FlagReset != 0:
+			return s.resetInput(ep, h, body)
+		case h.connID != 0:
 			if c, ok := s.conns.Load(h.connID); ok {
 				return c.(*Conn).input(ep, h, body)
 			}
 		}
 		b := s.lookup(h.dstPort)
-		switch {
-		case b != nil && b.ln != nil && (b.ifindex == 0 || b.ifindex == ep.index):
-			return b.ln.input(ep, h, body)
-		case b == nil && h.flags&stream.FlagSYN != 0:
-			s.refuseSYN(ep, h, body)
+		if b == nil {
+			return dropNoSocket // another process's, or a stale filter's
+		}
+		if b.ln != nil && (b.ifindex == 0 || b.ifindex == ep.index) {
+			if reason := b.ln.input(ep, h, body); reason != dropNoSocket {
+				return reason // a new connection, or a full backlog
+			}
+		}
+		// Our port, and no connection of ours: one that ended, or whose
+		// handshake we never saw. Tell the sender, so that it does not
+		// wait for a timeout.
+		if _, ok := s.conns.Load(h.connID); !ok && s.resets.allow(time.Now()) {
+			ep.statelessReset(h, body, nil)
 		}
 		return dropNoSocket
 	default:
 		return dropNoSocket
 	}
-}
-
-// refuseSYN answers a SYN to a port no process on this host owns with a RST,
-// so the dialer fails at once with ECONNREFUSED instead of timing out. Every
-// process's stack sees the SYN; those that own nothing check the host-wide
-// reservation first, so a port owned by another process is never refused.
-func (s *stack) refuseSYN(ep *endpoint, h *header, body []byte) {
-	if s.prov.owned(s.etherType, h.dstPort) || !s.refuse.allow(time.Now()) {
-		return
-	}
-	tb := ep.getTx()
-	defer ep.txPool.Put(tb)
-	n, dst, ok := stream.RefuseSYN(body, tb.buf[offBody:ep.frameSize()])
-	if !ok {
-		return
-	}
-	ep.sendBuilt(tb, &header{dst: h.src, typ: typeStream, srcPort: h.dstPort, dstPort: h.srcPort, connID: dst}, n)
 }
 
 // rateLimiter is a token bucket: rate tokens a second, burst at most; the
@@ -69,7 +66,34 @@ type rateLimiter struct {
 const (
 	refuseRate  = 1000
 	refuseBurst = 100
+	// Stateless resets cost no more than what they answer and go only to
+	// its sender, so they may be many: a process dying with thousands of
+	// connections leaves as many peers to tell.
+	resetRate  = 10000
+	resetBurst = 2000
+	// Hints that a peer died make every connection to it probe; a few a
+	// second are plenty for real deaths.
+	verifyRate  = 20
+	verifyBurst = 20
 )
+
+// peerKey identifies a connection by its peer's side: its MAC and the
+// connection ID it chose.
+type peerKey struct {
+	mac [6]byte
+	cid uint64
+}
+
+// resetInput handles a stateless reset: the peer's host says the
+// connection is gone, echoing the peer's connection ID (the header's) and
+// one of our packet numbers, which the connection checks.
+func (s *stack) resetInput(ep *endpoint, h *header, body []byte) dropReason {
+	v, ok := s.peers.Load(peerKey{h.src, h.connID})
+	if !ok || len(body) < stream.PNLen {
+		return dropNoSocket
+	}
+	return v.(*Conn).statelessReset(ep, h, binary.BigEndian.Uint64(body))
+}
 
 func (r *rateLimiter) allow(now time.Time) bool {
 	r.mu.Lock()

@@ -175,7 +175,7 @@ func (s *stack) newCID() (uint64, error) {
 
 // engineConfig is the engine configuration for a new connection.
 func (s *stack) engineConfig(ep *endpoint, keepAlive, userTimeout time.Duration) stream.Config {
-	cfg := stream.Config{NoDelay: true, UserTimeout: max(userTimeout, 0), Chunks: &streamChunks}
+	cfg := stream.Config{NoDelay: true, UserTimeout: max(userTimeout, 0), Chunks: &streamChunks, NodeID: s.names.nodeID}
 	cfg.MaxPacket = ep.maxPayload()
 	switch {
 	case keepAlive == 0:

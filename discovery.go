@@ -10,7 +10,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -140,8 +139,10 @@ type discAnswer struct {
 	msg discMsg
 }
 
-// startDiscovery begins claiming the stack's names on ep. owned are the
-// names this process holds host-wide.
+// startDiscovery begins claiming names on ep, which this process holds
+// host-wide now: when ep opens, or when another process on the host let
+// them go. The schedule starts over, so new names are probed before they are
+// claimed.
 func (ep *endpoint) startDiscovery(owned []string) {
 	d := ep.disc
 	d.mu.Lock()
@@ -150,7 +151,67 @@ func (ep *endpoint) startDiscovery(owned []string) {
 		d.names[n] = nameTentative
 	}
 	if len(owned) > 0 {
+		d.step = 0
 		d.scheduleLocked(0)
+	}
+}
+
+// retryNames claims the stack's names that another process on the host
+// held, should it have let them go (it closed, or died: the host agent
+// tells), and starts claiming them on the link. A dying process's sockets
+// close one by one, so its name may still be held when the news arrives:
+// while names stay unclaimed, retryNames tries again, after 10 ms at first
+// and then at most a second apart.
+func (s *stack) retryNames() {
+	s.mu.Lock()
+	s.nameRetryDelay = 0
+	s.mu.Unlock()
+	s.claimAgain()
+}
+
+func (s *stack) claimAgain() {
+	s.mu.Lock()
+	if len(s.endpoints) == 0 {
+		s.mu.Unlock()
+		return
+	}
+	var fresh []string
+	unclaimed := false
+	for _, n := range s.names.list {
+		if _, ok := s.claims[n]; ok {
+			continue
+		}
+		if c, err := s.prov.reserveName(s.etherType, n); err == nil {
+			s.claims[n] = c
+			fresh = append(fresh, n)
+		} else {
+			unclaimed = true
+		}
+	}
+	if unclaimed {
+		s.nameRetryDelay = min(max(2*s.nameRetryDelay, 10*time.Millisecond), time.Second)
+		if s.nameRetry == nil {
+			s.nameRetry = time.AfterFunc(s.nameRetryDelay, s.claimAgain)
+		} else {
+			s.nameRetry.Reset(s.nameRetryDelay)
+		}
+	}
+	eps := make([]*endpoint, 0, len(s.endpoints))
+	for _, ep := range s.endpoints {
+		eps = append(eps, ep)
+	}
+	s.mu.Unlock()
+	if len(fresh) > 0 {
+		for _, ep := range eps {
+			ep.startDiscovery(fresh)
+		}
+	}
+}
+
+// sendGone tells every link the stack with node ID node died on this host.
+func (s *stack) sendGone(node uint64) {
+	for _, ep := range s.endpointsSnapshot() {
+		ep.disc.send(broadcastMAC, &discMsg{op: discGone, nodeID: node})
 	}
 }
 
@@ -250,10 +311,12 @@ func (d *discovery) stop() {
 // send fills in our node ID, MTU and lifetime and sends m to dst.
 func (d *discovery) send(dst [6]byte, m *discMsg) {
 	ep := d.ep
-	m.nodeID = ep.s.names.nodeID
+	if m.op != discGone {
+		m.nodeID = ep.s.names.nodeID
+	}
 	m.mtu = uint32(ep.mtu.Load())
 	m.lifetime = uint32(ep.s.names.lifetime / time.Millisecond)
-	if m.op == discGoodbye {
+	if m.op == discGoodbye || m.op == discGone {
 		m.lifetime = 0
 	}
 	var body [discFixedLen + maxNameLen]byte
@@ -290,6 +353,8 @@ func (s *stack) discInput(ep *endpoint, h *header, body []byte) dropReason {
 		d.onAdvertise(h, &m, now)
 	case discGoodbye:
 		d.table.remove(m.name, h.src)
+	case discGone:
+		s.verifyPeers(ep, h.src, func(node uint64) bool { return node == m.nodeID })
 	}
 	return dropNone
 }
@@ -367,9 +432,12 @@ func (d *discovery) onAdvertise(h *header, m *discMsg, now time.Time) {
 	}
 	old, existed := d.table.update(m, h.src, now, w != nil)
 	if existed && (old.nodeID != m.nodeID || old.mac != h.src) {
-		// A new node ID (or MAC) for a known name: the neighbour
-		// restarted, and its connections with us are gone.
-		ep.s.peerRestarted(ep, old.mac)
+		// A new node ID (or MAC) for a known name: the neighbour may have
+		// restarted, or moved, or someone says so falsely. Only the
+		// connections can tell: they probe their peer.
+		// The table may hold a forged node ID, so every connection to
+		// the old MAC but the announcer's own probes.
+		ep.s.verifyPeers(ep, old.mac, func(node uint64) bool { return node != m.nodeID })
 	}
 	if w != nil {
 		select {
@@ -398,11 +466,32 @@ func (d *discovery) confirmFrom(mac [6]byte, now time.Time) {
 	d.table.confirm(mac, now)
 }
 
-// peerRestarted fails the connections on ep with the station mac: they no
-// longer exist at the other end, and waiting for a timeout would only delay
-// the news.
-func (s *stack) peerRestarted(ep *endpoint, mac [6]byte) {
-	s.failConns(func(c *Conn) bool { return c.ep == ep && c.peer == mac }, syscall.ECONNRESET)
+// verifyPeers makes the connections on ep to mac whose peer stack match
+// selects probe their peer at once, on a hint that it is gone: a discovery
+// frame, which anyone can send. A live peer answers the probe and nothing
+// happens; a dead one's host agent answers with a stateless reset, which
+// fails the connection. Hints are rate-limited, and so are each
+// connection's probes, so forged hints cost a bounded number of frames.
+func (s *stack) verifyPeers(ep *endpoint, mac [6]byte, match func(node uint64) bool) {
+	if !s.verify.allow(time.Now()) {
+		return
+	}
+	s.conns.Range(func(_, v any) bool {
+		if c := v.(*Conn); c.ep == ep && c.peer == mac && match(c.peerNode()) {
+			c.verify()
+		}
+		return true
+	})
+}
+
+// resetConns fails the connections on ep with err and resets their peers.
+func (s *stack) resetConns(ep *endpoint, err error) {
+	s.conns.Range(func(_, v any) bool {
+		if c := v.(*Conn); c.ep == ep {
+			c.resetWith(err)
+		}
+		return true
+	})
 }
 
 // failConns fails every connection match selects with err.

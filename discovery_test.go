@@ -392,6 +392,12 @@ func TestDiscoveryPeerRestart(t *testing.T) {
 				io.Copy(io.Discard, s)
 			}
 		}()
+		// a stays on the link after its connection fails, to hear b again.
+		keep, err := h.a.listenPacket("myproto", h.aIf+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer keep.Close()
 		c, err := h.a.dial(context.Background(), &Dialer{}, "myproto", fmt.Sprintf("host-b:%d", port))
 		if err != nil {
 			t.Fatal(err)
@@ -405,7 +411,7 @@ func TestDiscoveryPeerRestart(t *testing.T) {
 		var b2 *stack
 		if h.kind == "mem" {
 			b2 = newStack(Config{EtherType: DefaultEtherType, Name: "host-b"},
-				&memProvider{seg: h.seg, name: "mem1", mac: h.bMAC, mtu: 1500, host: newMemHost()})
+				&memProvider{seg: h.seg, name: "mem1", mac: h.bMAC, mtu: 1500, host: h.b.prov.(*memProvider).host})
 		} else {
 			b2 = newStack(Config{Name: "host-b"}, packetProvider{ns: h.pair.NetnsB})
 		}
@@ -422,23 +428,53 @@ func TestDiscoveryPeerRestart(t *testing.T) {
 			t.Fatalf("the connection failed %v after the peer came back", d)
 		}
 		t.Logf("connection failed %v after the restarted peer opened the link: %v", d.Round(time.Millisecond), err)
-		if n := waitNeighbor(t, h.a, "host-b", true, 0); n.NodeID != b2.names.nodeID {
-			t.Fatalf("table has node ID %x, want the new %x", n.NodeID, b2.names.nodeID)
+		// The restarted stack's announce replaces the entry.
+		for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			n := waitNeighbor(t, h.a, "host-b", true, 0)
+			if n.NodeID == b2.names.nodeID {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("table has node ID %x, want the new %x", n.NodeID, b2.names.nodeID)
+			}
 		}
 	})
 }
 
 // crash stops s as a killed process stops: its links close without a word
-// on the wire, and the kernel frees its host-wide names.
+// on the wire, and the kernel frees its host-wide names and ports and closes
+// its agent connections, which the host's other stacks see.
 func (s *stack) crash() {
 	s.silence()
 	for _, ep := range s.endpointsSnapshot() {
 		ep.l.Close()
+		ep.ctl.Close()
 	}
 	s.mu.Lock()
 	for n, c := range s.claims {
 		c.Close()
 		delete(s.claims, n)
+	}
+	for _, b := range s.ports {
+		if b.res != nil {
+			b.res.Close()
+			b.res = nil
+		}
+	}
+	if h := s.host; h != nil {
+		s.host = nil
+		h.mu.Lock()
+		h.stopped = true
+		if h.conn != nil {
+			h.conn.Close()
+		}
+		if h.ln != nil {
+			h.ln.Close()
+			for m := range h.members {
+				m.c.Close()
+			}
+		}
+		h.mu.Unlock()
 	}
 	s.mu.Unlock()
 }

@@ -43,6 +43,12 @@ const (
 	// parsed by parseEcho (echo.go), not parseDisc.
 	discEchoRequest discOp = 5 // are you there? unicast to the station asked
 	discEchoReply   discOp = 6 // yes: unicast answer, echoing the nonce and data
+	// The stack with Node ID (not the sender's) died on the sender's host:
+	// broadcast by the host agent, with no name. A hint, not a proof: its
+	// peers probe their connections to it.
+	discGone discOp = 7
+
+	discMaxOp = discGone
 )
 
 // Discovery flags.
@@ -97,10 +103,13 @@ func parseDisc(body []byte, nonce uint64, m *discMsg) bool {
 		lifetime: binary.BigEndian.Uint32(body[16:]),
 	}
 	copy(m.target[:], body[20:26])
-	if m.op < discSolicit || m.op > discGoodbye {
+	if m.op < discSolicit || m.op > discMaxOp || m.op == discEchoRequest || m.op == discEchoReply {
 		return false
 	}
 	name := body[discFixedLen:]
+	if m.op == discGone {
+		return n == 0 && m.nodeID != 0
+	}
 	if n == 0 {
 		// Only a reverse-lookup solicit names nobody.
 		return m.op == discSolicit && m.target != [6]byte{}

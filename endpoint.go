@@ -19,7 +19,8 @@ const rxBatch = 64
 // reads it and demultiplexes frames to sockets.
 type endpoint struct {
 	s     *stack
-	l     link.Link
+	l     link.Link // the data socket: everything but SYNs and discovery
+	ctl   link.Link // the control socket: SYNs and discovery (see controlLoop)
 	name  string
 	index int
 	// mac is the interface MAC in the low 48 bits; it changes only with a
@@ -28,6 +29,9 @@ type endpoint struct {
 	refs int // under s.mu
 
 	done chan struct{} // closed when readLoop has returned
+	// ctlOut collects the control loop's answers to send as one batch.
+	// Control loop only.
+	ctlOut ctlBatch
 
 	groupMu sync.Mutex
 	groups  map[[6]byte]int // multicast memberships by group, counted
@@ -70,10 +74,11 @@ type txBuf struct {
 
 // newEndpoint wraps the link opened on ifi. The index and name come from
 // ifi, the stack's view of the interface, which is what bindings record.
-func newEndpoint(s *stack, ifi *net.Interface, l link.Link) *endpoint {
+func newEndpoint(s *stack, ifi *net.Interface, l, ctl link.Link) *endpoint {
 	ep := &endpoint{
 		s:      s,
 		l:      l,
+		ctl:    ctl,
 		name:   ifi.Name,
 		index:  ifi.Index,
 		done:   make(chan struct{}),
@@ -81,6 +86,7 @@ func newEndpoint(s *stack, ifi *net.Interface, l link.Link) *endpoint {
 	}
 	ep.setHwaddr(l.HardwareAddr())
 	ep.mtu.Store(int64(l.MTU()))
+	ep.ctlOut.ep = ep
 	return ep
 }
 
@@ -243,4 +249,5 @@ func (ep *endpoint) leaveGroup(g [6]byte) error {
 func (ep *endpoint) close() {
 	ep.disc.stop()
 	ep.l.Close()
+	ep.ctl.Close()
 }

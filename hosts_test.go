@@ -131,7 +131,7 @@ func (p *memProvider) interfaces() ([]net.Interface, error) {
 	}}, nil
 }
 
-func (p *memProvider) open(ifi *net.Interface, _ uint16, filter []bpf.RawInstruction, _ *Config) (link.Link, error) {
+func (p *memProvider) open(ifi *net.Interface, _ uint16, filter []bpf.RawInstruction, _, _ int) (link.Link, error) {
 	l := p.seg.Attach(ifi.Name, ifi.HardwareAddr)
 	l.SetMTU(p.mtu)
 	if err := l.SetFilter(filter); err != nil {
@@ -147,17 +147,102 @@ func (p *memProvider) watchLinks() (linkWatcher, error)          { return nil, e
 func (p *memProvider) reserveName(_ uint16, name string) (io.Closer, error) {
 	return p.host.reserveName(name)
 }
+func (p *memProvider) listenHost(name string) (net.Listener, error) { return p.host.listenHost(name) }
+func (p *memProvider) dialHost(name string) (net.Conn, error)       { return p.host.dialHost(name) }
 
-// memHost stands in for the host-wide port reservations of one host.
+// memHost stands in for the host-wide port reservations and abstract
+// sockets of one host.
 type memHost struct {
-	mu    sync.Mutex
-	ports map[uint16]bool
-	names map[string]bool
+	mu        sync.Mutex
+	ports     map[uint16]bool
+	names     map[string]bool
+	listeners map[string]*memListener
 }
 
 func newMemHost() *memHost {
-	return &memHost{ports: make(map[uint16]bool), names: make(map[string]bool)}
+	return &memHost{ports: make(map[uint16]bool), names: make(map[string]bool),
+		listeners: make(map[string]*memListener)}
 }
+
+// memListener is an abstract Unix stream socket of a memHost; its
+// connections are socket pairs, buffered as real ones are.
+type memListener struct {
+	h      *memHost
+	name   string
+	conns  chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (h *memHost) listenHost(name string) (net.Listener, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.listeners[name] != nil {
+		return nil, os.NewSyscallError("bind", syscall.EADDRINUSE)
+	}
+	l := &memListener{h: h, name: name, conns: make(chan net.Conn, 64), closed: make(chan struct{})}
+	h.listeners[name] = l
+	return l, nil
+}
+
+func (h *memHost) dialHost(name string) (net.Conn, error) {
+	h.mu.Lock()
+	l := h.listeners[name]
+	h.mu.Unlock()
+	if l == nil {
+		return nil, os.NewSyscallError("connect", syscall.ECONNREFUSED)
+	}
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	var ends [2]net.Conn
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "memhost")
+		ends[i], err = net.FileConn(f)
+		f.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	select {
+	case l.conns <- ends[1]:
+		return ends[0], nil
+	case <-l.closed:
+		ends[0].Close()
+		ends[1].Close()
+		return nil, os.NewSyscallError("connect", syscall.ECONNREFUSED)
+	}
+}
+
+func (l *memListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *memListener) Close() error {
+	l.once.Do(func() {
+		l.h.mu.Lock()
+		delete(l.h.listeners, l.name)
+		l.h.mu.Unlock()
+		close(l.closed)
+		for {
+			select {
+			case c := <-l.conns:
+				c.Close()
+			default:
+				return
+			}
+		}
+	})
+	return nil
+}
+
+func (l *memListener) Addr() net.Addr { return &net.UnixAddr{Name: "@" + l.name, Net: "unix"} }
 
 func (h *memHost) reserveName(name string) (io.Closer, error) {
 	h.mu.Lock()

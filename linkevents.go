@@ -98,14 +98,14 @@ func (s *stack) linkEvent(ev sys.LinkEvent) {
 	}
 	changed := false
 	if len(ev.HardwareAddr) == 6 && string(ev.HardwareAddr) != string(ep.hwaddrSlice()) {
-		// A new MAC: peers still send to the old one, and will take our
-		// re-announce for a move and drop their side. Ours go now; the
-		// filter must pass the new address.
+		// A new MAC: peers still send to the old one. Our connections
+		// end now and reset their peers from the old address, which the
+		// peers know; the filter must pass the new one.
 		ep.setHwaddr(ev.HardwareAddr)
 		s.mu.Lock()
 		s.publishLocked()
 		s.mu.Unlock()
-		s.failConns(func(c *Conn) bool { return c.ep == ep }, syscall.ENETRESET)
+		s.resetConns(ep, syscall.ENETRESET)
 		changed = true
 	}
 	if ev.MTU >= minMTU && int64(ev.MTU) != ep.mtu.Load() {

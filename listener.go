@@ -106,28 +106,33 @@ func (s *stack) listen(lc *ListenConfig, netw, address string) (*Listener, error
 	return ln, nil
 }
 
+// inputSYN answers a SYN statelessly, in the control loop's batch.
+func (ln *Listener) inputSYN(ep *endpoint, h *header, body []byte) dropReason {
+	jar := ln.jar.Load()
+	if jar == nil || isClosedChan(ln.closed) {
+		return dropNoSocket
+	}
+	if ln.full() {
+		return dropQueueFull // the client retries its SYN
+	}
+	out := &ep.ctlOut
+	n, dst, ok := jar.RespondSYN(time.Now(), h.src, h.srcPort, h.dstPort, body, out.body())
+	if !ok {
+		return dropNoSocket
+	}
+	out.commit(&header{dst: h.src, typ: typeStream, srcPort: h.dstPort, dstPort: h.srcPort, connID: dst}, n)
+	return dropNone
+}
+
 // input handles a stream frame for the listener's port that no connection
-// claimed: a SYN, answered statelessly, or a client's packet proving it got
-// our cookie, which creates the connection.
+// claimed: a client's packet proving it got our cookie creates the
+// connection. Anything else is dropNoSocket.
 func (ln *Listener) input(ep *endpoint, h *header, body []byte) dropReason {
 	jar := ln.jar.Load()
 	if jar == nil || isClosedChan(ln.closed) {
 		return dropNoSocket
 	}
 	now := time.Now()
-	if h.flags&stream.FlagSYN != 0 {
-		if ln.full() {
-			return dropQueueFull // the client retries its SYN
-		}
-		tb := ep.getTx()
-		defer ep.txPool.Put(tb)
-		n, dst, ok := jar.RespondSYN(now, h.src, h.srcPort, h.dstPort, body, tb.buf[offBody:ep.frameSize()])
-		if !ok {
-			return dropNoSocket
-		}
-		ep.sendBuilt(tb, &header{dst: h.src, typ: typeStream, srcPort: h.dstPort, dstPort: h.srcPort, connID: dst}, n)
-		return dropNone
-	}
 	params, ok := jar.Accept(now, h.src, h.srcPort, h.dstPort, h.connID, body)
 	if !ok {
 		return dropNoSocket

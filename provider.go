@@ -3,6 +3,7 @@ package myproto
 import (
 	"io"
 	"net"
+	"time"
 
 	"github.com/myproto/myproto/internal/link"
 	"github.com/myproto/myproto/internal/sys"
@@ -15,8 +16,9 @@ import (
 type provider interface {
 	// interfaces lists the interfaces the stack may use.
 	interfaces() ([]net.Interface, error)
-	// open opens a link on ifi with the filter attached before it receives.
-	open(ifi *net.Interface, etherType uint16, filter []bpf.RawInstruction, cfg *Config) (link.Link, error)
+	// open opens a link on ifi with the filter attached before it
+	// receives and socket buffers of the given sizes (0: the default).
+	open(ifi *net.Interface, etherType uint16, filter []bpf.RawInstruction, readBuffer, writeBuffer int) (link.Link, error)
 	// reserve claims port host-wide; the claim ends with Close or the process.
 	reserve(etherType, port uint16) (io.Closer, error)
 	// owned reports whether any process on the host holds port.
@@ -25,6 +27,12 @@ type provider interface {
 	reserveName(etherType uint16, name string) (io.Closer, error)
 	// watchLinks subscribes to the interfaces' up/down/MTU changes.
 	watchLinks() (linkWatcher, error)
+	// listenHost binds the abstract Unix stream socket name host-wide
+	// (unix(7)): held until closed or until the process dies. If another
+	// socket holds it, the error wraps EADDRINUSE.
+	listenHost(name string) (net.Listener, error)
+	// dialHost connects to the socket holding name.
+	dialHost(name string) (net.Conn, error)
 }
 
 // packetProvider opens AF_PACKET sockets, optionally inside another network
@@ -50,14 +58,14 @@ func (p packetProvider) interfaces() ([]net.Interface, error) {
 	return ifis, err
 }
 
-func (p packetProvider) open(ifi *net.Interface, etherType uint16, filter []bpf.RawInstruction, cfg *Config) (link.Link, error) {
+func (p packetProvider) open(ifi *net.Interface, etherType uint16, filter []bpf.RawInstruction, readBuffer, writeBuffer int) (link.Link, error) {
 	var l link.Link
 	err := p.do(func() error {
 		pl, err := sys.OpenPacket(ifi, sys.PacketConfig{
 			EtherType:   etherType,
 			Filter:      filter,
-			ReadBuffer:  cfg.ReadBuffer,
-			WriteBuffer: cfg.WriteBuffer,
+			ReadBuffer:  readBuffer,
+			WriteBuffer: writeBuffer,
 		})
 		if err != nil {
 			return err
@@ -109,4 +117,24 @@ func (p packetProvider) owned(etherType, port uint16) bool {
 		return nil
 	})
 	return owned
+}
+
+func (p packetProvider) listenHost(name string) (net.Listener, error) {
+	var ln net.Listener
+	err := p.do(func() error {
+		var err error
+		ln, err = net.Listen("unix", "@"+name)
+		return err
+	})
+	return ln, err
+}
+
+func (p packetProvider) dialHost(name string) (net.Conn, error) {
+	var c net.Conn
+	err := p.do(func() error {
+		var err error
+		c, err = net.DialTimeout("unix", "@"+name, time.Second)
+		return err
+	})
+	return c, err
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/myproto/myproto/internal/stream"
 	"github.com/myproto/myproto/internal/sys"
@@ -38,9 +39,21 @@ type stack struct {
 
 	// conns are the stream connections by our connection ID.
 	conns sync.Map // uint64 → *Conn
+	// timers runs the connections' timers.
+	timers *timerQueue
 
-	// refuse limits RSTs for SYNs to ports nobody on the host owns.
+	// refuse limits RSTs for SYNs to ports nobody on the host owns (and
+	// the agent's questions about ownership); resets limits stateless
+	// resets.
 	refuse rateLimiter
+	resets rateLimiter
+	// verify limits how often hints of a peer's death (discovery frames,
+	// which anyone can send) make connections probe.
+	verify rateLimiter
+
+	// peers are the established connections by their peer's MAC and
+	// connection ID, to match a stateless reset, which echoes the latter.
+	peers sync.Map // peerKey → *Conn
 
 	// names are what discovery answers for; err is a bad configured name.
 	names names
@@ -50,8 +63,15 @@ type stack struct {
 	// index, kept across endpoint closes. Both under mu.
 	claims map[string]io.Closer
 	tables map[int]*neighborTable
+	// nameRetry claims names another process held again, nameRetryDelay
+	// apart (see retryNames); under mu.
+	nameRetry      *time.Timer
+	nameRetryDelay time.Duration
 	// watcher follows link events while any endpoint is open; under mu.
 	watcher linkWatcher
+	// host is the stack's part in the host agent election while any
+	// endpoint is open; under mu.
+	host *host
 
 	// table is an immutable snapshot of ports for the receive path, which
 	// reads it once per frame without locks; writers copy it under mu.
@@ -79,6 +99,9 @@ func newStack(cfg Config, prov provider) *stack {
 		nextEph:   uint16(ephemeralLow + rand.IntN(ephemeralHigh-ephemeralLow+1)),
 		claims:    make(map[string]io.Closer),
 		tables:    make(map[int]*neighborTable),
+		resets:    rateLimiter{rate: resetRate, burst: resetBurst},
+		timers:    newTimerQueue(),
+		verify:    rateLimiter{rate: verifyRate, burst: verifyBurst},
 	}
 	s.names, s.err = stackNames(&cfg)
 	empty := map[uint16]*binding{}
@@ -279,6 +302,10 @@ func (s *stack) releaseLocked(b *binding) []*endpoint {
 			delete(s.claims, n)
 		}
 		s.stopWatchingLocked()
+		s.stopHostLocked()
+		if s.nameRetry != nil {
+			s.nameRetry.Stop()
+		}
 	}
 	return closing
 }
@@ -289,15 +316,23 @@ func (s *stack) acquireEndpoint(ifi *net.Interface) (*endpoint, error) {
 		ep.refs++
 		return ep, nil
 	}
-	prog, err := s.filterFor(ifi.HardwareAddr)
+	data, ctl, err := s.filtersFor(ifi.HardwareAddr)
 	if err != nil {
 		return nil, err
 	}
-	l, err := s.prov.open(ifi, s.etherType, prog, &s.cfg)
+	l, err := s.prov.open(ifi, s.etherType, data, s.cfg.ReadBuffer, s.cfg.WriteBuffer)
 	if err != nil {
 		return nil, err
 	}
-	ep := newEndpoint(s, ifi, l)
+	// The control socket's buffer is small on purpose: a flood of SYNs or
+	// discovery frames overflows it, and the kernel drops them there,
+	// never on the data socket.
+	c, err := s.prov.open(ifi, s.etherType, ctl, controlReadBuffer, controlWriteBuffer)
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	ep := newEndpoint(s, ifi, l, c)
 	ep.refs = 1
 	s.endpoints[ifi.Index] = ep
 	t := s.tables[ifi.Index]
@@ -308,7 +343,9 @@ func (s *stack) acquireEndpoint(ifi *net.Interface) (*endpoint, error) {
 	ep.disc = &discovery{ep: ep, table: t, names: make(map[string]nameState),
 		answer: rateLimiter{rate: answerRate, burst: answerBurst}}
 	go ep.readLoop()
+	go ep.controlLoop()
 	s.watchLinksLocked()
+	s.startHostLocked()
 	ep.startDiscovery(s.claimNamesLocked())
 	return ep, nil
 }
@@ -330,40 +367,77 @@ func (s *stack) claimNamesLocked() []string {
 	return owned
 }
 
-// filterFor builds the kernel filter for an interface with the given MAC from
-// the ports this process owns now.
-func (s *stack) filterFor(mac net.HardwareAddr) ([]bpf.RawInstruction, error) {
-	ports := make([]uint16, 0, len(s.ports))
-	for p := range s.ports {
-		ports = append(ports, p)
-	}
-	return sys.Filter(sys.FilterConfig{
+// filtersFor builds the kernel filters of an interface with the given MAC:
+// its data socket's, which passes every frame but SYNs to the ports this
+// process owns, and its control socket's, which passes discovery and SYNs
+// to those ports, and, for the host agent, SYNs and probes to ports no
+// process on the host owns (see host.go).
+func (s *stack) filtersFor(mac net.HardwareAddr) (data, ctl []bpf.RawInstruction, err error) {
+	own := s.portListLocked()
+	streamType := []uint8{uint8(typeStream)}
+	data, err = sys.Filter(sys.FilterConfig{
 		EtherType:    s.etherType,
 		Version:      wireVersion,
 		HardwareAddr: mac,
 		Rules: []sys.Rule{
-			{Types: []uint8{uint8(typeDiscovery)}, OtherPorts: true},
-			// Every process sees SYNs to any port, so that one to a port
-			// nobody on the host owns is refused (see refuseSYN).
-			{Types: []uint8{uint8(typeStream)}, FlagsAny: stream.FlagSYN, OtherPorts: true},
-			{Ports: ports, InPorts: true},
+			{Types: streamType, FlagsAny: stream.FlagSYN},
+			{Types: []uint8{uint8(typeStream), uint8(typeDatagram)}, Ports: own, InPorts: true},
 		},
 	})
+	if err != nil {
+		return nil, nil, err
+	}
+	rules := []sys.Rule{{Types: []uint8{uint8(typeDiscovery)}, OtherPorts: true}}
+	if agent, others := s.host.isAgent(); agent {
+		rules = append(rules,
+			sys.Rule{Types: streamType, FlagsAny: stream.FlagSYN, Ports: others, OtherPorts: true},
+			sys.Rule{Types: streamType, FlagsAny: stream.FlagProbe, Ports: append(slices.Clone(others), own...), OtherPorts: true},
+		)
+	} else {
+		rules = append(rules, sys.Rule{Types: streamType, FlagsAny: stream.FlagSYN, Ports: own, InPorts: true})
+	}
+	ctl, err = sys.Filter(sys.FilterConfig{
+		EtherType:    s.etherType,
+		Version:      wireVersion,
+		HardwareAddr: mac,
+		Rules:        rules,
+	})
+	return data, ctl, err
 }
 
-// publishLocked makes the port table visible to the receive path and
-// re-attaches every endpoint's filter so the kernel passes exactly the ports
-// now owned. The filter swap is atomic in the kernel (SO_ATTACH_FILTER).
+// portListLocked returns the ports this process owns, sorted; s.mu is held.
+func (s *stack) portListLocked() []uint16 {
+	ports := make([]uint16, 0, len(s.ports))
+	for p := range s.ports {
+		ports = append(ports, p)
+	}
+	slices.Sort(ports)
+	return ports
+}
+
+// publishLocked makes the port table visible to the receive path,
+// re-attaches the filters so the kernel passes exactly the ports now owned,
+// and tells the host agent.
 func (s *stack) publishLocked() {
 	m := make(map[uint16]*binding, len(s.ports))
 	for p, b := range s.ports {
 		m[p] = b
 	}
 	s.table.Store(&m)
+	s.publishFiltersLocked()
+	s.hostPortsChangedLocked()
+}
+
+// publishFiltersLocked re-attaches every endpoint's filters. The swap is
+// atomic in the kernel (SO_ATTACH_FILTER).
+func (s *stack) publishFiltersLocked() {
 	for _, ep := range s.endpoints {
-		prog, err := s.filterFor(ep.hwaddrSlice())
+		data, ctl, err := s.filtersFor(ep.hwaddrSlice())
 		if err == nil {
-			err = ep.l.SetFilter(prog)
+			err = ep.l.SetFilter(data)
+		}
+		if err == nil {
+			err = ep.ctl.SetFilter(ctl)
 		}
 		if err != nil {
 			// The user-space demultiplexer still drops what the old filter

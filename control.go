@@ -1,0 +1,197 @@
+package myproto
+
+import (
+	"errors"
+	"net"
+	"time"
+
+	"github.com/myproto/myproto/internal/link"
+	"github.com/myproto/myproto/internal/stream"
+)
+
+// The control path. Each endpoint reads two packet sockets: the data socket
+// (stream and datagram frames to our ports) and the control socket, which
+// the kernel filter gives only discovery frames and SYNs (and, for the host
+// agent, probes to ports no process holds). A SYN flood or a discovery flood
+// thus lands in the control socket's small buffer, where the kernel drops
+// what the control loop cannot take, while data keeps flowing; and the
+// control loop spends at most a bounded share of a CPU, so a flood cannot
+// starve the data path either.
+
+const (
+	// controlReadBuffer sizes the control socket's receive buffer: some
+	// thousand SYNs of a burst of dials, and no more.
+	controlReadBuffer = 1 << 20
+	// controlWriteBuffer sizes its send buffer, for SYN-ACKs.
+	controlWriteBuffer = 4 << 20
+	// controlShare is the share of one CPU the control loop may use while
+	// it is flooded; beyond it, it sleeps and the kernel drops.
+	controlShare = 0.5
+	// controlBurst is the CPU time it may use at once before the share
+	// applies.
+	controlBurst = 5 * time.Millisecond
+)
+
+// controlLoop reads the control socket until it closes.
+func (ep *endpoint) controlLoop() {
+	ms := make([]link.Message, rxBatch)
+	size := 0
+	budget := controlBurst // CPU time the loop may still spend at once
+	last := time.Now()
+	for {
+		if fs := ep.frameSize(); fs > size {
+			size = fs
+			for i := range ms {
+				ms[i].Buf = make([]byte, size)
+			}
+		}
+		n, err := ep.ctl.ReadBatch(ms)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		start := time.Now()
+		budget = min(controlBurst, budget+time.Duration(float64(start.Sub(last))*controlShare))
+		for i := range n {
+			ep.controlInput(ms[i].Buf[:ms[i].N])
+		}
+		ep.ctlOut.flush()
+		last = time.Now()
+		budget -= last.Sub(start)
+		if budget < 0 {
+			// Over the share: let the kernel drop for a while.
+			time.Sleep(time.Duration(float64(-budget) / controlShare))
+		}
+	}
+}
+
+// controlInput decodes one frame from the control socket and handles it.
+func (ep *endpoint) controlInput(frame []byte) {
+	ep.stats.framesIn.Add(1)
+	ep.stats.bytesIn.Add(uint64(len(frame)))
+	h, body, reason := parseFrame(frame, ep.s.etherType)
+	if reason == dropNone && h.dst[0]&1 == 0 && h.dst != ep.hwaddr() {
+		reason = dropNotForUs
+	}
+	if reason == dropNone {
+		switch h.typ {
+		case typeDiscovery:
+			reason = ep.s.discInput(ep, &h, body)
+		case typeStream:
+			reason = ep.s.controlStream(ep, &h, body)
+		default:
+			reason = dropNoSocket
+		}
+	}
+	if reason != dropNone {
+		ep.stats.drops[reason].Add(1)
+	}
+}
+
+// controlStream handles a SYN, or a probe the host agent receives for a
+// port no process holds.
+func (s *stack) controlStream(ep *endpoint, h *header, body []byte) dropReason {
+	b := s.lookup(h.dstPort)
+	agent, _ := s.host.isAgent()
+	switch {
+	case h.flags&stream.FlagSYN != 0 && b != nil && b.ln != nil && (b.ifindex == 0 || b.ifindex == ep.index):
+		return b.ln.inputSYN(ep, h, body)
+	case h.flags&stream.FlagSYN != 0 && b != nil:
+		// Ours, but nobody listens: a client port, a datagram socket's,
+		// or a listener on another interface.
+		if s.refuse.allow(time.Now()) {
+			s.refuseSYN(ep, h, body)
+		}
+	case h.flags&stream.FlagSYN != 0 && agent && s.unowned(h.dstPort):
+		s.refuseSYN(ep, h, body)
+	case h.flags&stream.FlagProbe != 0 && b == nil && agent && s.unowned(h.dstPort):
+		// A probe on a connection whose process is gone.
+		ep.statelessReset(h, body, &ep.ctlOut)
+	}
+	return dropNoSocket
+}
+
+// unowned reports whether no process on the host holds port: one that died
+// lately held it (the agent knows its ports), or the kernel says nobody
+// does (the reservation is the truth, the members' reports may lag). The
+// answers it leads to are rate-limited first, so a flood costs at most that
+// many questions.
+func (s *stack) unowned(port uint16) bool {
+	now := time.Now()
+	if !s.refuse.allow(now) {
+		return false
+	}
+	return s.host.freed(port, now) || !s.prov.owned(s.etherType, port)
+}
+
+// refuseSYN answers a SYN to a port nobody listens on with a RST, so the
+// dialer fails at once with ECONNREFUSED instead of timing out.
+func (s *stack) refuseSYN(ep *endpoint, h *header, body []byte) {
+	out := &ep.ctlOut
+	n, dst, ok := stream.RefuseSYN(body, out.body())
+	if ok {
+		out.commit(&header{dst: h.src, typ: typeStream, srcPort: h.dstPort, dstPort: h.srcPort, connID: dst}, n)
+	}
+}
+
+// statelessReset answers a packet for a connection that does not exist
+// here (SPEC.md §10.4) with a frame echoing its connection ID and packet
+// number: only the connection's peer knows both, so it can tell the reset
+// from a forgery. The caller has rate-limited it. out is nil on the data
+// path, which sends it alone.
+func (ep *endpoint) statelessReset(h *header, body []byte, out *ctlBatch) {
+	if len(body) < stream.PNLen {
+		return
+	}
+	rh := &header{dst: h.src, typ: typeStream, flags: stream.FlagReset, srcPort: h.dstPort, dstPort: h.srcPort, connID: h.connID}
+	if out == nil {
+		ep.send(rh, body[:stream.PNLen])
+		return
+	}
+	copy(out.body(), body[:stream.PNLen])
+	out.commit(rh, stream.PNLen)
+}
+
+// ctlBatch collects frames to send with one WriteBatch: the control loop's
+// answers to a batch of SYNs go out together.
+type ctlBatch struct {
+	ep *endpoint
+	tb *txBatch
+	n  int
+}
+
+// body returns the buffer for the next frame's body.
+func (b *ctlBatch) body() []byte {
+	if b.tb == nil {
+		b.tb = b.ep.getBatch()
+	}
+	buf := b.tb.ms[b.n].Buf
+	return buf[offBody:min(len(buf), b.ep.frameSize())]
+}
+
+// commit completes the frame whose body of n bytes is in body(), with h's
+// addressing, and sends the batch once it is full.
+func (b *ctlBatch) commit(h *header, n int) {
+	h.src = b.ep.hwaddr()
+	h.etherType = b.ep.s.etherType
+	m := &b.tb.ms[b.n]
+	m.N = marshalFrame(m.Buf, h, n)
+	b.n++
+	if b.n == len(b.tb.ms) {
+		b.flush()
+	}
+}
+
+// flush sends what was committed.
+func (b *ctlBatch) flush() {
+	if b.n == 0 {
+		return
+	}
+	if _, err := b.ep.ctl.WriteBatch(b.tb.ms[:b.n]); err == nil {
+		b.ep.countOut(b.tb.ms[:b.n])
+	}
+	b.n = 0
+}

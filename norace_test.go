@@ -1,0 +1,5 @@
+//go:build !race
+
+package myproto
+
+const raceEnabled = false
