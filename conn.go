@@ -167,6 +167,7 @@ func (c *Conn) wake() {
 		// Established: a stateless reset names the peer's ID.
 		c.keyed = true
 		c.s.peers.Store(peerKey{c.peer, e.PeerCID()}, c)
+		c.s.connEvent(EventConnEstablished, c, nil)
 	}
 	c.mu.Unlock()
 	if r {
@@ -288,7 +289,11 @@ func (c *Conn) finish() {
 	c.done = true
 	c.s.timers.set(c, time.Time{})
 	keyed, pcid := c.keyed, c.e.PeerCID()
+	failure := c.e.Err()
 	c.mu.Unlock()
+	if keyed {
+		c.s.connEvent(EventConnClosed, c, streamErr(failure))
+	}
 	c.s.conns.Delete(c.cid)
 	if keyed {
 		c.s.peers.CompareAndDelete(peerKey{c.peer, pcid}, c)

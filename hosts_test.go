@@ -31,6 +31,9 @@ func TestMain(m *testing.M) {
 		servePeer(spec)
 		return
 	}
+	if name := os.Getenv(envDiagChild); name != "" {
+		diagChild(name)
+	}
 	if arg := os.Getenv("MYPROTO_DGRAM_CHILD"); arg != "" {
 		dgramChild(arg)
 		return

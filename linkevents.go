@@ -92,6 +92,7 @@ func (s *stack) linkEvent(ev sys.LinkEvent) {
 	}
 	if ev.Deleted || !ev.Up {
 		if !ep.down.Swap(true) {
+			s.events.emit(Event{Type: EventLinkDown, Interface: ep.name})
 			s.failConns(func(c *Conn) bool { return c.ep == ep }, syscall.ENETDOWN)
 		}
 		return
@@ -106,14 +107,20 @@ func (s *stack) linkEvent(ev sys.LinkEvent) {
 		s.publishLocked()
 		s.mu.Unlock()
 		s.resetConns(ep, syscall.ENETRESET)
+		s.events.emit(Event{Type: EventLinkAddr, Interface: ep.name, HardwareAddr: ep.hwaddrSlice()})
 		changed = true
 	}
 	if ev.MTU >= minMTU && int64(ev.MTU) != ep.mtu.Load() {
 		ep.mtu.Store(int64(ev.MTU))
 		s.mtuChanged(ep)
+		s.events.emit(Event{Type: EventLinkMTU, Interface: ep.name, MTU: ev.MTU})
 		changed = true
 	}
-	if ep.down.Swap(false) || changed {
+	wasDown := ep.down.Swap(false)
+	if wasDown {
+		s.events.emit(Event{Type: EventLinkUp, Interface: ep.name, MTU: int(ep.mtu.Load())})
+	}
+	if wasDown || changed {
 		ep.disc.announceNow()
 	}
 }

@@ -103,6 +103,7 @@ func (s *stack) listen(lc *ListenConfig, netw, address string) (*Listener, error
 	// The cookie carries no state, so the SYN-ACK's parameters must be
 	// the ones every connection of this listener starts with.
 	ln.jar.Store(stream.NewCookieJar(nil, s.engineConfig(ln.eps[0], ln.keep, ln.user)))
+	s.socketEvent(EventListen, "stream", ln.local)
 	return ln, nil
 }
 
@@ -221,6 +222,7 @@ func (ln *Listener) Close() error {
 			c.SetLinger(0)
 			c.Close()
 		}
+		ln.s.socketEvent(EventListenClose, "stream", ln.local)
 		ln.s.release(ln.b)
 	})
 	if !first {

@@ -175,6 +175,7 @@ func (s *stack) listenPacket(netw, address string) (*PacketConn, error) {
 		return nil, err
 	}
 	c.eps = slices.Clone(c.b.eps)
+	s.socketEvent(EventListen, "datagram", c.local)
 	return c, nil
 }
 
@@ -360,6 +361,7 @@ func (c *PacketConn) Close() error {
 				}
 			}
 		}
+		c.s.socketEvent(EventListenClose, "datagram", c.local)
 		c.s.release(c.b)
 	})
 	if !first {

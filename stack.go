@@ -72,6 +72,10 @@ type stack struct {
 	// host is the stack's part in the host agent election while any
 	// endpoint is open; under mu.
 	host *host
+	// diag is the diagnostic socket while any endpoint is open (diag.go);
+	// under mu. events are the stack's event subscribers (events.go).
+	diag   *diagServer
+	events eventHub
 
 	// table is an immutable snapshot of ports for the receive path, which
 	// reads it once per frame without locks; writers copy it under mu.
@@ -303,6 +307,7 @@ func (s *stack) releaseLocked(b *binding) []*endpoint {
 		}
 		s.stopWatchingLocked()
 		s.stopHostLocked()
+		s.stopDiagLocked()
 		if s.nameRetry != nil {
 			s.nameRetry.Stop()
 		}
@@ -338,6 +343,7 @@ func (s *stack) acquireEndpoint(ifi *net.Interface) (*endpoint, error) {
 	t := s.tables[ifi.Index]
 	if t == nil {
 		t = newNeighborTable(ifi.Name)
+		t.events = &s.events
 		s.tables[ifi.Index] = t
 	}
 	ep.disc = &discovery{ep: ep, table: t, names: make(map[string]nameState),
@@ -346,6 +352,7 @@ func (s *stack) acquireEndpoint(ifi *net.Interface) (*endpoint, error) {
 	go ep.controlLoop()
 	s.watchLinksLocked()
 	s.startHostLocked()
+	s.startDiagLocked()
 	ep.startDiscovery(s.claimNamesLocked())
 	return ep, nil
 }
