@@ -254,8 +254,11 @@ func command() string {
 func (s *stack) wireSockets(info bool) []wireSocket {
 	var out []wireSocket
 	s.mu.Lock()
-	bs := make([]*binding, 0, len(s.ports))
+	bs := make([]*binding, 0, len(s.ports)+len(s.dports))
 	for _, b := range s.ports {
+		bs = append(bs, b)
+	}
+	for _, b := range s.dports {
 		bs = append(bs, b)
 	}
 	s.mu.Unlock()

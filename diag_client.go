@@ -137,10 +137,13 @@ func dialDiag(ctx context.Context, t diagTarget) (*diagConn, error) {
 func (dc *diagConn) do(req *diagRequest) (diagResponse, error) {
 	var resp diagResponse
 	b, _ := json.Marshal(req)
-	if _, err := dc.c.Write(append(b, '\n')); err != nil {
-		return resp, err
-	}
+	_, werr := dc.c.Write(append(b, '\n'))
+	// A stack that refuses says so at once and closes, which can fail the
+	// write: its answer is still there to read.
 	if err := readLine(dc.r, &resp); err != nil {
+		if werr != nil {
+			return resp, werr
+		}
 		return resp, err
 	}
 	switch {

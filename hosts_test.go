@@ -144,9 +144,12 @@ func (p *memProvider) open(ifi *net.Interface, _ uint16, filter []bpf.RawInstruc
 	return l, nil
 }
 
-func (p *memProvider) reserve(_, port uint16) (io.Closer, error) { return p.host.reserve(port) }
-func (p *memProvider) owned(_, port uint16) bool                 { return p.host.owned(port) }
-func (p *memProvider) watchLinks() (linkWatcher, error)          { return nil, errors.ErrUnsupported }
+func (p *memProvider) reserve(_, port uint16) (io.Closer, error) { return p.host.reserve(int(port)) }
+func (p *memProvider) reserveDatagram(_, port uint16) (io.Closer, error) {
+	return p.host.reserve(1<<16 | int(port))
+}
+func (p *memProvider) owned(_, port uint16) bool        { return p.host.owned(port) }
+func (p *memProvider) watchLinks() (linkWatcher, error) { return nil, errors.ErrUnsupported }
 func (p *memProvider) reserveName(_ uint16, name string) (io.Closer, error) {
 	return p.host.reserveName(name)
 }
@@ -157,13 +160,13 @@ func (p *memProvider) dialHost(name string) (net.Conn, error)       { return p.h
 // sockets of one host.
 type memHost struct {
 	mu        sync.Mutex
-	ports     map[uint16]bool
+	ports     map[int]bool // stream ports, and datagram ports + 1<<16
 	names     map[string]bool
 	listeners map[string]*memListener
 }
 
 func newMemHost() *memHost {
-	return &memHost{ports: make(map[uint16]bool), names: make(map[string]bool),
+	return &memHost{ports: make(map[int]bool), names: make(map[string]bool),
 		listeners: make(map[string]*memListener)}
 }
 
@@ -262,7 +265,7 @@ func (h *memHost) reserveName(name string) (io.Closer, error) {
 	}), nil
 }
 
-func (h *memHost) reserve(port uint16) (io.Closer, error) {
+func (h *memHost) reserve(port int) (io.Closer, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.ports[port] {
@@ -280,7 +283,7 @@ func (h *memHost) reserve(port uint16) (io.Closer, error) {
 func (h *memHost) owned(port uint16) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.ports[port]
+	return h.ports[int(port)]
 }
 
 type closerFunc func() error

@@ -19,8 +19,12 @@ type provider interface {
 	// open opens a link on ifi with the filter attached before it
 	// receives and socket buffers of the given sizes (0: the default).
 	open(ifi *net.Interface, etherType uint16, filter []bpf.RawInstruction, readBuffer, writeBuffer int) (link.Link, error)
-	// reserve claims port host-wide; the claim ends with Close or the process.
+	// reserve claims stream port host-wide; the claim ends with Close or
+	// the process.
 	reserve(etherType, port uint16) (io.Closer, error)
+	// reserveDatagram claims datagram port host-wide, as reserve does a
+	// stream port: they are separate spaces.
+	reserveDatagram(etherType, port uint16) (io.Closer, error)
 	// owned reports whether any process on the host holds port.
 	owned(etherType, port uint16) bool
 	// reserveName claims a node name host-wide, as reserve does a port.
@@ -80,6 +84,19 @@ func (p packetProvider) reserve(etherType, port uint16) (io.Closer, error) {
 	var r io.Closer
 	err := p.do(func() error {
 		res, err := sys.ReservePort(etherType, port)
+		if err != nil {
+			return err
+		}
+		r = res
+		return nil
+	})
+	return r, err
+}
+
+func (p packetProvider) reserveDatagram(etherType, port uint16) (io.Closer, error) {
+	var r io.Closer
+	err := p.do(func() error {
+		res, err := sys.ReserveDatagramPort(etherType, port)
 		if err != nil {
 			return err
 		}

@@ -34,7 +34,8 @@ type stack struct {
 
 	mu        sync.Mutex
 	endpoints map[int]*endpoint   // by interface index; opened on first use
-	ports     map[uint16]*binding // every port this process owns
+	ports     map[uint16]*binding // every stream port this process owns
+	dports    map[uint16]*binding // every datagram port: a space of its own (ports.go)
 	nextEph   uint16              // where the ephemeral search starts
 
 	// conns are the stream connections by our connection ID.
@@ -80,6 +81,8 @@ type stack struct {
 	// table is an immutable snapshot of ports for the receive path, which
 	// reads it once per frame without locks; writers copy it under mu.
 	table atomic.Pointer[map[uint16]*binding]
+	// dtable is the same for datagram ports.
+	dtable atomic.Pointer[map[uint16]*binding]
 }
 
 // A binding is one owned port.
@@ -100,6 +103,7 @@ func newStack(cfg Config, prov provider) *stack {
 		prov:      prov,
 		endpoints: make(map[int]*endpoint),
 		ports:     make(map[uint16]*binding),
+		dports:    make(map[uint16]*binding),
 		nextEph:   uint16(ephemeralLow + rand.IntN(ephemeralHigh-ephemeralLow+1)),
 		claims:    make(map[string]io.Closer),
 		tables:    make(map[int]*neighborTable),
@@ -110,6 +114,7 @@ func newStack(cfg Config, prov provider) *stack {
 	s.names, s.err = stackNames(&cfg)
 	empty := map[uint16]*binding{}
 	s.table.Store(&empty)
+	s.dtable.Store(&empty)
 	return s
 }
 
@@ -202,7 +207,7 @@ func (s *stack) bind(b *binding, ifis []net.Interface) error {
 		return err
 	}
 	b.refs = 1
-	s.ports[b.port] = b
+	s.portsOf(b)[b.port] = b
 	for i := range ifis {
 		ep, err := s.acquireEndpoint(&ifis[i])
 		if err != nil {
@@ -222,10 +227,10 @@ func (s *stack) bind(b *binding, ifis []net.Interface) error {
 // this process and host-wide.
 func (s *stack) claimPort(b *binding) error {
 	if b.port != 0 {
-		if _, ok := s.ports[b.port]; ok {
+		if _, ok := s.portsOf(b)[b.port]; ok {
 			return os.NewSyscallError("bind", syscall.EADDRINUSE)
 		}
-		res, err := s.prov.reserve(s.etherType, b.port)
+		res, err := s.reservePort(b, b.port)
 		if err != nil {
 			return err
 		}
@@ -239,10 +244,10 @@ func (s *stack) claimPort(b *binding) error {
 		if s.nextEph < ephemeralLow {
 			s.nextEph = ephemeralLow
 		}
-		if _, ok := s.ports[port]; ok {
+		if _, ok := s.portsOf(b)[port]; ok {
 			continue
 		}
-		res, err := s.prov.reserve(s.etherType, port)
+		res, err := s.reservePort(b, port)
 		if errors.Is(err, syscall.EADDRINUSE) {
 			continue
 		}
@@ -282,8 +287,8 @@ func (s *stack) release(b *binding) {
 // releaseLocked undoes bind and returns endpoints nobody uses any more, for
 // the caller to close once it has dropped the lock.
 func (s *stack) releaseLocked(b *binding) []*endpoint {
-	if s.ports[b.port] == b {
-		delete(s.ports, b.port)
+	if ports := s.portsOf(b); ports[b.port] == b {
+		delete(ports, b.port)
 	}
 	if b.res != nil {
 		b.res.Close()
@@ -376,7 +381,8 @@ func (s *stack) claimNamesLocked() []string {
 
 // filtersFor builds the kernel filters of an interface with the given MAC:
 // its data socket's, which passes every frame but SYNs to the ports this
-// process owns, and its control socket's, which passes discovery and SYNs
+// process owns (stream frames to its stream ports, datagrams to its
+// datagram ports), and its control socket's, which passes discovery and SYNs
 // to those ports, and, for the host agent, SYNs and probes to ports no
 // process on the host owns (see host.go).
 func (s *stack) filtersFor(mac net.HardwareAddr) (data, ctl []bpf.RawInstruction, err error) {
@@ -388,7 +394,8 @@ func (s *stack) filtersFor(mac net.HardwareAddr) (data, ctl []bpf.RawInstruction
 		HardwareAddr: mac,
 		Rules: []sys.Rule{
 			{Types: streamType, FlagsAny: stream.FlagSYN},
-			{Types: []uint8{uint8(typeStream), uint8(typeDatagram)}, Ports: own, InPorts: true},
+			{Types: streamType, Ports: own, InPorts: true},
+			{Types: []uint8{uint8(typeDatagram)}, Ports: s.dgramPortListLocked(), InPorts: true},
 		},
 	})
 	if err != nil {
@@ -412,7 +419,8 @@ func (s *stack) filtersFor(mac net.HardwareAddr) (data, ctl []bpf.RawInstruction
 	return data, ctl, err
 }
 
-// portListLocked returns the ports this process owns, sorted; s.mu is held.
+// portListLocked returns the stream ports this process owns, sorted; s.mu
+// is held.
 func (s *stack) portListLocked() []uint16 {
 	ports := make([]uint16, 0, len(s.ports))
 	for p := range s.ports {
@@ -431,6 +439,7 @@ func (s *stack) publishLocked() {
 		m[p] = b
 	}
 	s.table.Store(&m)
+	s.publishDgramLocked()
 	s.publishFiltersLocked()
 	s.hostPortsChangedLocked()
 }
