@@ -132,12 +132,31 @@ func (s *stack) resolveRemote(ctx context.Context, r *Resolver, netw, address st
 		return nil, nil, &net.AddrError{Err: "missing host", Addr: address}
 	}
 	if mac == nil {
+		// An interface of this host is never looked up as a name.
+		ifi, err := s.hostInterface(host, address)
+		if err != nil {
+			return nil, nil, err
+		}
+		if ifi != nil {
+			mac = ifi.HardwareAddr
+			if zone == "" {
+				zone = ifi.Name
+			}
+		}
+	}
+	if len(mac) > 0 && mac[0]&1 != 0 {
+		return nil, nil, &net.AddrError{Err: errGroupAddr, Addr: address}
+	}
+	if mac == nil {
 		if r == nil {
 			r = DefaultResolver
 		}
 		a, err := s.lookupName(ctx, r, host, zone)
 		if err != nil {
 			return nil, nil, err
+		}
+		if a.isMulticast() {
+			return nil, nil, &net.AddrError{Err: errGroupAddr, Addr: address}
 		}
 		mac = a.HardwareAddr
 		if zone == "" {
@@ -149,7 +168,7 @@ func (s *stack) resolveRemote(ctx context.Context, r *Resolver, netw, address st
 	}
 	ifis, err := s.selectInterfaces(nil, zone)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, inAddress(err, address)
 	}
 	if len(ifis) != 1 {
 		return nil, nil, &net.AddrError{Err: "zone needed to choose among several interfaces", Addr: address}

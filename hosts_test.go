@@ -31,6 +31,9 @@ func TestMain(m *testing.M) {
 		servePeer(spec)
 		return
 	}
+	if ifname := os.Getenv(envNoRawChild); ifname != "" {
+		noRawChild(ifname)
+	}
 	if name := os.Getenv(envDiagChild); name != "" {
 		diagChild(name)
 	}

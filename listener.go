@@ -41,7 +41,9 @@ type Listener struct {
 	dl      deadline
 }
 
-// ListenConfig contains options for listening, as net.ListenConfig does.
+// ListenConfig contains options for listening, as net.ListenConfig does:
+// Listen for streams, ListenPacket for datagrams. Backlog, KeepAlive and
+// UserTimeout apply to streams only; Config to both.
 type ListenConfig struct {
 	// Backlog is how many established connections may wait for Accept;
 	// handshakes beyond it are ignored and the clients retry. 0 means 512.
@@ -71,6 +73,29 @@ func (lc *ListenConfig) Listen(ctx context.Context, network, address string) (ne
 		return nil, opError("listen", nil, nil, err)
 	}
 	return lc.listen(network, address)
+}
+
+// ListenPacket announces on the local address and returns a datagram
+// socket, as ListenPacket does, on the stack lc.Config sets up (its
+// EtherType, its node name). ctx is not used after ListenPacket returns.
+// The net.PacketConn it returns is a *PacketConn.
+func (lc *ListenConfig) ListenPacket(ctx context.Context, network, address string) (net.PacketConn, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, opError("listen", nil, nil, err)
+	}
+	c, err := lc.listenPacket(network, address)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (lc *ListenConfig) listenPacket(network, address string) (*PacketConn, error) {
+	s, err := defaultStack(lc.Config)
+	if err != nil {
+		return nil, opError("listen", nil, nil, err)
+	}
+	return s.listenPacket(network, address)
 }
 
 func (lc *ListenConfig) listen(network, address string) (*Listener, error) {

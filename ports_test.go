@@ -3,6 +3,7 @@ package myproto
 import (
 	"context"
 	"errors"
+	"net"
 	"strings"
 	"syscall"
 	"testing"
@@ -104,5 +105,36 @@ func TestIntegrationAddrInUseText(t *testing.T) {
 	}
 	if inProc == nil || across == nil || inProc.Error() != across.Error() {
 		t.Errorf("in this process %q, across processes %q", inProc, across)
+	}
+}
+
+// TestListenConfigListenPacket: datagram sockets take a ListenConfig, whose
+// Config sets the stack up (here another EtherType, which a stream on the
+// default one does not hear), and take SetWriteBuffer.
+func TestListenConfigListenPacket(t *testing.T) {
+	lc := &ListenConfig{Config: &Config{EtherType: 0x88b6, Name: "lc-test"}}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := lc.ListenPacket(ctx, "myproto", ":0"); !errors.Is(err, context.Canceled) {
+		t.Errorf("ListenPacket with a cancelled context: %v", err)
+	}
+	var pc net.PacketConn = &PacketConn{}
+	if _, ok := pc.(interface{ SetWriteBuffer(int) error }); !ok {
+		t.Error("*PacketConn has no SetWriteBuffer")
+	}
+	h := memHosts(t, memlink.Config{Seed: 1})
+	c, err := h.a.listenPacket("myproto", h.aIf+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetWriteBuffer(1 << 20); err != nil {
+		t.Error(err)
+	}
+	if err := c.SetWriteBuffer(0); !errors.Is(err, syscall.EINVAL) {
+		t.Errorf("SetWriteBuffer(0): %v, want EINVAL", err)
+	}
+	c.Close()
+	if err := c.SetWriteBuffer(1); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("SetWriteBuffer after Close: %v", err)
 	}
 }

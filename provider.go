@@ -1,8 +1,10 @@
 package myproto
 
 import (
+	"errors"
 	"io"
 	"net"
+	"syscall"
 	"time"
 
 	"github.com/myproto/myproto/internal/link"
@@ -71,6 +73,9 @@ func (p packetProvider) open(ifi *net.Interface, etherType uint16, filter []bpf.
 			ReadBuffer:  readBuffer,
 			WriteBuffer: writeBuffer,
 		})
+		if errors.Is(err, syscall.EPERM) {
+			return errNoRawSocket
+		}
 		if err != nil {
 			return err
 		}

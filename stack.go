@@ -2,7 +2,6 @@ package myproto
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -159,7 +158,7 @@ func (s *stack) selectInterfaces(mac net.HardwareAddr, name string) ([]net.Inter
 	}
 	for i := range out {
 		if len(out[i].HardwareAddr) != 6 {
-			return nil, fmt.Errorf("interface %s is not Ethernet", out[i].Name)
+			return nil, &net.AddrError{Err: errNotEthernet, Addr: out[i].Name}
 		}
 	}
 	return out, nil
@@ -182,6 +181,7 @@ func (s *stack) bindLocal(netw, address string, b *binding) (*Addr, error) {
 		zone = host
 	}
 	ifis, err := s.selectInterfaces(mac, zone)
+	err = inAddress(err, address)
 	if err == nil {
 		b.port = port
 		err = s.bind(b, ifis)
