@@ -207,6 +207,25 @@ func (d *diagServer) subscribe(c net.Conn, sc *bufio.Scanner, req *diagRequest, 
 	if write(diagResponse{Op: req.Op, Process: toWireProcess(&p)}) != nil {
 		return
 	}
+	if req.Dump && classes&classStack != 0 {
+		now := time.Now()
+		for _, ws := range d.s.wireSockets(false) {
+			ev := wireEvent{Type: EventListen.String(), Time: now, Proto: ws.Proto, Local: ws.Local, Remote: ws.Remote}
+			switch {
+			case ws.State == "LISTEN" || ws.State == "UNCONN":
+			case ws.State == "SYN-SENT" || ws.State == "CLOSED":
+				continue
+			default:
+				ev.Type = EventConnEstablished.String()
+			}
+			if ws.Local != nil {
+				ev.Interface = ws.Local.Zone
+			}
+			if write(diagResponse{Event: &ev}) != nil {
+				return
+			}
+		}
+	}
 	// The peer sends nothing more; its closing ends the subscription.
 	done := make(chan struct{})
 	go func() {

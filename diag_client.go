@@ -298,7 +298,9 @@ const subscribePoll = 200 * time.Millisecond
 // the same link. The sockets, connections and name conflicts are each
 // process's own: Subscribe subscribes to every stack on the host through
 // its diagnostic socket (SPEC.md §17), and to those that start later within
-// 200 ms. Processes of other users are left out unless the caller is root.
+// 200 ms: for those, their sockets and connections opened before Subscribe
+// found them come first, as EventListen and EventConnEstablished. Processes
+// of other users are left out unless the caller is root.
 //
 // Events are not queued without bound: a reader that falls behind gets an
 // EventLost saying how many it missed.
@@ -312,6 +314,14 @@ func Subscribe(ctx context.Context, cfg *Config) (<-chan Event, error) {
 		return nil, err
 	}
 	m := &merger{out: make(chan Event, eventQueue), remotes: make(map[string]net.Conn)}
+	// The stacks there now are followed from now on; those that start
+	// later from their start: their sockets so far come as events first.
+	if ts, err := diagTargets(s.etherType); err == nil {
+		m.before = make(map[string]bool)
+		for _, t := range ts {
+			m.before[t.name] = true
+		}
+	}
 	own := s.subscribe(classAll)
 	self := s.process()
 	m.wg.Add(2)
@@ -366,6 +376,8 @@ type merger struct {
 	done bool
 	// remotes are the other stacks subscribed to, by socket name.
 	remotes map[string]net.Conn
+	// before are the stacks that were there when the subscription began.
+	before map[string]bool
 }
 
 // send hands ev to the reader, or counts it lost.
@@ -440,7 +452,10 @@ func (m *merger) followOne(ctx context.Context, t diagTarget) {
 	m.mu.Unlock()
 	defer dc.c.Close()
 	dc.c.SetDeadline(time.Now().Add(diagTimeout))
-	resp, err := dc.do(&diagRequest{Op: "subscribe", Events: []string{"stack"}})
+	m.mu.Lock()
+	dump := !m.before[t.name]
+	m.mu.Unlock()
+	resp, err := dc.do(&diagRequest{Op: "subscribe", Events: []string{"stack"}, Dump: dump})
 	if err != nil {
 		return
 	}

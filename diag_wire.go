@@ -21,6 +21,10 @@ type diagRequest struct {
 	// neighbours, interfaces) and "stack" (the stack's own sockets,
 	// connections and names); none means both.
 	Events []string `json:"events,omitempty"`
+	// Dump asks a subscription to begin with the stack's sockets as
+	// events: a listen for each listener and datagram socket, a
+	// conn-established for each connection past its handshake.
+	Dump bool `json:"dump,omitempty"`
 }
 
 // diagResponse is one answer line, or one event of a subscription.

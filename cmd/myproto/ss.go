@@ -115,6 +115,9 @@ func ssCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		if si.Info != nil && (*info || *asJSON) {
 			ci := si.Info
+			if ci.Ssthresh > 1<<40 {
+				ci.Ssthresh = 0 // none yet: still in slow start
+			}
 			e.Info = &ssInfo{SRTTMS: ms(ci.SRTT), RTTVarMS: ms(ci.RTTVar), MinRTTMS: ms(ci.MinRTT), Cwnd: ci.Cwnd,
 				Ssthresh: ci.Ssthresh, BytesInFlight: ci.BytesInFlight, Retransmits: ci.PacketsRetransmitted,
 				BytesRetrans: ci.BytesRetransmitted, PacketsLost: ci.PacketsLost, BytesSent: ci.BytesSent,
