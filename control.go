@@ -95,7 +95,7 @@ func (ep *endpoint) controlInput(frame []byte) {
 // port no process holds.
 func (s *stack) controlStream(ep *endpoint, h *header, body []byte) dropReason {
 	b := s.lookup(h.dstPort)
-	agent, _ := s.host.isAgent()
+	agent, _ := s.hostRef.Load().isAgent()
 	switch {
 	case h.flags&stream.FlagSYN != 0 && b != nil && b.ln != nil && (b.ifindex == 0 || b.ifindex == ep.index):
 		return b.ln.inputSYN(ep, h, body)
@@ -124,7 +124,7 @@ func (s *stack) unowned(port uint16) bool {
 	if !s.refuse.allow(now) {
 		return false
 	}
-	return s.host.freed(port, now) || !s.prov.owned(s.etherType, port)
+	return s.hostRef.Load().freed(port, now) || !s.prov.owned(s.etherType, port)
 }
 
 // refuseSYN answers a SYN to a port nobody listens on with a RST, so the

@@ -272,17 +272,26 @@ func command() string {
 // stream connections, with each connection's Info if info is set.
 func (s *stack) wireSockets(info bool) []wireSocket {
 	var out []wireSocket
-	s.mu.Lock()
-	bs := make([]*binding, 0, len(s.ports)+len(s.dports))
-	for _, b := range s.ports {
-		bs = append(bs, b)
+	// The local address from the binding, under s.mu: the socket's own is
+	// set once bind has returned, which may not be yet.
+	type bound struct {
+		b     *binding
+		local *Addr
 	}
-	for _, b := range s.dports {
-		bs = append(bs, b)
+	s.mu.Lock()
+	bs := make([]bound, 0, len(s.ports)+len(s.dports))
+	for _, m := range []map[uint16]*binding{s.ports, s.dports} {
+		for _, b := range m {
+			local := &Addr{Port: b.port}
+			if len(b.eps) == 1 {
+				local.HardwareAddr, local.Zone = b.eps[0].hwaddrSlice(), b.eps[0].name
+			}
+			bs = append(bs, bound{b, local})
+		}
 	}
 	s.mu.Unlock()
-	for _, b := range bs {
-		switch {
+	for _, e := range bs {
+		switch b := e.b; {
 		case b.ln != nil:
 			ln := b.ln
 			ln.mu.Lock()
@@ -291,7 +300,7 @@ func (s *stack) wireSockets(info bool) []wireSocket {
 			if isClosedChan(ln.closed) {
 				continue
 			}
-			out = append(out, wireSocket{Proto: "stream", State: "LISTEN", Local: toWireAddr(ln.local), RecvQ: q, SendQ: ln.backlog})
+			out = append(out, wireSocket{Proto: "stream", State: "LISTEN", Local: toWireAddr(e.local), RecvQ: q, SendQ: ln.backlog})
 		case b.pc != nil:
 			pc := b.pc
 			pc.mu.Lock()
@@ -300,7 +309,7 @@ func (s *stack) wireSockets(info bool) []wireSocket {
 			if isClosedChan(pc.closed) {
 				continue
 			}
-			out = append(out, wireSocket{Proto: "datagram", State: "UNCONN", Local: toWireAddr(pc.local), RecvQ: q})
+			out = append(out, wireSocket{Proto: "datagram", State: "UNCONN", Local: toWireAddr(e.local), RecvQ: q})
 		}
 	}
 	s.conns.Range(func(_, v any) bool {

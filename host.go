@@ -105,6 +105,7 @@ func (s *stack) startHostLocked() {
 	}
 	h := &host{s: s}
 	s.host = h
+	s.hostRef.Store(h)
 	go h.run()
 }
 
@@ -116,6 +117,7 @@ func (s *stack) stopHostLocked() {
 		return
 	}
 	s.host = nil
+	s.hostRef.Store(nil)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.stopped = true

@@ -72,6 +72,8 @@ type stack struct {
 	// host is the stack's part in the host agent election while any
 	// endpoint is open; under mu.
 	host *host
+	// hostRef is host for readers without mu: the control loop.
+	hostRef atomic.Pointer[host]
 	// diag is the diagnostic socket while any endpoint is open (diag.go);
 	// under mu. events are the stack's event subscribers (events.go).
 	diag   *diagServer
