@@ -77,8 +77,8 @@ func (s *stack) dial(ctx context.Context, d *Dialer, netw, address string) (*Con
 		return nil, opError("dial", nil, nil, err)
 	}
 
-	b := &binding{}
-	if err := s.bind(b, []net.Interface{*ifi}); err != nil {
+	b, err := s.clientBinding(ifi)
+	if err != nil {
 		return nil, opError("dial", nil, remote, err)
 	}
 	if b.eps[0].down.Load() {

@@ -72,6 +72,9 @@ type stack struct {
 	// host is the stack's part in the host agent election while any
 	// endpoint is open; under mu.
 	host *host
+	// clients are the ports outgoing connections share, by interface
+	// index; under mu.
+	clients map[int]*binding
 
 	// table is an immutable snapshot of ports for the receive path, which
 	// reads it once per frame without locks; writers copy it under mu.
@@ -81,6 +84,8 @@ type stack struct {
 // A binding is one owned port.
 type binding struct {
 	refs    int // under stack.mu: the owner, plus accepted connections
+	client  bool        // the port outgoing connections share (see clientBinding)
+	linger  *time.Timer // a client port's release once unused; under stack.mu
 	port    uint16
 	res     io.Closer   // the host-wide reservation
 	ifindex int         // 0: every interface the socket was bound on
@@ -98,6 +103,7 @@ func newStack(cfg Config, prov provider) *stack {
 		ports:     make(map[uint16]*binding),
 		nextEph:   uint16(ephemeralLow + rand.IntN(ephemeralHigh-ephemeralLow+1)),
 		claims:    make(map[string]io.Closer),
+		clients:   make(map[int]*binding),
 		tables:    make(map[int]*neighborTable),
 		resets:    rateLimiter{rate: resetRate, burst: resetBurst},
 		timers:    newTimerQueue(),
@@ -258,8 +264,47 @@ func (s *stack) retain(b *binding) {
 	s.mu.Unlock()
 }
 
+// clientPortLinger is how long a client port outlives its last connection,
+// so that a program dialing one connection after another keeps one port
+// (and does not re-attach its filters every time).
+const clientPortLinger = 2 * time.Second
+
+// clientBinding returns the port outgoing connections on ifi share, with a
+// reference for a new connection, reserving one on first use. Connections
+// are told apart by connection IDs, not ports, so every dial of a stack can
+// use one local port (as QUIC does), and holding 100,000 connections costs
+// no port and no file descriptor each: one reservation per interface.
+func (s *stack) clientBinding(ifi *net.Interface) (*binding, error) {
+	s.mu.Lock()
+	if b := s.clients[ifi.Index]; b != nil {
+		b.refs++
+		if b.linger != nil {
+			b.linger.Stop()
+			b.linger = nil
+		}
+		s.mu.Unlock()
+		return b, nil
+	}
+	s.mu.Unlock()
+	b := &binding{client: true}
+	if err := s.bind(b, []net.Interface{*ifi}); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	if old := s.clients[ifi.Index]; old != nil {
+		// Another dial got there first: use its port.
+		old.refs++
+		s.mu.Unlock()
+		s.release(b)
+		return old, nil
+	}
+	s.clients[ifi.Index] = b
+	s.mu.Unlock()
+	return b, nil
+}
+
 // release drops a user of b; the last one gives up b's port and its endpoint
-// references.
+// references (a client port after a while: see clientPortLinger).
 func (s *stack) release(b *binding) {
 	s.mu.Lock()
 	b.refs--
@@ -267,6 +312,30 @@ func (s *stack) release(b *binding) {
 		s.mu.Unlock()
 		return
 	}
+	if b.client && s.clients[b.ifindex] == b {
+		if b.linger == nil {
+			b.linger = time.AfterFunc(clientPortLinger, func() { s.releaseClient(b) })
+		}
+		s.mu.Unlock()
+		return
+	}
+	closing := s.releaseLocked(b)
+	s.publishLocked()
+	s.mu.Unlock()
+	for _, ep := range closing {
+		ep.close()
+	}
+}
+
+// releaseClient releases a client port that lingered unused.
+func (s *stack) releaseClient(b *binding) {
+	s.mu.Lock()
+	if b.refs > 0 || s.clients[b.ifindex] != b {
+		s.mu.Unlock()
+		return
+	}
+	delete(s.clients, b.ifindex)
+	b.linger = nil
 	closing := s.releaseLocked(b)
 	s.publishLocked()
 	s.mu.Unlock()
