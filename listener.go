@@ -54,6 +54,8 @@ type ListenConfig struct {
 	UserTimeout time.Duration
 	// Config is the stack configuration; nil means defaults.
 	Config *Config
+	// Stack, if set, is the stack to listen on; Config is then unused.
+	Stack *Stack
 }
 
 // Listen announces on the local address and returns a stream listener, as
@@ -74,7 +76,7 @@ func (lc *ListenConfig) Listen(ctx context.Context, network, address string) (ne
 }
 
 func (lc *ListenConfig) listen(network, address string) (*Listener, error) {
-	s, err := defaultStack(lc.Config)
+	s, err := stackFor(lc.Stack, lc.Config)
 	if err != nil {
 		return nil, opError("listen", nil, nil, err)
 	}

@@ -75,6 +75,10 @@ type stack struct {
 	// clients are the ports outgoing connections share, by interface
 	// index; under mu.
 	clients map[int]*binding
+	// closed is set by close; under mu.
+	closed bool
+	// wg counts the stack's goroutines, for close to wait for.
+	wg sync.WaitGroup
 
 	// table is an immutable snapshot of ports for the receive path, which
 	// reads it once per frame without locks; writers copy it under mu.
@@ -83,7 +87,7 @@ type stack struct {
 
 // A binding is one owned port.
 type binding struct {
-	refs    int // under stack.mu: the owner, plus accepted connections
+	refs    int         // under stack.mu: the owner, plus accepted connections
 	client  bool        // the port outgoing connections share (see clientBinding)
 	linger  *time.Timer // a client port's release once unused; under stack.mu
 	port    uint16
@@ -106,9 +110,9 @@ func newStack(cfg Config, prov provider) *stack {
 		clients:   make(map[int]*binding),
 		tables:    make(map[int]*neighborTable),
 		resets:    rateLimiter{rate: resetRate, burst: resetBurst},
-		timers:    newTimerQueue(),
 		verify:    rateLimiter{rate: verifyRate, burst: verifyBurst},
 	}
+	s.timers = newTimerQueue(&s.wg)
 	s.names, s.err = stackNames(&cfg)
 	empty := map[uint16]*binding{}
 	s.table.Store(&empty)
@@ -199,6 +203,9 @@ func (s *stack) bindLocal(netw, address string, b *binding) (*Addr, error) {
 func (s *stack) bind(b *binding, ifis []net.Interface) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return net.ErrClosed
+	}
 
 	if err := s.claimPort(b); err != nil {
 		return err
@@ -411,8 +418,8 @@ func (s *stack) acquireEndpoint(ifi *net.Interface) (*endpoint, error) {
 	}
 	ep.disc = &discovery{ep: ep, table: t, names: make(map[string]nameState),
 		answer: rateLimiter{rate: answerRate, burst: answerBurst}}
-	go ep.readLoop()
-	go ep.controlLoop()
+	s.goroutine(ep.readLoop)
+	s.goroutine(ep.controlLoop)
 	s.watchLinksLocked()
 	s.startHostLocked()
 	ep.startDiscovery(s.claimNamesLocked())
@@ -526,4 +533,73 @@ func (s *stack) endpointsSnapshot() []*endpoint {
 	}
 	slices.SortFunc(eps, func(a, b *endpoint) int { return a.index - b.index })
 	return eps
+}
+
+// goroutine runs f on a goroutine of the stack's, which close waits for.
+func (s *stack) goroutine(f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}
+
+// isClosed reports whether close has run.
+func (s *stack) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// close closes every socket of the stack, resets its connections, gives
+// back its ports and names, closes its interfaces and waits for its
+// goroutines. It reports false if the stack was closed already.
+func (s *stack) close() bool {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return false
+	}
+	s.closed = true
+	var lns []*Listener
+	var pcs []*PacketConn
+	for _, b := range s.ports {
+		switch {
+		case b.ln != nil:
+			lns = append(lns, b.ln)
+		case b.pc != nil:
+			pcs = append(pcs, b.pc)
+		}
+	}
+	s.mu.Unlock()
+	s.conns.Range(func(_, v any) bool {
+		v.(*Conn).kill()
+		return true
+	})
+	for _, ln := range lns {
+		ln.Close()
+	}
+	for _, pc := range pcs {
+		pc.Close()
+	}
+	// The client ports linger once their connections are gone: not now.
+	s.mu.Lock()
+	var closing []*endpoint
+	for idx, b := range s.clients {
+		delete(s.clients, idx)
+		if b.linger != nil {
+			b.linger.Stop()
+			b.linger = nil
+		}
+		if b.refs == 0 {
+			closing = append(closing, s.releaseLocked(b)...)
+		}
+	}
+	s.publishLocked()
+	s.mu.Unlock()
+	for _, ep := range closing {
+		ep.close()
+	}
+	s.wg.Wait()
+	return true
 }
