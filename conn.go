@@ -242,6 +242,19 @@ func (c *Conn) resetWith(err error) {
 	c.wake()
 }
 
+// kill resets the connection and retires it at once, as its stack closes:
+// blocked and later calls fail with net.ErrClosed.
+func (c *Conn) kill() {
+	c.closeOnce.Do(func() { close(c.closed) })
+	c.mu.Lock()
+	if !c.done {
+		c.e.Abort()
+	}
+	c.mu.Unlock()
+	c.flush() // the RESET
+	c.finish()
+}
+
 // verify makes the connection probe its peer, on a hint that the peer's
 // stack is gone (see stack.verifyPeers).
 func (c *Conn) verify() {

@@ -74,7 +74,7 @@ func (s *stack) startDiagLocked() {
 	}
 	d := &diagServer{s: s, ln: ln, conns: make(map[net.Conn]struct{})}
 	s.diag = d
-	go d.serve()
+	s.goroutine(d.serve)
 }
 
 // stopDiagLocked closes it, and every connection on it, when the stack
@@ -108,13 +108,13 @@ func (d *diagServer) serve() {
 		}
 		d.conns[c] = struct{}{}
 		d.mu.Unlock()
-		go func() {
+		d.s.goroutine(func() {
 			d.handle(c)
 			c.Close()
 			d.mu.Lock()
 			delete(d.conns, c)
 			d.mu.Unlock()
-		}()
+		})
 	}
 }
 
@@ -228,11 +228,11 @@ func (d *diagServer) subscribe(c net.Conn, sc *bufio.Scanner, req *diagRequest, 
 	}
 	// The peer sends nothing more; its closing ends the subscription.
 	done := make(chan struct{})
-	go func() {
+	d.s.goroutine(func() {
 		for sc.Scan() {
 		}
 		close(done)
-	}()
+	})
 	for {
 		ev, ok := sub.next(done)
 		if !ok {

@@ -27,6 +27,8 @@ type Dialer struct {
 	UserTimeout time.Duration
 	// Config is the stack configuration; nil means defaults.
 	Config *Config
+	// Stack, if set, is the stack to dial from; Config is then unused.
+	Stack *Stack
 	// Resolver resolves node names ("nodeb:80"); nil means DefaultResolver
 	// (its Config is not used: names are looked up by the Dialer's stack).
 	Resolver *Resolver
@@ -58,7 +60,7 @@ func (d *Dialer) Dial(network, address string) (net.Conn, error) {
 }
 
 func (d *Dialer) dial(ctx context.Context, network, address string) (*Conn, error) {
-	s, err := defaultStack(d.Config)
+	s, err := stackFor(d.Stack, d.Config)
 	if err != nil {
 		return nil, opError("dial", nil, nil, err)
 	}
@@ -77,8 +79,8 @@ func (s *stack) dial(ctx context.Context, d *Dialer, netw, address string) (*Con
 		return nil, opError("dial", nil, nil, err)
 	}
 
-	b := &binding{}
-	if err := s.bind(b, []net.Interface{*ifi}); err != nil {
+	b, err := s.clientBinding(ifi)
+	if err != nil {
 		return nil, opError("dial", nil, remote, err)
 	}
 	if b.eps[0].down.Load() {

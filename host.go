@@ -106,7 +106,7 @@ func (s *stack) startHostLocked() {
 	h := &host{s: s}
 	s.host = h
 	s.hostRef.Store(h)
-	go h.run()
+	s.goroutine(h.run)
 }
 
 // stopHostLocked leaves it, saying goodbye; s.mu is held. It does not wait
@@ -304,7 +304,7 @@ func (h *host) serve(ln net.Listener, prev *member) {
 		if err != nil {
 			return
 		}
-		go h.serveMember(c)
+		h.s.goroutine(func() { h.serveMember(c) })
 	}
 }
 

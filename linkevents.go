@@ -37,7 +37,7 @@ func (s *stack) watchLinksLocked() {
 		return // no events here (an in-memory link, or no rtnetlink): poll nothing
 	}
 	s.watcher = w
-	go s.followLinks(w)
+	s.goroutine(func() { s.followLinks(w) })
 }
 
 // stopWatchingLocked stops it when the last endpoint closes. s.mu is held.

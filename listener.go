@@ -43,7 +43,7 @@ type Listener struct {
 
 // ListenConfig contains options for listening, as net.ListenConfig does:
 // Listen for streams, ListenPacket for datagrams. Backlog, KeepAlive and
-// UserTimeout apply to streams only; Config to both.
+// UserTimeout apply to streams only; Stack and Config to both.
 type ListenConfig struct {
 	// Backlog is how many established connections may wait for Accept;
 	// handshakes beyond it are ignored and the clients retry. 0 means 512.
@@ -56,6 +56,8 @@ type ListenConfig struct {
 	UserTimeout time.Duration
 	// Config is the stack configuration; nil means defaults.
 	Config *Config
+	// Stack, if set, is the stack to listen on; Config is then unused.
+	Stack *Stack
 }
 
 // Listen announces on the local address and returns a stream listener, as
@@ -76,8 +78,9 @@ func (lc *ListenConfig) Listen(ctx context.Context, network, address string) (ne
 }
 
 // ListenPacket announces on the local address and returns a datagram
-// socket, as ListenPacket does, on the stack lc.Config sets up (its
-// EtherType, its node name). ctx is not used after ListenPacket returns.
+// socket, as ListenPacket does, on lc.Stack or else the default stack that
+// lc.Config sets up (its EtherType, its node name). ctx is not used after
+// ListenPacket returns.
 // The net.PacketConn it returns is a *PacketConn.
 func (lc *ListenConfig) ListenPacket(ctx context.Context, network, address string) (net.PacketConn, error) {
 	if err := ctx.Err(); err != nil {
@@ -91,7 +94,7 @@ func (lc *ListenConfig) ListenPacket(ctx context.Context, network, address strin
 }
 
 func (lc *ListenConfig) listenPacket(network, address string) (*PacketConn, error) {
-	s, err := defaultStack(lc.Config)
+	s, err := stackFor(lc.Stack, lc.Config)
 	if err != nil {
 		return nil, opError("listen", nil, nil, err)
 	}
@@ -99,7 +102,7 @@ func (lc *ListenConfig) listenPacket(network, address string) (*PacketConn, erro
 }
 
 func (lc *ListenConfig) listen(network, address string) (*Listener, error) {
-	s, err := defaultStack(lc.Config)
+	s, err := stackFor(lc.Stack, lc.Config)
 	if err != nil {
 		return nil, opError("listen", nil, nil, err)
 	}

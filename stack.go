@@ -78,6 +78,13 @@ type stack struct {
 	// under mu. events are the stack's event subscribers (events.go).
 	diag   *diagServer
 	events eventHub
+	// clients are the ports outgoing connections share, by interface
+	// index; under mu.
+	clients map[int]*binding
+	// closed is set by close; under mu.
+	closed bool
+	// wg counts the stack's goroutines, for close to wait for.
+	wg sync.WaitGroup
 
 	// table is an immutable snapshot of ports for the receive path, which
 	// reads it once per frame without locks; writers copy it under mu.
@@ -88,7 +95,9 @@ type stack struct {
 
 // A binding is one owned port.
 type binding struct {
-	refs    int // under stack.mu: the owner, plus accepted connections
+	refs    int         // under stack.mu: the owner, plus accepted connections
+	client  bool        // the port outgoing connections share (see clientBinding)
+	linger  *time.Timer // a client port's release once unused; under stack.mu
 	port    uint16
 	res     io.Closer   // the host-wide reservation
 	ifindex int         // 0: every interface the socket was bound on
@@ -107,11 +116,12 @@ func newStack(cfg Config, prov provider) *stack {
 		dports:    make(map[uint16]*binding),
 		nextEph:   uint16(ephemeralLow + rand.IntN(ephemeralHigh-ephemeralLow+1)),
 		claims:    make(map[string]io.Closer),
+		clients:   make(map[int]*binding),
 		tables:    make(map[int]*neighborTable),
 		resets:    rateLimiter{rate: resetRate, burst: resetBurst},
-		timers:    newTimerQueue(),
 		verify:    rateLimiter{rate: verifyRate, burst: verifyBurst},
 	}
+	s.timers = newTimerQueue(&s.wg)
 	s.names, s.err = stackNames(&cfg)
 	empty := map[uint16]*binding{}
 	s.table.Store(&empty)
@@ -204,6 +214,9 @@ func (s *stack) bindLocal(netw, address string, b *binding) (*Addr, error) {
 func (s *stack) bind(b *binding, ifis []net.Interface) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return net.ErrClosed
+	}
 
 	if err := s.claimPort(b); err != nil {
 		return err
@@ -269,8 +282,47 @@ func (s *stack) retain(b *binding) {
 	s.mu.Unlock()
 }
 
+// clientPortLinger is how long a client port outlives its last connection,
+// so that a program dialing one connection after another keeps one port
+// (and does not re-attach its filters every time).
+const clientPortLinger = 2 * time.Second
+
+// clientBinding returns the port outgoing connections on ifi share, with a
+// reference for a new connection, reserving one on first use. Connections
+// are told apart by connection IDs, not ports, so every dial of a stack can
+// use one local port (as QUIC does), and holding 100,000 connections costs
+// no port and no file descriptor each: one reservation per interface.
+func (s *stack) clientBinding(ifi *net.Interface) (*binding, error) {
+	s.mu.Lock()
+	if b := s.clients[ifi.Index]; b != nil {
+		b.refs++
+		if b.linger != nil {
+			b.linger.Stop()
+			b.linger = nil
+		}
+		s.mu.Unlock()
+		return b, nil
+	}
+	s.mu.Unlock()
+	b := &binding{client: true}
+	if err := s.bind(b, []net.Interface{*ifi}); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	if old := s.clients[ifi.Index]; old != nil {
+		// Another dial got there first: use its port.
+		old.refs++
+		s.mu.Unlock()
+		s.release(b)
+		return old, nil
+	}
+	s.clients[ifi.Index] = b
+	s.mu.Unlock()
+	return b, nil
+}
+
 // release drops a user of b; the last one gives up b's port and its endpoint
-// references.
+// references (a client port after a while: see clientPortLinger).
 func (s *stack) release(b *binding) {
 	s.mu.Lock()
 	b.refs--
@@ -278,6 +330,30 @@ func (s *stack) release(b *binding) {
 		s.mu.Unlock()
 		return
 	}
+	if b.client && s.clients[b.ifindex] == b {
+		if b.linger == nil {
+			b.linger = time.AfterFunc(clientPortLinger, func() { s.releaseClient(b) })
+		}
+		s.mu.Unlock()
+		return
+	}
+	closing := s.releaseLocked(b)
+	s.publishLocked()
+	s.mu.Unlock()
+	for _, ep := range closing {
+		ep.close()
+	}
+}
+
+// releaseClient releases a client port that lingered unused.
+func (s *stack) releaseClient(b *binding) {
+	s.mu.Lock()
+	if b.refs > 0 || s.clients[b.ifindex] != b {
+		s.mu.Unlock()
+		return
+	}
+	delete(s.clients, b.ifindex)
+	b.linger = nil
 	closing := s.releaseLocked(b)
 	s.publishLocked()
 	s.mu.Unlock()
@@ -355,8 +431,8 @@ func (s *stack) acquireEndpoint(ifi *net.Interface) (*endpoint, error) {
 	}
 	ep.disc = &discovery{ep: ep, table: t, names: make(map[string]nameState),
 		answer: rateLimiter{rate: answerRate, burst: answerBurst}}
-	go ep.readLoop()
-	go ep.controlLoop()
+	s.goroutine(ep.readLoop)
+	s.goroutine(ep.controlLoop)
 	s.watchLinksLocked()
 	s.startHostLocked()
 	s.startDiagLocked()
@@ -475,4 +551,73 @@ func (s *stack) endpointsSnapshot() []*endpoint {
 	}
 	slices.SortFunc(eps, func(a, b *endpoint) int { return a.index - b.index })
 	return eps
+}
+
+// goroutine runs f on a goroutine of the stack's, which close waits for.
+func (s *stack) goroutine(f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}
+
+// isClosed reports whether close has run.
+func (s *stack) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// close closes every socket of the stack, resets its connections, gives
+// back its ports and names, closes its interfaces and waits for its
+// goroutines. It reports false if the stack was closed already.
+func (s *stack) close() bool {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return false
+	}
+	s.closed = true
+	var lns []*Listener
+	var pcs []*PacketConn
+	for _, b := range s.ports {
+		if b.ln != nil {
+			lns = append(lns, b.ln)
+		}
+	}
+	for _, b := range s.dports {
+		pcs = append(pcs, b.pc)
+	}
+	s.mu.Unlock()
+	s.conns.Range(func(_, v any) bool {
+		v.(*Conn).kill()
+		return true
+	})
+	for _, ln := range lns {
+		ln.Close()
+	}
+	for _, pc := range pcs {
+		pc.Close()
+	}
+	// The client ports linger once their connections are gone: not now.
+	s.mu.Lock()
+	var closing []*endpoint
+	for idx, b := range s.clients {
+		delete(s.clients, idx)
+		if b.linger != nil {
+			b.linger.Stop()
+			b.linger = nil
+		}
+		if b.refs == 0 {
+			closing = append(closing, s.releaseLocked(b)...)
+		}
+	}
+	s.publishLocked()
+	s.mu.Unlock()
+	for _, ep := range closing {
+		ep.close()
+	}
+	s.wg.Wait()
+	return true
 }

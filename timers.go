@@ -13,6 +13,7 @@ import (
 // queueing for the same locks. Here they expire one after the other, and
 // the goroutine exists only while some timer is armed.
 type timerQueue struct {
+	wg      *sync.WaitGroup // the stack's goroutines
 	mu      sync.Mutex
 	h       timerHeap
 	running bool
@@ -25,8 +26,8 @@ type timerSlot struct {
 	idx int // index in the heap; -1 when not queued
 }
 
-func newTimerQueue() *timerQueue {
-	return &timerQueue{kick: make(chan struct{}, 1)}
+func newTimerQueue(wg *sync.WaitGroup) *timerQueue {
+	return &timerQueue{wg: wg, kick: make(chan struct{}, 1)}
 }
 
 // set arms c's timer for at, or disarms it if at is zero. A deadline later
@@ -55,7 +56,11 @@ func (q *timerQueue) set(c *Conn, at time.Time) {
 	}
 	if !q.running {
 		q.running = true
-		go q.run()
+		q.wg.Add(1)
+		go func() {
+			defer q.wg.Done()
+			q.run()
+		}()
 	} else if q.h[0] == c {
 		select {
 		case q.kick <- struct{}{}:

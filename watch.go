@@ -20,11 +20,11 @@ import (
 //     heard of: a holder that died without a word).
 //
 // Each event's Interface, HardwareAddr and NodeID say where and who. Watch
-// opens the stack for r's Config on every usable interface for as long as
-// ctx lasts, as a lookup does, and looks at the neighbour tables, not at
+// opens r's stack on every usable interface for as long as ctx lasts, as a
+// lookup does, and looks at the neighbour tables, not at
 // static entries (Hosts, HostsFile).
 func (r *Resolver) Watch(ctx context.Context, name string) (<-chan Event, error) {
-	s, err := defaultStack(r.cfg())
+	s, err := r.stack()
 	if err != nil {
 		return nil, err
 	}
