@@ -52,8 +52,8 @@ func (p *memProvider) reserve(_, port uint16) (io.Closer, error) { return p.host
 func (p *memProvider) reserveDatagram(_, port uint16) (io.Closer, error) {
 	return p.host.reserve(1<<16 | int(port))
 }
-func (p *memProvider) owned(_, port uint16) bool                 { return p.host.owned(port) }
-func (p *memProvider) watchLinks() (linkWatcher, error)          { return nil, errors.ErrUnsupported }
+func (p *memProvider) owned(_, port uint16) bool        { return p.host.owned(port) }
+func (p *memProvider) watchLinks() (linkWatcher, error) { return nil, errors.ErrUnsupported }
 func (p *memProvider) reserveName(_ uint16, name string) (io.Closer, error) {
 	return p.host.reserveName(name)
 }
