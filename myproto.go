@@ -18,7 +18,9 @@
 //     naming the interface, as for IPv6 link-local addresses.
 //   - Resolver finds neighbours' node names on the link (neighbour
 //     discovery, as ARP and NDP), and Watch waits for one to appear.
-//   - Config sets up the per-process stack: EtherType, node name, buffers.
+//   - Config sets up a stack: EtherType, node name, buffers. The
+//     package-level functions use a default stack per EtherType; *Stack
+//     (NewStack) is one of their own, which Close releases at once.
 //
 // Streams and datagrams have separate port spaces, as TCP and UDP do.
 //
