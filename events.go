@@ -329,7 +329,7 @@ func (s *stack) scanNeighbors(stop <-chan struct{}) {
 			cur[k] = n.State
 			if old, ok := last[k]; ok && old != n.State {
 				s.events.emit(Event{Type: EventNeighborState, Interface: n.Interface, Name: n.Name,
-					HardwareAddr: n.HardwareAddr, NodeID: n.NodeID, State: n.State})
+					HardwareAddr: n.HardwareAddr, NodeID: n.NodeID, MTU: n.MTU, State: n.State})
 			}
 		}
 		last = cur

@@ -67,3 +67,44 @@ func TestWatch(t *testing.T) {
 	for range ch {
 	}
 }
+
+// TestNeighborEvents: a neighbour that falls silent goes STALE and then
+// expires, and the stack's subscribers hear of both.
+func TestNeighborEvents(t *testing.T) {
+	watchdog(t)
+	h := memHosts(t, memlink.Config{Seed: 1})
+	a := sideStack(h, "a", Config{Name: "watcher"})
+	b := sideStack(h, "b", Config{Name: "quiet", NameLifetime: 600 * time.Millisecond})
+	sub := a.subscribe(classLink)
+	defer a.unsubscribe(sub)
+	pa, err := a.listenPacket("myproto", h.aIf+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pa.Close()
+	pb, err := b.listenPacket("myproto", h.bIf+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pb.Close()
+	want := func(typ EventType, check func(*Event) bool) {
+		t.Helper()
+		done := make(chan struct{})
+		timer := time.AfterFunc(5*time.Second, func() { close(done) })
+		defer timer.Stop()
+		for {
+			ev, ok := sub.next(done)
+			if !ok {
+				t.Fatalf("no %v event", typ)
+			}
+			if ev.Type == typ && ev.Name == "quiet" && check(&ev) {
+				t.Logf("%v", &ev)
+				return
+			}
+		}
+	}
+	want(EventNameAppeared, func(e *Event) bool { return e.HardwareAddr.String() == h.bMAC.String() })
+	b.silence()
+	want(EventNeighborState, func(e *Event) bool { return e.State == "STALE" })
+	want(EventNameLeft, func(e *Event) bool { return e.Reason == "expired" })
+}
