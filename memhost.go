@@ -102,7 +102,15 @@ func (h *memHost) dialHost(name string) (net.Conn, error) {
 	if l == nil {
 		return nil, os.NewSyscallError("connect", syscall.ECONNREFUSED)
 	}
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	// SOCK_CLOEXEC is not everywhere (darwin): close-on-exec is set under
+	// the fork lock instead, as package syscall does.
+	syscall.ForkLock.RLock()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err == nil {
+		syscall.CloseOnExec(fds[0])
+		syscall.CloseOnExec(fds[1])
+	}
+	syscall.ForkLock.RUnlock()
 	if err != nil {
 		return nil, err
 	}
