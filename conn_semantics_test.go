@@ -308,6 +308,57 @@ func TestConnDialNobody(t *testing.T) {
 	}
 }
 
+// TestConnDialRetriesUntilDeadline: a dial retransmits its SYN until its own
+// deadline, not for a fixed budget of the engine's. On a CPU-starved host
+// (issue 8 item 5) SYNs and SYN-ACKs waited seconds in receive queues and
+// dials that had asked for a minute gave up after the 20 s handshake timeout
+// with ETIMEDOUT. Here every SYN is lost for 21 s: a dial with a 30 s
+// timeout must connect on the next retransmission, while one with the default
+// timeout fails at 20 s with ETIMEDOUT, as TCP's does when its SYN retries
+// run out (a deadline the caller set fails with os.ErrDeadlineExceeded, as
+// TestConnDialNobody checks).
+func TestConnDialRetriesUntilDeadline(t *testing.T) {
+	if testing.Short() {
+		t.Skip("SYNs are lost for longer than the 20 s handshake timeout")
+	}
+	testenv.Watchdog(t, time.Minute)
+	h := memHosts(t, memlink.Config{Seed: 1})
+	port := listenB(t, h, nil).Addr().(*Addr).Port
+	lossEnd := stream.DefaultHandshakeTimeout + time.Second
+	start := time.Now()
+	var lost atomic.Int64
+	h.seg.SetDrop(func(frame []byte) bool {
+		hd, _, reason := parseFrame(frame, DefaultEtherType)
+		if reason != dropNone || hd.typ != typeStream || hd.flags&stream.FlagSYN == 0 || time.Since(start) >= lossEnd {
+			return false
+		}
+		lost.Add(1)
+		return true
+	})
+
+	dflt := make(chan error, 1)
+	go func() {
+		_, err := h.a.dial(context.Background(), &Dialer{}, "myproto", "[02:00:5e:10:00:99%mem0]:80")
+		dflt <- err
+	}()
+	c, err := h.a.dial(context.Background(), &Dialer{Timeout: 30 * time.Second}, "myproto", h.addrB(port).String())
+	d := time.Since(start)
+	if err != nil {
+		t.Fatalf("dial with a 30 s timeout, every SYN lost for %v: %v after %v (%d SYNs lost)", lossEnd, err, d.Round(time.Millisecond), lost.Load())
+	}
+	c.Close()
+	t.Logf("connected after %v; %d SYNs lost", d.Round(time.Millisecond), lost.Load())
+	if d < lossEnd {
+		t.Errorf("connected after %v, while SYNs were lost for %v", d, lossEnd)
+	}
+
+	err = <-dflt
+	wantOpError(t, err, "dial", syscall.ETIMEDOUT)
+	if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+		t.Errorf("%v: Timeout() is not true", err)
+	}
+}
+
 // TestConnErrorKinds pins the error kinds of the remaining paths.
 func TestConnErrorKinds(t *testing.T) {
 	watchdog(t)

@@ -17,7 +17,12 @@ import (
 // does; its DialContext fits http.Transport.DialContext.
 type Dialer struct {
 	// Timeout is the most a dial may take, handshake included; 0 means the
-	// handshake timeout of 20 s. A context deadline may cut it shorter.
+	// handshake timeout of 20 s. A context deadline may cut it shorter. The
+	// SYN is retransmitted until then. A dial that runs out of time fails
+	// with an error wrapping os.ErrDeadlineExceeded when Timeout or the
+	// context set the deadline, as net.Dialer's does, and ETIMEDOUT after the
+	// default 20 s, as TCP's does when its SYN retries run out; both are
+	// net.Errors whose Timeout method returns true.
 	Timeout time.Duration
 	// KeepAlive is the keepalive period: 0 means 15 s, negative disables.
 	KeepAlive time.Duration
@@ -68,11 +73,21 @@ func (d *Dialer) dial(ctx context.Context, network, address string) (*Conn, erro
 }
 
 func (s *stack) dial(ctx context.Context, d *Dialer, netw, address string) (*Conn, error) {
-	timeout := d.Timeout
+	// The dial's deadline is also the handshake's: SYNs are retransmitted
+	// until then rather than for a budget of the engine's own. On a starved
+	// host a SYN and its SYN-ACK can wait seconds in receive queues, and the
+	// caller has said how long it will wait. Whether the context or the
+	// engine notices first, the error is the same: os.ErrDeadlineExceeded
+	// for a deadline the caller set, ETIMEDOUT for the default timeout.
+	timeout, timeoutErr := d.Timeout, error(os.ErrDeadlineExceeded)
 	if timeout <= 0 {
-		timeout = stream.DefaultHandshakeTimeout
+		timeout, timeoutErr = stream.DefaultHandshakeTimeout, syscall.ETIMEDOUT
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	deadline := time.Now().Add(timeout)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline, timeoutErr = dl, os.ErrDeadlineExceeded
+	}
+	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	remote, ifi, err := s.resolveRemote(ctx, d.Resolver, netw, address)
 	if err != nil {
@@ -93,7 +108,10 @@ func (s *stack) dial(ctx context.Context, d *Dialer, netw, address string) (*Con
 		return nil, opError("dial", nil, remote, err)
 	}
 	c := newConn(s, b.eps[0], b, cid, remote)
-	c.e = stream.NewClient(s.engineConfig(b.eps[0], d.KeepAlive, d.UserTimeout), cid, time.Now())
+	cfg := s.engineConfig(b.eps[0], d.KeepAlive, d.UserTimeout)
+	now := time.Now()
+	cfg.HandshakeTimeout = max(deadline.Sub(now), time.Nanosecond)
+	c.e = stream.NewClient(cfg, cid, now)
 	s.conns.Store(cid, c)
 	c.flush() // the SYN
 
@@ -110,9 +128,9 @@ func (s *stack) dial(ctx context.Context, d *Dialer, netw, address string) (*Con
 	}
 	if err == nil {
 		err = ctx.Err()
-		if errors.Is(err, context.DeadlineExceeded) {
-			err = os.ErrDeadlineExceeded
-		}
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, syscall.ETIMEDOUT) {
+		err = timeoutErr
 	}
 	c.mu.Lock()
 	if !c.done {

@@ -9,7 +9,7 @@ const (
 	timerGranularity = time.Millisecond       // kGranularity: no timer is shorter
 	maxAckDelay      = time.Millisecond       // how long a receiver may sit on an ACK; a protocol constant here
 	initialRTT       = 100 * time.Millisecond // RTT assumed before any sample (the server without a client estimate)
-	maxPTO           = time.Second            // backoff cap: a dead peer is probed at least this often
+	maxPTO           = time.Second            // backoff cap (the smoothed RTT if longer): a dead peer is probed at least this often
 	packetThreshold  = 3                      // kPacketThreshold
 	maxPktThreshold  = 256                    // adaptive reordering threshold cap
 	maxPNJump        = 1 << 24                // a packet number this far ahead of the largest seen is not believed
@@ -399,12 +399,17 @@ func (e *Engine) lossTimer() time.Duration {
 // ptoPeriod is the current probe timeout with exponential backoff.
 func (e *Engine) ptoPeriod() time.Duration { return e.backoff(e.ptoCount) }
 
-// backoff is the base probe timeout doubled count times, capped at maxPTO.
-// The cap holds even when the base is larger: an RTT of seconds on a link
-// that has microseconds means an overloaded host, not a far one, and a tail
-// loss must still be probed for several times within the user timeout.
+// backoff is the base probe timeout doubled count times, capped at maxPTO or
+// the smoothed RTT, whichever is larger. The cap holds even when the base is
+// larger: an RTT of seconds on a link that has microseconds means an
+// overloaded host, not a far one, and a tail loss must still be probed for
+// several times within the user timeout. But it never goes below the
+// smoothed RTT: a probe sent before the last one could have been
+// acknowledged only lengthens the queues that made the RTT long, and on a
+// starved host with many connections, probes at a rate that ignores the RTT
+// outgrow what the host can take in (SPEC.md §7.3).
 func (e *Engine) backoff(count int) time.Duration {
-	return min(e.basePTO()<<min(count, 20), maxPTO)
+	return min(e.basePTO()<<min(count, 20), max(maxPTO, e.rtt.smoothed))
 }
 
 // basePTO is the probe timeout without backoff; before any RTT sample it

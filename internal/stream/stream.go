@@ -58,6 +58,7 @@ const (
 	resetInterval     = time.Millisecond       // at most one RST per this while lingering after a reset
 	minResetLinger    = 250 * time.Millisecond // how long an engine that sent RST answers stray packets
 	minTimeWait       = 100 * time.Millisecond // TIME-WAIT lasts this or 3 PTOs, whichever is longer
+	userTimeoutRTTs   = 4                      // the user timeout lasts at least this many smoothed RTTs
 	verifyInterval    = 100 * time.Millisecond // at most one Verify probe per this, per connection
 	// A keepalive PING unanswered for this long (or the keepalive period,
 	// if shorter) fails the connection: with the probe timeout capped at
@@ -791,6 +792,16 @@ func (e *Engine) buildReset(t time.Duration, out []byte) int {
 	return n
 }
 
+// userTimeout is how long ack-eliciting packets may stay unacknowledged
+// before the connection fails: the configured UserTimeout, but at least
+// userTimeoutRTTs smoothed RTTs. Once the RTT is seconds long, as on a
+// starved host, probes go out once a smoothed RTT (see backoff), and a
+// shorter timeout would give up on a live peer before its answers to them
+// could come back.
+func (e *Engine) userTimeout() time.Duration {
+	return max(e.cfg.UserTimeout, userTimeoutRTTs*e.rtt.smoothed)
+}
+
 // awaitingAck reports whether data or frames we sent are unacknowledged:
 // the UserTimeout clock runs.
 func (e *Engine) awaitingAck() bool { return e.elicitInFlight > 0 || !e.lost.empty() }
@@ -1006,7 +1017,7 @@ func (e *Engine) NextTimer() time.Time {
 		}
 		at(e.lossTimer())
 		if e.unackedSince != 0 && e.awaitingAck() {
-			at(e.unackedSince + e.cfg.UserTimeout)
+			at(e.unackedSince + e.userTimeout())
 		}
 		if ka := e.cfg.KeepAlive; ka > 0 {
 			if e.kaProbeAt != 0 {
@@ -1042,7 +1053,7 @@ func (e *Engine) OnTimer(now time.Time) {
 		}
 		return
 	}
-	if e.unackedSince != 0 && e.awaitingAck() && t-e.unackedSince >= e.cfg.UserTimeout {
+	if e.unackedSince != 0 && e.awaitingAck() && t-e.unackedSince >= e.userTimeout() {
 		e.Fail(ErrTimeout)
 		return
 	}
