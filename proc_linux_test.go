@@ -10,6 +10,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -62,6 +66,28 @@ import (
 //	lookup NAME [TIMEOUT]                            ok MAC ZONE
 //	info ID                                          ok STATE SRTT SENT RECEIVED
 //	close ID                                         ok
+//	gap ID                                           ok MAXGAP
+//	    The longest time between two chunks of a stream echoed back, since
+//	    the last gap request.
+//	dialmany ADDR N [conc=C] [TIMEOUT] [keepalive=D] [usertimeout=D]
+//	                                                 ok HELD ELAPSED MARKS
+//	    Dials N conns, C at a time (32), and holds them (no ids: see
+//	    closemany). MARKS is "1000=D,10000=D,...,N=D,slowest=D@K": how long
+//	    the thousand dials up to each power of ten (and N) took, a measure
+//	    of the dial rate with that many held, and the slowest thousand.
+//	closemany                                        ok N ELAPSED
+//	    Closes every conn dialmany holds, in one go.
+//	mem [gc] [reset]                                 ok rss=B hwm=B heap=B gor=N maxgor=N fds=N live=N
+//	    From /proc/self (VmRSS, VmHWM, open fds) and the runtime: heap in
+//	    use, goroutines now and at most (sampled every millisecond since
+//	    the last reset), and connections the stack knows. gc collects and
+//	    returns freed memory to the system first; reset then starts VmHWM
+//	    and maxgor afresh.
+//	profile cpu|heap|goroutine PATH [D]              ok
+//	    Writes a pprof profile to PATH: of the CPU for D (1s), else now.
+//	stats                                            ok kdrops=N kpkts=N ctldrops=N ctlpkts=N in=N out=N
+//	    The stack's interfaces summed: kernel drops and packets of the data
+//	    and control sockets, frames read and written.
 //	pid                                              ok PID
 //	exit                                             (exits)
 //
@@ -89,6 +115,9 @@ type peerConn struct {
 
 	streaming atomic.Bool
 	streamed  atomic.Int64
+	gapMu     sync.Mutex
+	lastChunk time.Time     // when the stream's last chunk came back
+	maxGap    time.Duration // the longest wait for a chunk since the last gap request
 	errMu     sync.Mutex
 	err       error
 	errAt     time.Time
@@ -161,6 +190,13 @@ func (pc *peerConn) stream(chunk int64, pause time.Duration) {
 			return
 		}
 		pc.streamed.Add(chunk)
+		pc.gapMu.Lock()
+		now := time.Now()
+		if !pc.lastChunk.IsZero() {
+			pc.maxGap = max(pc.maxGap, now.Sub(pc.lastChunk))
+		}
+		pc.lastChunk = now
+		pc.gapMu.Unlock()
 		time.Sleep(pause)
 	}
 }
@@ -171,13 +207,17 @@ type peerState struct {
 
 	mu    sync.Mutex
 	conns map[string]*peerConn
+	many  []*Conn // dialmany's, under mu
 	dials atomic.Int64
 	accs  atomic.Int64
+
+	maxGor atomic.Int64 // the most goroutines seen since the last mem reset
 }
 
 // runPeer is a peer process's main function.
 func runPeer() {
 	p := &peerState{conns: make(map[string]*peerConn)}
+	go p.sampleGoroutines()
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
 		line := sc.Text()
@@ -431,8 +471,200 @@ func (p *peerState) run(verb string, args []string) (string, error) {
 			return "", err
 		}
 		return "", pc.c.Close()
+	case "gap":
+		pc, err := p.conn(firstArg(args))
+		if err != nil {
+			return "", err
+		}
+		pc.gapMu.Lock()
+		defer pc.gapMu.Unlock()
+		// A stream stalled right now counts too.
+		g := pc.maxGap
+		if !pc.lastChunk.IsZero() {
+			g = max(g, time.Since(pc.lastChunk))
+		}
+		pc.maxGap = 0
+		return g.String(), nil
+	case "dialmany":
+		return p.dialMany(args)
+	case "closemany":
+		p.mu.Lock()
+		many := p.many
+		p.many = nil
+		p.mu.Unlock()
+		start := time.Now()
+		for _, c := range many {
+			c.Close()
+		}
+		return fmt.Sprintf("%d %v", len(many), time.Since(start)), nil
+	case "mem":
+		return p.mem(args)
+	case "profile":
+		if err := need(2); err != nil {
+			return "", err
+		}
+		f, err := os.Create(args[1])
+		if err != nil {
+			return "", err
+		}
+		defer f.Close()
+		if args[0] != "cpu" {
+			return "", pprof.Lookup(args[0]).WriteTo(f, 0)
+		}
+		d := time.Second
+		if len(args) > 2 {
+			if d, err = time.ParseDuration(args[2]); err != nil {
+				return "", err
+			}
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return "", err
+		}
+		time.Sleep(d)
+		pprof.StopCPUProfile()
+		return "", nil
+	case "stats":
+		s, err := defaultStack(nil)
+		if err != nil {
+			return "", err
+		}
+		var kd, kp, cd, cp, in, out uint64
+		for _, ep := range s.endpointsSnapshot() {
+			st := ep.snapshot()
+			kd += st.KernelDrops
+			kp += st.KernelPackets
+			in += st.FramesIn
+			out += st.FramesOut
+			if cs, err := ep.ctl.Stats(); err == nil {
+				cd += cs.Drops
+				cp += cs.Packets
+			}
+		}
+		return fmt.Sprintf("kdrops=%d kpkts=%d ctldrops=%d ctlpkts=%d in=%d out=%d", kd, kp, cd, cp, in, out), nil
 	}
 	return "", fmt.Errorf("unknown verb %q", verb)
+}
+
+// dialMany runs the dialmany verb.
+func (p *peerState) dialMany(args []string) (string, error) {
+	if len(args) < 2 {
+		return "", fmt.Errorf("dialmany needs ADDR N, has %v", args)
+	}
+	addr := args[0]
+	n, err := strconv.Atoi(args[1])
+	if err != nil {
+		return "", err
+	}
+	conc := 32
+	var opts []string
+	for _, a := range args[2:] {
+		if v, ok := strings.CutPrefix(a, "conc="); ok {
+			if conc, err = strconv.Atoi(v); err != nil {
+				return "", err
+			}
+			continue
+		}
+		opts = append(opts, a)
+	}
+	timeout, ka, ut, err := peerOptions(opts)
+	if err != nil {
+		return "", err
+	}
+	d := &Dialer{Timeout: timeout, KeepAlive: ka, UserTimeout: ut}
+	// stamps[k] is when the (1000·k)th dial succeeded; stamps[0] the start.
+	stamps := make([]time.Time, n/1000+1)
+	start := time.Now()
+	stamps[0] = start
+	var next, done atomic.Int64
+	var errOnce sync.Once
+	var firstErr error
+	var wg sync.WaitGroup
+	for range min(conc, n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(n) {
+				c, err := d.dial(context.Background(), "myproto", addr)
+				if err != nil {
+					errOnce.Do(func() { firstErr = fmt.Errorf("after %d dials: %w", done.Load(), err) })
+					next.Store(int64(n)) // the others stop
+					return
+				}
+				p.mu.Lock()
+				p.many = append(p.many, c)
+				p.mu.Unlock()
+				if k := done.Add(1); k%1000 == 0 {
+					stamps[k/1000] = time.Now()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if firstErr != nil {
+		return "", firstErr
+	}
+	var marks []string
+	mark := func(m int) {
+		k := m / 1000
+		marks = append(marks, fmt.Sprintf("%d=%v", m, stamps[k].Sub(stamps[k-1]).Round(time.Millisecond)))
+	}
+	m := 1000
+	for ; m <= n; m *= 10 {
+		mark(m)
+	}
+	if last := n - n%1000; last > m/10 {
+		mark(last)
+	}
+	slowest, at := time.Duration(0), 0
+	for k := 1; k < len(stamps); k++ {
+		if d := stamps[k].Sub(stamps[k-1]); d > slowest {
+			slowest, at = d, 1000*k
+		}
+	}
+	if at != 0 {
+		marks = append(marks, fmt.Sprintf("slowest=%v@%d", slowest.Round(time.Millisecond), at))
+	}
+	p.mu.Lock()
+	held := len(p.many)
+	p.mu.Unlock()
+	return fmt.Sprintf("%d %v %s", held, elapsed.Round(time.Millisecond), strings.Join(marks, ",")), nil
+}
+
+// mem runs the mem verb.
+func (p *peerState) mem(args []string) (string, error) {
+	if slices.Contains(args, "gc") {
+		debug.FreeOSMemory() // collects first
+	}
+	if slices.Contains(args, "reset") {
+		// proc(5): writing 5 to clear_refs resets the peak RSS (VmHWM).
+		if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
+			return "", err
+		}
+		p.maxGor.Store(int64(runtime.NumGoroutine()))
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return "", err
+	}
+	live := 0
+	if s, err := defaultStack(nil); err == nil {
+		s.conns.Range(func(any, any) bool { live++; return true })
+	}
+	return fmt.Sprintf("rss=%d hwm=%d heap=%d gor=%d maxgor=%d fds=%d live=%d",
+		procStatus("VmRSS"), procStatus("VmHWM"), ms.HeapInuse, runtime.NumGoroutine(), p.maxGor.Load(), len(fds), live), nil
+}
+
+// sampleGoroutines keeps maxGor up to date.
+func (p *peerState) sampleGoroutines() {
+	for range time.Tick(time.Millisecond) {
+		n := int64(runtime.NumGoroutine())
+		if n > p.maxGor.Load() {
+			p.maxGor.Store(n)
+		}
+	}
 }
 
 func firstArg(args []string) string {
