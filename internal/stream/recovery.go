@@ -55,7 +55,9 @@ const (
 // sentRing holds sentPacket records for packet numbers [base, base+n),
 // consecutive because every packet gets the next number. Resolved records are
 // dropped from the front, so base is the oldest packet that may still be
-// acknowledged or lost. It grows by doubling and never shrinks.
+// acknowledged or lost. It grows by doubling from sentRingMin records (an
+// idle connection needs a few); Engine.compact gives an empty ring's buffer
+// back once the connection has gone quiet.
 type sentRing struct {
 	buf  []sentPacket
 	head int
@@ -70,7 +72,7 @@ func (r *sentRing) reset(base uint64) {
 // push appends the record for packet number base+n.
 func (r *sentRing) push(p sentPacket) {
 	if r.n == len(r.buf) {
-		nb := make([]sentPacket, max(64, 2*len(r.buf)))
+		nb := make([]sentPacket, max(sentRingMin, 2*len(r.buf)))
 		for i := 0; i < r.n; i++ {
 			nb[i] = r.buf[(r.head+i)&(len(r.buf)-1)]
 		}
@@ -78,6 +80,16 @@ func (r *sentRing) push(p sentPacket) {
 	}
 	r.buf[(r.head+r.n)&(len(r.buf)-1)] = p
 	r.n++
+}
+
+// sentRingMin is the records a ring starts with; a power of two.
+const sentRingMin = 8
+
+// shrink gives back the buffer of an empty ring.
+func (r *sentRing) shrink() {
+	if r.n == 0 {
+		r.buf, r.head = nil, 0
+	}
 }
 
 // at returns the record for pn, or nil if pn is outside the ring.

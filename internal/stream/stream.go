@@ -59,6 +59,7 @@ const (
 	minResetLinger    = 250 * time.Millisecond // how long an engine that sent RST answers stray packets
 	minTimeWait       = 100 * time.Millisecond // TIME-WAIT lasts this or 3 PTOs, whichever is longer
 	verifyInterval    = 100 * time.Millisecond // at most one Verify probe per this, per connection
+	idleCompact       = time.Second            // quiet this long, a connection gives back memory (compact)
 	// A keepalive PING unanswered for this long (or the keepalive period,
 	// if shorter) fails the connection: with the probe timeout capped at
 	// 1 s, that is several probes.
@@ -201,7 +202,6 @@ type Engine struct {
 	lingerUntil  time.Duration // closed engine answers stray packets with RST until then
 
 	stats Stats
-	pv    packetView // scratch for receive
 }
 
 // Stats are an engine's cumulative counters (Engine.Stats); Info reports
@@ -423,7 +423,10 @@ func (e *Engine) Reset(err error) {
 // demultiplexed by connection ID). flags is the header's; nothing depends on
 // it. Malformed bodies are dropped whole.
 func (e *Engine) Receive(now time.Time, flags uint16, body []byte) {
-	pv := &e.pv
+	// The parsed packet lives on the caller's stack, not in the engine: it
+	// is as big as an idle engine, and only one packet at a time needs it.
+	var view packetView
+	pv := &view
 	if !parsePacket(body, pv) {
 		e.stats.Malformed++
 		return
@@ -1046,6 +1049,7 @@ func (e *Engine) OnTimer(now time.Time) {
 		e.Fail(ErrTimeout)
 		return
 	}
+	e.compact(t)
 	if ka := e.cfg.KeepAlive; ka > 0 {
 		if e.kaProbeAt != 0 && t-e.kaProbeAt >= min(ka, keepAliveProbeTimeout) {
 			e.Fail(ErrTimeout)
@@ -1066,6 +1070,24 @@ func (e *Engine) OnTimer(now time.Time) {
 		return
 	}
 	e.onLossTimer(t)
+}
+
+// compact gives back the memory a connection grew for traffic it no longer
+// has, once it has sent and received nothing for idleCompact: the sent
+// packet records, the buffers' chunk slots, the lost-packet records. Busy
+// connections keep what they grew, so moving data allocates nothing, while
+// one left idle after a bulk transfer shrinks to the size of a new one at
+// its next timer (the keepalive, say).
+func (e *Engine) compact(t time.Duration) {
+	if t-e.lastElicitSent < idleCompact || t-e.lastRecv < idleCompact {
+		return
+	}
+	e.sent.shrink()
+	e.sbuf.ring.shrink()
+	e.rbuf.ring.shrink()
+	if len(e.lostRecs) == 0 {
+		e.lostRecs = nil
+	}
 }
 
 // ---- Introspection ---------------------------------------------------------
