@@ -63,6 +63,7 @@ type endpointStats struct {
 	framesIn, bytesIn   atomic.Uint64
 	framesOut, bytesOut atomic.Uint64
 	drops               [dropReasonCount]atomic.Uint64
+	filterUpdates       atomic.Uint64 // filters re-attached
 	filterErrors        atomic.Uint64
 }
 

@@ -102,9 +102,7 @@ func (s *stack) linkEvent(ev sys.LinkEvent) {
 		// end now and reset their peers from the old address, which the
 		// peers know; the filter must pass the new one.
 		ep.setHwaddr(ev.HardwareAddr)
-		s.mu.Lock()
-		s.publishLocked()
-		s.mu.Unlock()
+		s.republish()
 		s.resetConns(ep, syscall.ENETRESET)
 		changed = true
 	}

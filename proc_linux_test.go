@@ -75,8 +75,11 @@ import (
 //	    closemany). MARKS is "1000=D,10000=D,...,N=D,slowest=D@K": how long
 //	    the thousand dials up to each power of ten (and N) took, a measure
 //	    of the dial rate with that many held, and the slowest thousand.
+//	bindmany ADDR N                                  ok N
+//	    Opens N datagram sockets on ADDR ("iface:0"): N ports.
 //	closemany                                        ok N ELAPSED
-//	    Closes every conn dialmany holds, in one go.
+//	    Closes every conn dialmany holds and every socket bindmany opened,
+//	    in one go.
 //	mem [gc] [reset]                                 ok rss=B hwm=B heap=B gor=N maxgor=N fds=N live=N
 //	    From /proc/self (VmRSS, VmHWM, open fds) and the runtime: heap in
 //	    use, goroutines now and at most (sampled every millisecond since
@@ -85,9 +88,9 @@ import (
 //	    and maxgor afresh.
 //	profile cpu|heap|goroutine PATH [D]              ok
 //	    Writes a pprof profile to PATH: of the CPU for D (1s), else now.
-//	stats                                            ok kdrops=N kpkts=N ctldrops=N ctlpkts=N in=N out=N
+//	stats                                            ok kdrops=N kpkts=N ctldrops=N ctlpkts=N in=N out=N attaches=N
 //	    The stack's interfaces summed: kernel drops and packets of the data
-//	    and control sockets, frames read and written.
+//	    and control sockets, frames read and written, filter updates.
 //	pid                                              ok PID
 //	exit                                             (exits)
 //
@@ -207,7 +210,8 @@ type peerState struct {
 
 	mu    sync.Mutex
 	conns map[string]*peerConn
-	many  []*Conn // dialmany's, under mu
+	many  []*Conn       // dialmany's, under mu
+	binds []*PacketConn // bindmany's, under mu
 	dials atomic.Int64
 	accs  atomic.Int64
 
@@ -487,16 +491,37 @@ func (p *peerState) run(verb string, args []string) (string, error) {
 		return g.String(), nil
 	case "dialmany":
 		return p.dialMany(args)
+	case "bindmany":
+		if err := need(2); err != nil {
+			return "", err
+		}
+		n, err := strconv.Atoi(args[1])
+		if err != nil {
+			return "", err
+		}
+		for range n {
+			c, err := ListenPacket("myproto", args[0])
+			if err != nil {
+				return "", err
+			}
+			p.mu.Lock()
+			p.binds = append(p.binds, c)
+			p.mu.Unlock()
+		}
+		return strconv.Itoa(n), nil
 	case "closemany":
 		p.mu.Lock()
-		many := p.many
-		p.many = nil
+		many, binds := p.many, p.binds
+		p.many, p.binds = nil, nil
 		p.mu.Unlock()
 		start := time.Now()
 		for _, c := range many {
 			c.Close()
 		}
-		return fmt.Sprintf("%d %v", len(many), time.Since(start)), nil
+		for _, c := range binds {
+			c.Close()
+		}
+		return fmt.Sprintf("%d %v", len(many)+len(binds), time.Since(start)), nil
 	case "mem":
 		return p.mem(args)
 	case "profile":
@@ -528,8 +553,9 @@ func (p *peerState) run(verb string, args []string) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		var kd, kp, cd, cp, in, out uint64
+		var kd, kp, cd, cp, in, out, att uint64
 		for _, ep := range s.endpointsSnapshot() {
+			att += ep.stats.filterUpdates.Load()
 			st := ep.snapshot()
 			kd += st.KernelDrops
 			kp += st.KernelPackets
@@ -540,7 +566,7 @@ func (p *peerState) run(verb string, args []string) (string, error) {
 				cp += cs.Packets
 			}
 		}
-		return fmt.Sprintf("kdrops=%d kpkts=%d ctldrops=%d ctlpkts=%d in=%d out=%d", kd, kp, cd, cp, in, out), nil
+		return fmt.Sprintf("kdrops=%d kpkts=%d ctldrops=%d ctlpkts=%d in=%d out=%d attaches=%d", kd, kp, cd, cp, in, out, att), nil
 	}
 	return "", fmt.Errorf("unknown verb %q", verb)
 }

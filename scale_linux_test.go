@@ -286,11 +286,13 @@ func TestIntegrationManyConns(t *testing.T) {
 }
 
 // TestIntegrationMassClose: a client holds 10,000 connections to a server
-// that never closes its side, and closes them all at once. They linger in
-// FIN-WAIT-2 and expire together after the user timeout (2 s here), while
-// another connection of the same client streams. The expiry must take no
-// goroutine per connection, the client's sockets must drop nothing, the
-// stream must keep moving, and the memory peak must stay bounded.
+// that never closes its side, and 2,000 datagram sockets (ports), and closes
+// them all at once. The connections linger in FIN-WAIT-2 and expire together
+// after the user timeout (2 s here), while another connection of the same
+// client streams. The expiry must take no goroutine per connection, the
+// client's sockets must drop nothing, the stream must keep moving, the
+// memory peak must stay bounded, and the 2,000 ports given up must cost a
+// few filter updates, not one each.
 func TestIntegrationMassClose(t *testing.T) {
 	n := 10_000
 	if s := os.Getenv(envConns); s != "" {
@@ -314,6 +316,8 @@ func TestIntegrationMassClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("dialmany: %s", s)
+	const ports = 2000
+	cli.must(t, fmt.Sprintf("bindmany %s:0 %d", a.Interface.Name, ports))
 	waitHeld(t, cli, srv, n+1)
 
 	before := cli.mem(t, "gc", "reset")
@@ -342,14 +346,17 @@ func TestIntegrationMassClose(t *testing.T) {
 	}
 	t.Logf("%d connections gone from the client %v after the close (%d left); goroutines %d before, at most %d; RSS %.1f MiB before, peak %.1f MiB; fds %d, then %d",
 		n, gone.Round(time.Millisecond), m["live"]-1, before["gor"], after["maxgor"], mibs(before["rss"]), mibs(after["hwm"]), before["fds"], after["fds"])
-	t.Logf("kernel drops: data %d, control %d; live stream: %d bytes echoed meanwhile, longest wait for a chunk %v, error %s",
-		st1["kdrops"]-st0["kdrops"], st1["ctldrops"]-st0["ctldrops"], ck1.bytes-ck0.bytes, gap.Round(time.Millisecond), ck1.errno)
+	t.Logf("kernel drops: data %d, control %d; filter updates for %d ports given up: %d; live stream: %d bytes echoed meanwhile, longest wait for a chunk %v, error %s",
+		st1["kdrops"]-st0["kdrops"], st1["ctldrops"]-st0["ctldrops"], ports, st1["attaches"]-st0["attaches"], ck1.bytes-ck0.bytes, gap.Round(time.Millisecond), ck1.errno)
 
 	if m["live"] != 1 {
 		t.Errorf("%d of %d closed connections still there %v after the close", m["live"]-1, n, limit)
 	}
 	if g := after["maxgor"] - before["gor"]; g > 200 {
 		t.Errorf("goroutines went from %d to %d while %d connections expired", before["gor"], after["maxgor"], n)
+	}
+	if u := st1["attaches"] - st0["attaches"]; u > ports/20 {
+		t.Errorf("%d ports given up at once cost %d filter updates", ports, u)
 	}
 	if d := st1["kdrops"] - st0["kdrops"]; d != 0 {
 		t.Errorf("the client's data sockets dropped %d frames", d)
