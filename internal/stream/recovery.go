@@ -408,8 +408,37 @@ func (e *Engine) lossTimer() time.Duration {
 	return 0
 }
 
-// ptoPeriod is the current probe timeout with exponential backoff.
-func (e *Engine) ptoPeriod() time.Duration { return e.backoff(e.ptoCount) }
+// ptoPeriod is the current probe timeout with exponential backoff. PINGs
+// alone in flight are repeated no sooner than an eighth of
+// the keepalive probe timeout: nothing waits on it but the detection of a
+// dead peer, which takes that timeout anyway, and on a LAN whose probe
+// timeout is a millisecond or two, a busy peer's late answer would
+// otherwise make 100,000 idle connections probe twice as often as they
+// ping.
+func (e *Engine) ptoPeriod() time.Duration {
+	if e.keepAliveOnly() {
+		floor := min(e.cfg.KeepAlive, keepAliveProbeTimeout) / 8
+		return min(max(e.basePTO(), floor)<<min(e.ptoCount, 20), max(maxPTO, floor))
+	}
+	return e.backoff(e.ptoCount)
+}
+
+// keepAliveOnly reports whether keepalive is on and every packet in flight
+// carries nothing but PING (and ACK) frames: keepalive PINGs, whether or
+// not the peer's own PING has come in meanwhile (both ends' idle timers run
+// out together), or other PINGs that nothing waits on either.
+func (e *Engine) keepAliveOnly() bool {
+	if e.cfg.KeepAlive <= 0 || e.elicitInFlight == 0 {
+		return false
+	}
+	for i := range e.sent.n {
+		p := e.sent.at(e.sent.base + uint64(i))
+		if p.state == spLive && p.flags&^(spInFlight|spPing|spAck) != 0 {
+			return false
+		}
+	}
+	return true
+}
 
 // backoff is the base probe timeout doubled count times, capped at maxPTO.
 // The cap holds even when the base is larger: an RTT of seconds on a link
