@@ -24,6 +24,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/myproto/myproto/internal/stream"
 	"github.com/myproto/myproto/internal/sys"
 	"github.com/myproto/myproto/internal/testenv"
 )
@@ -524,6 +525,29 @@ func (p *peerState) run(verb string, args []string) (string, error) {
 		return fmt.Sprintf("%d %v", len(many)+len(binds), time.Since(start)), nil
 	case "mem":
 		return p.mem(args)
+	case "connstats":
+		s, err := defaultStack(nil)
+		if err != nil {
+			return "", err
+		}
+		var sum stream.Stats
+		s.conns.Range(func(_, v any) bool {
+			c := v.(*Conn)
+			c.mu.Lock()
+			st := c.e.Stats()
+			c.mu.Unlock()
+			sum.PacketsSent += st.PacketsSent
+			sum.PacketsRecv += st.PacketsRecv
+			sum.PacketsLost += st.PacketsLost
+			sum.PTOs += st.PTOs
+			sum.Dups += st.Dups
+			sum.Malformed += st.Malformed
+			sum.ChallengeAcks += st.ChallengeAcks
+			sum.Challenges += st.Challenges
+			return true
+		})
+		return fmt.Sprintf("sent=%d recv=%d lost=%d ptos=%d dups=%d malformed=%d challenges=%d challengeacks=%d",
+			sum.PacketsSent, sum.PacketsRecv, sum.PacketsLost, sum.PTOs, sum.Dups, sum.Malformed, sum.Challenges, sum.ChallengeAcks), nil
 	case "profile":
 		if err := need(2); err != nil {
 			return "", err

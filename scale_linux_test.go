@@ -269,11 +269,13 @@ func TestIntegrationManyConns(t *testing.T) {
 	}
 	const window = 16 * time.Second
 	cs0, ss0 := cli.stats(t), srv.stats(t)
+	t.Logf("connections: client %s; server %s", cli.must(t, "connstats"), srv.must(t, "connstats"))
 	cpuCli, cpuSrv = cli.cpuTime(t), srv.cpuTime(t)
 	cli.profile(t, "cpu", "manyconns-idle-client.cpu", window-time.Second)
 	srv.profile(t, "cpu", "manyconns-idle-server.cpu", window-time.Second)
 	time.Sleep(window)
 	cs1, ss1 := cli.stats(t), srv.stats(t)
+	t.Logf("connections: client %s; server %s", cli.must(t, "connstats"), srv.must(t, "connstats"))
 	dc, ds := cli.cpuTime(t)-cpuCli, srv.cpuTime(t)-cpuSrv
 	rate := func(a, b map[string]int64, k string) float64 { return float64(b[k]-a[k]) / window.Seconds() }
 	t.Logf("held idle for %v: client sends %.0f frames/s, receives %.0f, CPU %.0f %%; server sends %.0f, receives %.0f, CPU %.0f %%; kernel drops client %d, server %d",
