@@ -37,6 +37,7 @@ func (s *stack) watchLinksLocked() {
 		return // no events here (an in-memory link, or no rtnetlink): poll nothing
 	}
 	s.watcher = w
+	s.watching.Store(true)
 	go s.followLinks(w)
 }
 
@@ -45,12 +46,17 @@ func (s *stack) stopWatchingLocked() {
 	if s.watcher != nil {
 		s.watcher.Close()
 		s.watcher = nil
+		s.watching.Store(false)
+		s.linksChanged()
 	}
 }
 
 func (s *stack) followLinks(w linkWatcher) {
 	for {
 		ev, err := w.Next()
+		if err == nil || errors.Is(err, syscall.ENOBUFS) {
+			s.linksChanged()
+		}
 		switch {
 		case err == nil:
 			s.linkEvent(ev)
