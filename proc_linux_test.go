@@ -67,9 +67,9 @@ import (
 //	lookup NAME [TIMEOUT]                            ok MAC ZONE
 //	info ID                                          ok STATE SRTT SENT RECEIVED
 //	close ID                                         ok
-//	gap ID                                           ok MAXGAP
+//	gap ID                                           ok MAXGAP TIME
 //	    The longest time between two chunks of a stream echoed back, since
-//	    the last gap request.
+//	    the last gap request, and when it ended.
 //	dialmany ADDR N [conc=C] [TIMEOUT] [keepalive=D] [usertimeout=D]
 //	                                                 ok HELD ELAPSED MARKS
 //	    Dials N conns, C at a time (32), and holds them (no ids: see
@@ -122,6 +122,7 @@ type peerConn struct {
 	gapMu     sync.Mutex
 	lastChunk time.Time     // when the stream's last chunk came back
 	maxGap    time.Duration // the longest wait for a chunk since the last gap request
+	maxGapAt  time.Time     // when it ended
 	errMu     sync.Mutex
 	err       error
 	errAt     time.Time
@@ -196,8 +197,8 @@ func (pc *peerConn) stream(chunk int64, pause time.Duration) {
 		pc.streamed.Add(chunk)
 		pc.gapMu.Lock()
 		now := time.Now()
-		if !pc.lastChunk.IsZero() {
-			pc.maxGap = max(pc.maxGap, now.Sub(pc.lastChunk))
+		if !pc.lastChunk.IsZero() && now.Sub(pc.lastChunk) > pc.maxGap {
+			pc.maxGap, pc.maxGapAt = now.Sub(pc.lastChunk), now
 		}
 		pc.lastChunk = now
 		pc.gapMu.Unlock()
@@ -484,12 +485,12 @@ func (p *peerState) run(verb string, args []string) (string, error) {
 		pc.gapMu.Lock()
 		defer pc.gapMu.Unlock()
 		// A stream stalled right now counts too.
-		g := pc.maxGap
-		if !pc.lastChunk.IsZero() {
-			g = max(g, time.Since(pc.lastChunk))
+		g, at := pc.maxGap, pc.maxGapAt
+		if !pc.lastChunk.IsZero() && time.Since(pc.lastChunk) > g {
+			g, at = time.Since(pc.lastChunk), time.Now()
 		}
 		pc.maxGap = 0
-		return g.String(), nil
+		return fmt.Sprintf("%v %d", g, at.UnixNano()), nil
 	case "dialmany":
 		return p.dialMany(args)
 	case "bindmany":

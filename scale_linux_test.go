@@ -189,6 +189,8 @@ func TestIntegrationManyConns(t *testing.T) {
 		mibs(cliBefore["rss"]), mibs(cliBefore["heap"]), cliBefore["fds"], mibs(srvBefore["rss"]), mibs(srvBefore["heap"]), srvBefore["fds"])
 
 	cpuCli, cpuSrv := cli.cpuTime(t), srv.cpuTime(t)
+	cli.profile(t, "cpu", "manyconns-dial-client.cpu", 5*time.Second)
+	srv.profile(t, "cpu", "manyconns-dial-server.cpu", 5*time.Second)
 	start := time.Now()
 	s, err := cli.doTimeout(fmt.Sprintf("dialmany %s %d", addr, n), 12*time.Minute)
 	if err != nil {
@@ -342,14 +344,17 @@ func TestIntegrationMassClose(t *testing.T) {
 	after := cli.mem(t)
 	st1 := cli.stats(t)
 	ck1 := cli.check(t, live)
-	gap, err := time.ParseDuration(cli.must(t, "gap "+live))
+	gs, gt, _ := strings.Cut(cli.must(t, "gap "+live), " ")
+	gap, err := time.ParseDuration(gs)
 	if err != nil {
 		t.Fatal(err)
 	}
+	gapEnd, _ := strconv.ParseInt(gt, 10, 64)
 	t.Logf("%d connections gone from the client %v after the close (%d left); goroutines %d before, at most %d; RSS %.1f MiB before, peak %.1f MiB; fds %d, then %d",
 		n, gone.Round(time.Millisecond), m["live"]-1, before["gor"], after["maxgor"], mibs(before["rss"]), mibs(after["hwm"]), before["fds"], after["fds"])
-	t.Logf("kernel drops: data %d, control %d; filter updates for %d ports given up: %d; live stream: %d bytes echoed meanwhile, longest wait for a chunk %v, error %s",
-		st1["kdrops"]-st0["kdrops"], st1["ctldrops"]-st0["ctldrops"], ports, st1["attaches"]-st0["attaches"], ck1.bytes-ck0.bytes, gap.Round(time.Millisecond), ck1.errno)
+	t.Logf("kernel drops: data %d, control %d; filter updates for %d ports given up: %d; live stream: %d bytes echoed meanwhile, longest wait for a chunk %v (until %v after the close), error %s",
+		st1["kdrops"]-st0["kdrops"], st1["ctldrops"]-st0["ctldrops"], ports, st1["attaches"]-st0["attaches"], ck1.bytes-ck0.bytes,
+		gap.Round(time.Millisecond), time.Unix(0, gapEnd).Sub(closed).Round(time.Millisecond), ck1.errno)
 
 	if m["live"] != 1 {
 		t.Errorf("%d of %d closed connections still there %v after the close", m["live"]-1, n, limit)
