@@ -6,17 +6,18 @@ import (
 
 // Loss detection and recovery constants (RFC 9002 unless said otherwise).
 const (
-	timerGranularity = time.Millisecond       // kGranularity: no timer is shorter
-	maxAckDelay      = time.Millisecond       // how long a receiver may sit on an ACK; a protocol constant here
-	initialRTT       = 100 * time.Millisecond // RTT assumed before any sample (the server without a client estimate)
-	maxPTO           = time.Second            // backoff cap: a dead peer is probed at least this often
-	packetThreshold  = 3                      // kPacketThreshold
-	maxPktThreshold  = 256                    // adaptive reordering threshold cap
-	maxPNJump        = 1 << 24                // a packet number this far ahead of the largest seen is not believed
-	maxTrackedRanges = 64                     // received packet-number ranges remembered for ACKs
-	maxLostRecords   = 1024                   // recently lost packets kept to recognise spurious losses
-	maxNonEliciting  = 16                     // ACK-only packets in a row before one carries a PING
-	persistentFactor = 3                      // kPersistentCongestionThreshold
+	timerGranularity  = time.Millisecond       // kGranularity: no timer is shorter
+	maxAckDelay       = time.Millisecond       // how long a receiver may sit on an ACK; a protocol constant here
+	initialRTT        = 100 * time.Millisecond // RTT assumed before any sample (the server without a client estimate)
+	maxPTO            = time.Second            // backoff cap: a dead peer is probed at least this often
+	packetThreshold   = 3                      // kPacketThreshold
+	maxPktThreshold   = 256                    // adaptive reordering threshold cap
+	maxPNJump         = 1 << 24                // a packet number this far ahead of the largest seen is not believed
+	maxTrackedRanges  = 64                     // received packet-number ranges remembered for ACKs
+	maxLostRecords    = 1024                   // recently lost packets kept to recognise spurious losses
+	maxNonEliciting   = 16                     // ACK-only packets in a row before one carries a PING
+	controlProbeFloor = 250 * time.Millisecond // first probe timeout of a flight without data (ptoPeriod)
+	persistentFactor  = 3                      // kPersistentCongestionThreshold
 )
 
 // sentPacket is what the sender remembers about a packet until it is
@@ -408,32 +409,37 @@ func (e *Engine) lossTimer() time.Duration {
 	return 0
 }
 
-// ptoPeriod is the current probe timeout with exponential backoff. PINGs
-// alone in flight are repeated no sooner than an eighth of
-// the keepalive probe timeout: nothing waits on it but the detection of a
-// dead peer, which takes that timeout anyway, and on a LAN whose probe
-// timeout is a millisecond or two, a busy peer's late answer would
-// otherwise make 100,000 idle connections probe twice as often as they
-// ping.
+// ptoPeriod is the current probe timeout with exponential backoff. A
+// flight of nothing but PING, ACK and CONFIRM frames (a keepalive, a probe
+// on a hint, the handshake's third packet) starts from at least
+// controlProbeFloor: nothing waits on it but the detection of a dead peer,
+// which takes the keepalive probe timeout or the user timeout anyway. On a
+// LAN whose probe timeout is a millisecond or two, a peer busy for a tenth
+// of a second would otherwise draw half a dozen probes from every one of
+// its connections at once: 100,000 idle connections probed twice as often
+// as they pinged, and a busier moment grew into a storm of probes that
+// overflowed the peer's socket and failed connections.
 func (e *Engine) ptoPeriod() time.Duration {
-	if e.keepAliveOnly() {
-		floor := min(e.cfg.KeepAlive, keepAliveProbeTimeout) / 8
-		return min(max(e.basePTO(), floor)<<min(e.ptoCount, 20), max(maxPTO, floor))
+	if e.controlOnly() {
+		limit := e.cfg.UserTimeout
+		if ka := e.cfg.KeepAlive; ka > 0 {
+			limit = min(limit, ka, keepAliveProbeTimeout)
+		}
+		floor := min(controlProbeFloor, limit/8)
+		return min(max(e.basePTO(), floor)<<min(e.ptoCount, 20), max(maxPTO, limit/4))
 	}
 	return e.backoff(e.ptoCount)
 }
 
-// keepAliveOnly reports whether keepalive is on and every packet in flight
-// carries nothing but PING (and ACK) frames: keepalive PINGs, whether or
-// not the peer's own PING has come in meanwhile (both ends' idle timers run
-// out together), or other PINGs that nothing waits on either.
-func (e *Engine) keepAliveOnly() bool {
-	if e.cfg.KeepAlive <= 0 || e.elicitInFlight == 0 {
+// controlOnly reports whether every packet in flight carries nothing but
+// PING, ACK and CONFIRM frames.
+func (e *Engine) controlOnly() bool {
+	if e.elicitInFlight == 0 {
 		return false
 	}
 	for i := range e.sent.n {
 		p := e.sent.at(e.sent.base + uint64(i))
-		if p.state == spLive && p.flags&^(spInFlight|spPing|spAck) != 0 {
+		if p.state == spLive && p.flags&^(spInFlight|spPing|spAck|spConfirm) != 0 {
 			return false
 		}
 	}
