@@ -73,9 +73,10 @@ import (
 //	dialmany ADDR N [conc=C] [TIMEOUT] [keepalive=D] [usertimeout=D]
 //	                                                 ok HELD ELAPSED MARKS
 //	    Dials N conns, C at a time (32), and holds them (no ids: see
-//	    closemany). MARKS is "1000=D,10000=D,...,N=D,slowest=D@K": how long
-//	    the thousand dials up to each power of ten (and N) took, a measure
-//	    of the dial rate with that many held, and the slowest thousand.
+//	    closemany). MARKS is "1000=D,10000=D,...,N=D,slowest=D@K,first=D,
+//	    last=D": how long the thousand dials up to each power of ten (and
+//	    N) took, a measure of the dial rate with that many held, the
+//	    slowest thousand, and the medians of the first and the last ten.
 //	bindmany ADDR N                                  ok N
 //	    Opens N datagram sockets on ADDR ("iface:0"): N ports.
 //	closemany                                        ok N ELAPSED
@@ -667,14 +668,24 @@ func (p *peerState) dialMany(args []string) (string, error) {
 	if last := n - n%1000; last > m/10 {
 		mark(last)
 	}
+	var per []time.Duration // each thousand's
 	slowest, at := time.Duration(0), 0
 	for k := 1; k < len(stamps); k++ {
-		if d := stamps[k].Sub(stamps[k-1]); d > slowest {
+		d := stamps[k].Sub(stamps[k-1])
+		per = append(per, d)
+		if d > slowest {
 			slowest, at = d, 1000*k
 		}
 	}
 	if at != 0 {
-		marks = append(marks, fmt.Sprintf("slowest=%v@%d", slowest.Round(time.Millisecond), at))
+		median := func(ds []time.Duration) time.Duration {
+			ds = slices.Clone(ds)
+			slices.Sort(ds)
+			return ds[len(ds)/2].Round(time.Millisecond)
+		}
+		k := min(10, len(per))
+		marks = append(marks, fmt.Sprintf("slowest=%v@%d", slowest.Round(time.Millisecond), at),
+			fmt.Sprintf("first=%v", median(per[:k])), fmt.Sprintf("last=%v", median(per[len(per)-k:])))
 	}
 	p.mu.Lock()
 	held := len(p.many)
