@@ -483,7 +483,10 @@ func (e *Engine) onLossTimer(t time.Duration) {
 		e.ptoCount++
 		e.stats.PTOs++
 		e.probes = 1
-		if e.ptoCount > 1 {
+		if e.ptoCount > 1 && !e.controlOnly() {
+			// Two, so that one gets through a lossy path. A flight
+			// without data gets one: what delays its answer is more
+			// likely a busy peer, whom a second would only load more.
 			e.probes = 2
 		}
 	case e.flowBlocked():

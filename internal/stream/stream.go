@@ -926,7 +926,7 @@ func (e *Engine) buildPacket(t time.Duration, out []byte) (n int, probe bool) {
 	}
 	if rec.flags&spPing != 0 {
 		e.pingSend, e.probeSend = false, false
-		if e.kaProbeAt == 0 && e.cfg.KeepAlive > 0 && t-e.lastRecv >= e.cfg.KeepAlive {
+		if e.kaProbeAt == 0 && e.cfg.KeepAlive > 0 && t-e.lastRecv >= e.keepAliveIdle() {
 			e.kaProbeAt = t
 		}
 	}
@@ -1015,7 +1015,7 @@ func (e *Engine) NextTimer() time.Time {
 			if e.kaProbeAt != 0 {
 				at(e.kaProbeAt + min(ka, keepAliveProbeTimeout))
 			} else if e.elicitInFlight == 0 {
-				at(e.lastRecv + ka)
+				at(e.lastRecv + e.keepAliveIdle())
 			}
 		}
 		at(e.timeWait)
@@ -1055,7 +1055,7 @@ func (e *Engine) OnTimer(now time.Time) {
 			e.Fail(ErrTimeout)
 			return
 		}
-		if e.kaProbeAt == 0 && e.elicitInFlight == 0 && t-e.lastRecv >= ka {
+		if e.kaProbeAt == 0 && e.elicitInFlight == 0 && t-e.lastRecv >= e.keepAliveIdle() {
 			e.pingSend, e.probeSend = true, true
 		}
 	}
@@ -1070,6 +1070,27 @@ func (e *Engine) OnTimer(now time.Time) {
 		return
 	}
 	e.onLossTimer(t)
+}
+
+// keepAliveIdle is how long the connection idles before a keepalive PING:
+// the period less a jitter of up to an eighth of it, drawn afresh for each
+// idle stretch from the connection ID and the time it began. Both ends of
+// a connection start idling at the same packet; without jitter their PINGs
+// cross and both are answered, while with it one end's PING comes first
+// and restarts the other's idle time, so an idle connection costs one PING
+// and one ACK a period, not two of each. It also spreads the PINGs of
+// connections opened together.
+func (e *Engine) keepAliveIdle() time.Duration {
+	ka := e.cfg.KeepAlive
+	return ka - time.Duration(mix64(e.localCID^uint64(e.lastRecv))%uint64(ka/8+1))
+}
+
+// mix64 is splitmix64's finaliser: a cheap, well-spread hash.
+func mix64(z uint64) uint64 {
+	z += 0x9e3779b97f4a7c15
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return z ^ (z >> 31)
 }
 
 // compact gives back the memory a connection grew for traffic it no longer

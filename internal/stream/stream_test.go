@@ -780,8 +780,9 @@ func TestIdleMemory(t *testing.T) {
 	if in := p.c.Info(p.now); in.SendBuffered != 0 || in.MemoryHeld != 0 {
 		t.Fatalf("not drained: %+v", in)
 	}
-	// Idle until the keepalive: both give their memory back.
-	for range 60 {
+	// Idle until each end's keepalive timer has fired (the other end's
+	// PING restarts its idle time): both give their memory back.
+	for range 150 {
 		p.tick(100 * time.Millisecond)
 	}
 	for _, e := range []*Engine{p.c, p.s} {
