@@ -1,6 +1,7 @@
 package myproto
 
 import (
+	"math/bits"
 	"sync"
 	"time"
 )
@@ -13,11 +14,16 @@ import (
 // they send leaves in shared sendmmsg(2) batches (connTx), and the goroutine
 // exists only while some timer is armed.
 //
-// Deadlines are exact. (Slack that made far ones fall due together, to send
-// keepalives in batches, was tried and made things worse: 100,000
-// keepalive PINGs in a few bursts a second came back acknowledged later
-// than a LAN's probe timeout of a millisecond or two, and the spurious
-// probes doubled the traffic.)
+// Far deadlines get a little slack: one d away may fire up to d/16 late,
+// at most maxTimerSlack, on a grid all connections share, so that timers
+// set at different moments fall due together and fire in one batch. Idle
+// connections' keepalive PINGs thus leave, and their ACKs come back, a
+// hundred at a time at 100,000 connections rather than each with a wake-up
+// of its own on both sides: 16 % of a CPU per side instead of 23 %.
+// Deadlines within 16 ms (delayed ACKs, loss detection and probe timeouts
+// with data in flight) are exact. The slack is kept small: 268 ms let a
+// thousand PINGs leave at once, whose ACKs came back later than a LAN's
+// probe timeout, and the probes that drew fed a storm.
 type timerQueue struct {
 	mu      sync.Mutex
 	h       timerHeap
@@ -40,8 +46,24 @@ type timerEntry struct {
 // timerEpoch is the origin of the queue's clock, which is monotonic.
 var timerEpoch = time.Now()
 
-// timerBatch is how many due connections the queue fires at a time.
-const timerBatch = 256
+const (
+	// maxTimerSlack bounds the slack of far deadlines (2^24 ns, 16.8 ms).
+	maxTimerSlack = 1 << 24
+	// timerBatch is how many due connections the queue fires at a time.
+	timerBatch = 256
+)
+
+// slack returns the deadline at (ns since timerEpoch) rounded up to its
+// grid: the largest power of two ns not above a sixteenth of the wait, at
+// most maxTimerSlack; a wait under 16 ms is left exact.
+func slack(at, now int64) int64 {
+	g := (at - now) / 16
+	if g < int64(time.Millisecond) {
+		return at
+	}
+	g = min(int64(1)<<(bits.Len64(uint64(g))-1), maxTimerSlack)
+	return (at + g - 1) &^ (g - 1)
+}
 
 func newTimerQueue() *timerQueue {
 	return &timerQueue{kick: make(chan struct{}, 1)}
@@ -53,7 +75,7 @@ func newTimerQueue() *timerQueue {
 // deadline later thus costs nothing, which is what most moves do (every
 // acknowledgment pushes the probe timeout back).
 func (q *timerQueue) set(c *Conn, at time.Time) {
-	ns := int64(at.Sub(timerEpoch))
+	ns := slack(int64(at.Sub(timerEpoch)), int64(time.Since(timerEpoch)))
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	ts := &c.tslot
