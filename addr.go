@@ -21,7 +21,40 @@ const (
 	errInvalidName     = "invalid node name (want a DNS label: letters, digits, hyphens)"
 	errNoSuchInterface = "no such interface"
 	errNotEthernet     = "not an Ethernet interface"
+	errGroupAddr       = "broadcast or multicast hardware address: a connection needs one peer"
 )
+
+// inAddress returns err, a *net.AddrError about part of address (an
+// interface name), as one about the whole address, so that the same address
+// gives the same error from ResolveAddr, Listen and Dial. Other errors pass
+// unchanged.
+func inAddress(err error, address string) error {
+	if ae, ok := err.(*net.AddrError); ok {
+		return &net.AddrError{Err: ae.Err, Addr: address}
+	}
+	return err
+}
+
+// hostInterface returns the interface of this host that host names, or
+// nil if it names none (it is then a node name to look up); an interface
+// that cannot carry myproto frames gives the *net.AddrError ResolveAddr
+// gives for it.
+func (s *stack) hostInterface(host, address string) (*net.Interface, error) {
+	ifis, err := s.prov.interfaces()
+	if err != nil {
+		return nil, err
+	}
+	for i := range ifis {
+		if ifis[i].Name != host {
+			continue
+		}
+		if len(ifis[i].HardwareAddr) != 6 {
+			return nil, &net.AddrError{Err: errNotEthernet, Addr: address}
+		}
+		return &ifis[i], nil
+	}
+	return nil, nil
+}
 
 // maxHostLen bounds a host name, as DNS bounds a full name; discovery names
 // are meant to be host names.

@@ -133,6 +133,7 @@ func (c *Conn) wake() {
 		// Established: a stateless reset names the peer's ID.
 		c.keyed = true
 		c.s.peers.Store(peerKey{c.peer, e.PeerCID()}, c)
+		c.s.connEvent(EventConnEstablished, c, nil)
 	}
 	c.mu.Unlock()
 	if r {
@@ -208,6 +209,19 @@ func (c *Conn) resetWith(err error) {
 	c.wake()
 }
 
+// kill resets the connection and retires it at once, as its stack closes:
+// blocked and later calls fail with net.ErrClosed.
+func (c *Conn) kill() {
+	c.closeOnce.Do(func() { close(c.closed) })
+	c.mu.Lock()
+	if !c.done {
+		c.e.Abort()
+	}
+	c.mu.Unlock()
+	c.flush() // the RESET
+	c.finish()
+}
+
 // verify makes the connection probe its peer, on a hint that the peer's
 // stack is gone (see stack.verifyPeers).
 func (c *Conn) verify() {
@@ -255,7 +269,11 @@ func (c *Conn) finish() {
 	c.done = true
 	c.s.timers.set(c, time.Time{})
 	keyed, pcid := c.keyed, c.e.PeerCID()
+	failure := c.e.Err()
 	c.mu.Unlock()
+	if keyed {
+		c.s.connEvent(EventConnClosed, c, streamErr(failure))
+	}
 	c.s.conns.Delete(c.cid)
 	if keyed {
 		c.s.peers.CompareAndDelete(peerKey{c.peer, pcid}, c)

@@ -15,7 +15,7 @@ import (
 func (s *stack) demux(ep *endpoint, h *header, body []byte) dropReason {
 	switch h.typ {
 	case typeDatagram:
-		b := s.lookup(h.dstPort)
+		b := s.lookupDgram(h.dstPort)
 		if b == nil || b.pc == nil || (b.ifindex != 0 && b.ifindex != ep.index) {
 			return dropNoSocket
 		}

@@ -27,6 +27,8 @@ type Dialer struct {
 	UserTimeout time.Duration
 	// Config is the stack configuration; nil means defaults.
 	Config *Config
+	// Stack, if set, is the stack to dial from; Config is then unused.
+	Stack *Stack
 	// Resolver resolves node names ("nodeb:80"); nil means DefaultResolver
 	// (its Config is not used: names are looked up by the Dialer's stack).
 	Resolver *Resolver
@@ -58,7 +60,7 @@ func (d *Dialer) Dial(network, address string) (net.Conn, error) {
 }
 
 func (d *Dialer) dial(ctx context.Context, network, address string) (*Conn, error) {
-	s, err := defaultStack(d.Config)
+	s, err := stackFor(d.Stack, d.Config)
 	if err != nil {
 		return nil, opError("dial", nil, nil, err)
 	}
@@ -132,12 +134,31 @@ func (s *stack) resolveRemote(ctx context.Context, r *Resolver, netw, address st
 		return nil, nil, &net.AddrError{Err: "missing host", Addr: address}
 	}
 	if mac == nil {
+		// An interface of this host is never looked up as a name.
+		ifi, err := s.hostInterface(host, address)
+		if err != nil {
+			return nil, nil, err
+		}
+		if ifi != nil {
+			mac = ifi.HardwareAddr
+			if zone == "" {
+				zone = ifi.Name
+			}
+		}
+	}
+	if len(mac) > 0 && mac[0]&1 != 0 {
+		return nil, nil, &net.AddrError{Err: errGroupAddr, Addr: address}
+	}
+	if mac == nil {
 		if r == nil {
 			r = DefaultResolver
 		}
 		a, err := s.lookupName(ctx, r, host, zone)
 		if err != nil {
 			return nil, nil, err
+		}
+		if a.isMulticast() {
+			return nil, nil, &net.AddrError{Err: errGroupAddr, Addr: address}
 		}
 		mac = a.HardwareAddr
 		if zone == "" {
@@ -149,7 +170,7 @@ func (s *stack) resolveRemote(ctx context.Context, r *Resolver, netw, address st
 	}
 	ifis, err := s.selectInterfaces(nil, zone)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, inAddress(err, address)
 	}
 	if len(ifis) != 1 {
 		return nil, nil, &net.AddrError{Err: "zone needed to choose among several interfaces", Addr: address}

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"log"
 	"math"
 	mrand "math/rand/v2"
 	"net"
@@ -447,12 +448,19 @@ func (d *discovery) onAdvertise(h *header, m *discMsg, now time.Time) {
 	}
 }
 
-// report tells the application about a conflict over name with holder.
+// report tells the application about a conflict over name with holder:
+// Config.OnNameConflict, or else the standard logger, and the stack's
+// event subscribers.
 func (d *discovery) report(name string, holder [6]byte, kept bool) {
+	e := &NameConflictError{Name: name, Interface: d.ep.name,
+		Holder: net.HardwareAddr(append([]byte(nil), holder[:]...)), Kept: kept}
 	if f := d.ep.s.cfg.OnNameConflict; f != nil {
-		f(&NameConflictError{Name: name, Interface: d.ep.name,
-			Holder: net.HardwareAddr(append([]byte(nil), holder[:]...)), Kept: kept})
+		f(e)
+	} else {
+		log.Print(e)
 	}
+	d.ep.s.events.emit(Event{Type: EventNameConflict, Interface: e.Interface, Name: name,
+		HardwareAddr: e.Holder, Kept: kept})
 }
 
 // confirmFrom notes a valid packet from mac (reader goroutine only). The

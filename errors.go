@@ -20,7 +20,22 @@ var (
 	errBroadcast = os.NewSyscallError("sendto", syscall.EACCES)
 	// errTooBig mirrors a UDP datagram larger than the path MTU: EMSGSIZE.
 	errTooBig = os.NewSyscallError("sendto", syscall.EMSGSIZE)
+	// errNoRawSocket is what Listen, ListenPacket and Dial fail with when
+	// the kernel refuses the packet socket: it says what to do.
+	errNoRawSocket error = &permissionError{os.NewSyscallError("socket", syscall.EPERM)}
 )
+
+// permissionError is a packet socket the kernel refused for want of
+// CAP_NET_RAW. errors.Is(err, os.ErrPermission) and errors.Is(err,
+// syscall.EPERM) hold for it.
+type permissionError struct{ err error }
+
+func (e *permissionError) Error() string {
+	return "packet sockets need CAP_NET_RAW: run as root, give the binary the capability " +
+		"(setcap cap_net_raw+ep), or run it in a user and network namespace of its own (unshare -rn): " + e.err.Error()
+}
+
+func (e *permissionError) Unwrap() error { return e.err }
 
 // opError is the one funnel every exported method's error goes through. It
 // builds a *net.OpError the way package net does: local is the socket's own
@@ -31,8 +46,9 @@ func opError(op string, local, remote *Addr, err error) error {
 	if err == nil || err == io.EOF {
 		return err
 	}
-	var oe *net.OpError
-	if errors.As(err, &oe) {
+	// Ours already (an inner call built it); one from a layer below
+	// (package packet's, say) is wrapped like any other error.
+	if oe, ok := err.(*net.OpError); ok && oe.Net == network {
 		return err
 	}
 	e := &net.OpError{Op: op, Net: network, Err: err}

@@ -105,7 +105,8 @@ func (s *stack) startHostLocked() {
 	}
 	h := &host{s: s}
 	s.host = h
-	go h.run()
+	s.hostRef.Store(h)
+	s.goroutine(h.run)
 }
 
 // stopHostLocked leaves it, saying goodbye; s.mu is held. It does not wait
@@ -116,6 +117,7 @@ func (s *stack) stopHostLocked() {
 		return
 	}
 	s.host = nil
+	s.hostRef.Store(nil)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.stopped = true
@@ -292,7 +294,7 @@ func (h *host) serve(ln net.Listener, prev *member) {
 		if err != nil {
 			return
 		}
-		go h.serveMember(c)
+		h.s.goroutine(func() { h.serveMember(c) })
 	}
 }
 

@@ -1,21 +1,15 @@
 package myproto
 
 import (
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/myproto/myproto/internal/link"
 	"github.com/myproto/myproto/internal/memlink"
 	"github.com/myproto/myproto/internal/sys"
 	"github.com/myproto/myproto/internal/testenv"
-	"golang.org/x/net/bpf"
 )
 
 func TestMain(m *testing.M) {
@@ -30,6 +24,12 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv("MYPROTO_STREAM_PEER"); spec != "" {
 		servePeer(spec)
 		return
+	}
+	if ifname := os.Getenv(envNoRawChild); ifname != "" {
+		noRawChild(ifname)
+	}
+	if name := os.Getenv(envDiagChild); name != "" {
+		diagChild(name)
 	}
 	if arg := os.Getenv("MYPROTO_DGRAM_CHILD"); arg != "" {
 		dgramChild(arg)
@@ -111,178 +111,6 @@ func onBothLinks(t *testing.T, f func(t *testing.T, h *testHosts)) {
 	t.Run("mem", func(t *testing.T) { f(t, memHosts(t, memlink.Config{Seed: 1})) })
 	t.Run("veth", func(t *testing.T) { f(t, vethHosts(t, 1500)) })
 }
-
-// memProvider gives a stack one in-memory interface on a segment.
-type memProvider struct {
-	seg  *memlink.Segment
-	name string
-	mac  net.HardwareAddr
-	mtu  int
-	host *memHost
-}
-
-func (p *memProvider) interfaces() ([]net.Interface, error) {
-	return []net.Interface{{
-		Index:        1,
-		MTU:          p.mtu,
-		Name:         p.name,
-		HardwareAddr: p.mac,
-		Flags:        net.FlagUp | net.FlagBroadcast | net.FlagMulticast,
-	}}, nil
-}
-
-func (p *memProvider) open(ifi *net.Interface, _ uint16, filter []bpf.RawInstruction, _, _ int) (link.Link, error) {
-	l := p.seg.Attach(ifi.Name, ifi.HardwareAddr)
-	l.SetMTU(p.mtu)
-	if err := l.SetFilter(filter); err != nil {
-		l.Close()
-		return nil, err
-	}
-	return l, nil
-}
-
-func (p *memProvider) reserve(_, port uint16) (io.Closer, error) { return p.host.reserve(port) }
-func (p *memProvider) owned(_, port uint16) bool                 { return p.host.owned(port) }
-func (p *memProvider) watchLinks() (linkWatcher, error)          { return nil, errors.ErrUnsupported }
-func (p *memProvider) reserveName(_ uint16, name string) (io.Closer, error) {
-	return p.host.reserveName(name)
-}
-func (p *memProvider) listenHost(name string) (net.Listener, error) { return p.host.listenHost(name) }
-func (p *memProvider) dialHost(name string) (net.Conn, error)       { return p.host.dialHost(name) }
-
-// memHost stands in for the host-wide port reservations and abstract
-// sockets of one host.
-type memHost struct {
-	mu        sync.Mutex
-	ports     map[uint16]bool
-	names     map[string]bool
-	listeners map[string]*memListener
-}
-
-func newMemHost() *memHost {
-	return &memHost{ports: make(map[uint16]bool), names: make(map[string]bool),
-		listeners: make(map[string]*memListener)}
-}
-
-// memListener is an abstract Unix stream socket of a memHost; its
-// connections are socket pairs, buffered as real ones are.
-type memListener struct {
-	h      *memHost
-	name   string
-	conns  chan net.Conn
-	closed chan struct{}
-	once   sync.Once
-}
-
-func (h *memHost) listenHost(name string) (net.Listener, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.listeners[name] != nil {
-		return nil, os.NewSyscallError("bind", syscall.EADDRINUSE)
-	}
-	l := &memListener{h: h, name: name, conns: make(chan net.Conn, 64), closed: make(chan struct{})}
-	h.listeners[name] = l
-	return l, nil
-}
-
-func (h *memHost) dialHost(name string) (net.Conn, error) {
-	h.mu.Lock()
-	l := h.listeners[name]
-	h.mu.Unlock()
-	if l == nil {
-		return nil, os.NewSyscallError("connect", syscall.ECONNREFUSED)
-	}
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	var ends [2]net.Conn
-	for i, fd := range fds {
-		f := os.NewFile(uintptr(fd), "memhost")
-		ends[i], err = net.FileConn(f)
-		f.Close()
-		if err != nil {
-			return nil, err
-		}
-	}
-	select {
-	case l.conns <- ends[1]:
-		return ends[0], nil
-	case <-l.closed:
-		ends[0].Close()
-		ends[1].Close()
-		return nil, os.NewSyscallError("connect", syscall.ECONNREFUSED)
-	}
-}
-
-func (l *memListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.closed:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *memListener) Close() error {
-	l.once.Do(func() {
-		l.h.mu.Lock()
-		delete(l.h.listeners, l.name)
-		l.h.mu.Unlock()
-		close(l.closed)
-		for {
-			select {
-			case c := <-l.conns:
-				c.Close()
-			default:
-				return
-			}
-		}
-	})
-	return nil
-}
-
-func (l *memListener) Addr() net.Addr { return &net.UnixAddr{Name: "@" + l.name, Net: "unix"} }
-
-func (h *memHost) reserveName(name string) (io.Closer, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.names[name] {
-		return nil, os.NewSyscallError("bind", syscall.EADDRINUSE)
-	}
-	h.names[name] = true
-	return closerFunc(func() error {
-		h.mu.Lock()
-		delete(h.names, name)
-		h.mu.Unlock()
-		return nil
-	}), nil
-}
-
-func (h *memHost) reserve(port uint16) (io.Closer, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.ports[port] {
-		return nil, os.NewSyscallError("bind", syscall.EADDRINUSE)
-	}
-	h.ports[port] = true
-	return closerFunc(func() error {
-		h.mu.Lock()
-		delete(h.ports, port)
-		h.mu.Unlock()
-		return nil
-	}), nil
-}
-
-func (h *memHost) owned(port uint16) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.ports[port]
-}
-
-type closerFunc func() error
-
-func (f closerFunc) Close() error { return f() }
 
 // watchdog turns a hang into a failure with every goroutine's stack.
 func watchdog(t testing.TB) { testenv.Watchdog(t, 2*time.Minute) }

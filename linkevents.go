@@ -38,7 +38,7 @@ func (s *stack) watchLinksLocked() {
 	}
 	s.watcher = w
 	s.watching.Store(true)
-	go s.followLinks(w)
+	s.goroutine(func() { s.followLinks(w) })
 }
 
 // stopWatchingLocked stops it when the last endpoint closes. s.mu is held.
@@ -98,6 +98,7 @@ func (s *stack) linkEvent(ev sys.LinkEvent) {
 	}
 	if ev.Deleted || !ev.Up {
 		if !ep.down.Swap(true) {
+			s.events.emit(Event{Type: EventLinkDown, Interface: ep.name})
 			s.failConns(func(c *Conn) bool { return c.ep == ep }, syscall.ENETDOWN)
 		}
 		return
@@ -110,14 +111,20 @@ func (s *stack) linkEvent(ev sys.LinkEvent) {
 		ep.setHwaddr(ev.HardwareAddr)
 		s.republish()
 		s.resetConns(ep, syscall.ENETRESET)
+		s.events.emit(Event{Type: EventLinkAddr, Interface: ep.name, HardwareAddr: ep.hwaddrSlice()})
 		changed = true
 	}
 	if ev.MTU >= minMTU && int64(ev.MTU) != ep.mtu.Load() {
 		ep.mtu.Store(int64(ev.MTU))
 		s.mtuChanged(ep)
+		s.events.emit(Event{Type: EventLinkMTU, Interface: ep.name, MTU: ev.MTU})
 		changed = true
 	}
-	if ep.down.Swap(false) || changed {
+	wasDown := ep.down.Swap(false)
+	if wasDown {
+		s.events.emit(Event{Type: EventLinkUp, Interface: ep.name, MTU: int(ep.mtu.Load())})
+	}
+	if wasDown || changed {
 		ep.disc.announceNow()
 	}
 }

@@ -41,7 +41,9 @@ type Listener struct {
 	dl      deadline
 }
 
-// ListenConfig contains options for listening, as net.ListenConfig does.
+// ListenConfig contains options for listening, as net.ListenConfig does:
+// Listen for streams, ListenPacket for datagrams. Backlog, KeepAlive and
+// UserTimeout apply to streams only; Stack and Config to both.
 type ListenConfig struct {
 	// Backlog is how many established connections may wait for Accept;
 	// handshakes beyond it are ignored and the clients retry. 0 means 512.
@@ -54,6 +56,8 @@ type ListenConfig struct {
 	UserTimeout time.Duration
 	// Config is the stack configuration; nil means defaults.
 	Config *Config
+	// Stack, if set, is the stack to listen on; Config is then unused.
+	Stack *Stack
 }
 
 // Listen announces on the local address and returns a stream listener, as
@@ -73,8 +77,32 @@ func (lc *ListenConfig) Listen(ctx context.Context, network, address string) (ne
 	return lc.listen(network, address)
 }
 
+// ListenPacket announces on the local address and returns a datagram
+// socket, as ListenPacket does, on lc.Stack or else the default stack that
+// lc.Config sets up (its EtherType, its node name). ctx is not used after
+// ListenPacket returns.
+// The net.PacketConn it returns is a *PacketConn.
+func (lc *ListenConfig) ListenPacket(ctx context.Context, network, address string) (net.PacketConn, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, opError("listen", nil, nil, err)
+	}
+	c, err := lc.listenPacket(network, address)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (lc *ListenConfig) listenPacket(network, address string) (*PacketConn, error) {
+	s, err := stackFor(lc.Stack, lc.Config)
+	if err != nil {
+		return nil, opError("listen", nil, nil, err)
+	}
+	return s.listenPacket(network, address)
+}
+
 func (lc *ListenConfig) listen(network, address string) (*Listener, error) {
-	s, err := defaultStack(lc.Config)
+	s, err := stackFor(lc.Stack, lc.Config)
 	if err != nil {
 		return nil, opError("listen", nil, nil, err)
 	}
@@ -103,6 +131,7 @@ func (s *stack) listen(lc *ListenConfig, netw, address string) (*Listener, error
 	// The cookie carries no state, so the SYN-ACK's parameters must be
 	// the ones every connection of this listener starts with.
 	ln.jar.Store(stream.NewCookieJar(nil, s.engineConfig(ln.eps[0], ln.keep, ln.user)))
+	s.socketEvent(EventListen, "stream", ln.local)
 	return ln, nil
 }
 
@@ -221,6 +250,7 @@ func (ln *Listener) Close() error {
 			c.SetLinger(0)
 			c.Close()
 		}
+		ln.s.socketEvent(EventListenClose, "stream", ln.local)
 		ln.s.release(ln.b)
 	})
 	if !first {

@@ -4,10 +4,31 @@
 // everything else with classic BPF socket filters, and hands Go programs the
 // standard interfaces.
 //
+//   - *Conn implements net.Conn: a reliable, ordered byte stream with
+//     TCP's semantics (half-close, reset, keepalive, user timeout) and the
+//     extras of *net.TCPConn, made by Dial or a Listener.
+//   - *Listener implements net.Listener: it accepts stream connections
+//     (Listen).
+//   - Dialer and ListenConfig hold options, as net.Dialer and
+//     net.ListenConfig do; Dialer.DialContext fits http.Transport and
+//     grpc.WithContextDialer.
 //   - *PacketConn implements net.PacketConn: unreliable datagrams, with
-//     broadcast and multicast.
+//     broadcast and multicast (ListenPacket, ListenConfig.ListenPacket).
 //   - *Addr implements net.Addr: a hardware address, a port and a zone
 //     naming the interface, as for IPv6 link-local addresses.
+//   - Resolver finds neighbours' node names on the link (neighbour
+//     discovery, as ARP and NDP), and Watch waits for one to appear.
+//   - Config sets up a stack: EtherType, node name, buffers. The
+//     package-level functions use a default stack per EtherType; *Stack
+//     (NewStack) is one of their own, which Close releases at once.
+//
+// Streams and datagrams have separate port spaces, as TCP and UDP do.
+//
+// For tools, as ss, ip -s link and ip monitor are for the kernel's
+// protocols: Sockets, HostStats, HostNeighbors and Processes ask every
+// process's stack on the host through its diagnostic socket, Subscribe
+// reports events as they happen, and LinkStats and Neighbors describe
+// this process's own stack.
 //
 // It needs no IP configuration: hosts on one segment reach each other by
 // hardware address.
@@ -23,22 +44,38 @@
 //
 // Packet sockets need CAP_NET_RAW: run as root, give the binary the
 // capability (setcap cap_net_raw+ep), or run inside a user and network
-// namespace you own (unshare -rn). Without it, ListenPacket fails with a
-// *net.OpError wrapping EPERM ("operation not permitted").
+// namespace you own (unshare -rn). Without it, Listen, ListenPacket and
+// Dial fail with a *net.OpError of that operation wrapping EPERM, for which
+// errors.Is(err, os.ErrPermission) holds, whose message says so: "listen
+// myproto eth0:80: packet sockets need CAP_NET_RAW: run as root, ...:
+// socket: operation not permitted". The diagnostic functions (Sockets and
+// the like) need no privilege, but other users' processes answer only to
+// root.
 //
 // Only Linux is supported; elsewhere the package builds and every socket
 // call fails with an error wrapping errors.ErrUnsupported.
 package myproto
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"reflect"
 	"sync"
 	"time"
 )
 
-// Config configures the stack. A nil *Config means the defaults.
+// DefaultEtherType is the EtherType of myproto frames unless
+// Config.EtherType says otherwise: 0x88B5, IEEE's "local experimental 1".
+const DefaultEtherType = 0x88B5
+
+// Config configures a stack. A nil *Config means the defaults.
 //
-// Sockets created with the same EtherType share one stack in a process, and
-// the first one's Config sets it up.
+// The package-level functions, and Dialers, ListenConfigs and Resolvers
+// without a Stack, use the process's default stack for the Config's
+// EtherType: the first Config sets it up, and a later one that differs is an
+// error. NewStack makes stacks of their own.
 type Config struct {
 	// EtherType is the Ethernet type of myproto frames; 0 means
 	// DefaultEtherType. Hosts must agree on it.
@@ -54,16 +91,23 @@ type Config struct {
 	// discovery ("nodeb:80"). "" means $MYPROTO_NAME, else the first label
 	// of the host name. It must be a DNS label (letters, digits, hyphens);
 	// letters are folded to lower case. One process per host answers for a
-	// name: the first to open a stack with it.
+	// name: the first to open a stack with it; the others take over if it
+	// exits. Two hosts on a link that claim one name settle it as
+	// OnNameConflict says.
 	Name string
 	// Services are further names this stack answers for, like aliases.
 	Services []string
 	// NameLifetime is how long neighbours keep our names without hearing
 	// from us; we re-announce every third of it. 0 means 60 s.
 	NameLifetime time.Duration
-	// OnNameConflict, if set, is called (from the stack's receive
-	// goroutine: do not block) when another station on a link holds or
-	// claims one of our names.
+	// OnNameConflict is called (from the stack's receive goroutine: do
+	// not block) when another station on a link holds or claims one of our
+	// names: a station that finds the name taken when it starts gives it up
+	// on that link (Kept false), a holder defends it once (Kept true). nil
+	// means the standard logger (package log) prints the
+	// *NameConflictError: "myproto: name "nodeb" on eth0 is also claimed by
+	// 02:00:5e:10:00:01; this stack gave it up". Subscribe reports it too
+	// (EventNameConflict).
 	OnNameConflict func(*NameConflictError)
 }
 
@@ -74,34 +118,158 @@ func (c *Config) etherType() uint16 {
 	return c.EtherType
 }
 
-// stacks are the per-process stacks, one per EtherType: the only package
-// state besides the family registry.
+// stacks are the process's default stacks, one per EtherType: the only
+// package state besides the family registry.
 var stacks struct {
 	mu sync.Mutex
 	m  map[uint16]*stack
 }
 
-// defaultStack returns the process's stack for cfg's EtherType, creating it
-// on first use.
+// defaultStack returns the process's default stack for cfg's EtherType,
+// creating it on first use. A non-nil cfg that differs from the one the
+// stack was made with is an error: it would be silently ignored otherwise.
 func defaultStack(cfg *Config) (*stack, error) {
 	stacks.mu.Lock()
 	defer stacks.mu.Unlock()
 	et := cfg.etherType()
 	if s, ok := stacks.m[et]; ok {
+		if cfg != nil && !sameConfig(&s.cfg, cfg) {
+			return nil, fmt.Errorf("myproto: the default stack for EtherType %#04x was set up with another Config; use NewStack for a second stack", et)
+		}
 		return s, nil
 	}
-	var c Config
-	if cfg != nil {
-		c = *cfg
-	}
-	c.EtherType = et
-	s := newStack(c, packetProvider{})
-	if s.err != nil {
-		return nil, s.err
+	s, err := openStack(cfg, packetProvider{})
+	if err != nil {
+		return nil, err
 	}
 	if stacks.m == nil {
 		stacks.m = make(map[uint16]*stack)
 	}
 	stacks.m[et] = s
 	return s, nil
+}
+
+// openStack makes a stack for cfg (nil: the defaults) on prov.
+func openStack(cfg *Config, prov provider) (*stack, error) {
+	var c Config
+	if cfg != nil {
+		c = *cfg
+	}
+	c.EtherType = cfg.etherType()
+	s := newStack(c, prov)
+	if s.err != nil {
+		return nil, s.err
+	}
+	return s, nil
+}
+
+// sameConfig reports whether cfg asks for the stack a was made with.
+func sameConfig(a, cfg *Config) bool {
+	b := *cfg
+	b.EtherType = cfg.etherType()
+	fa, fb := a.OnNameConflict, b.OnNameConflict
+	a2 := *a
+	a2.OnNameConflict, b.OnNameConflict = nil, nil
+	return reflect.DeepEqual(a2, b) && (fa == nil) == (fb == nil) &&
+		(fa == nil || reflect.ValueOf(fa).Pointer() == reflect.ValueOf(fb).Pointer())
+}
+
+// A Stack is an instance of the protocol, as quic-go's Transport or gVisor's
+// stack.Stack: its own interfaces (packet sockets), ports, connections, names
+// and neighbour tables. Most programs need none: the package-level functions
+// use a default stack per EtherType. NewStack makes more, with Configs of
+// their own (another EtherType, another node name), and Close releases
+// everything a stack holds at once, which the default stacks never do.
+type Stack struct {
+	s *stack
+}
+
+// NewStack returns a stack for cfg (nil: the defaults) over the host's
+// interfaces. It opens nothing yet: sockets open the interfaces they use.
+func NewStack(cfg *Config) (*Stack, error) {
+	s, err := openStack(cfg, packetProvider{})
+	if err != nil {
+		return nil, err
+	}
+	return &Stack{s: s}, nil
+}
+
+// Dial connects to the address on the named network, as Dial does, through
+// s.
+func (s *Stack) Dial(network, address string) (*Conn, error) {
+	d := Dialer{Stack: s}
+	return d.dial(context.Background(), network, address)
+}
+
+// DialContext connects to the address on the named network using ctx, as
+// net.Dialer.DialContext does, through s.
+func (s *Stack) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	d := Dialer{Stack: s}
+	return d.DialContext(ctx, network, address)
+}
+
+// Listen announces on the local address, as Listen does, through s.
+func (s *Stack) Listen(network, address string) (*Listener, error) {
+	lc := ListenConfig{Stack: s}
+	return lc.listen(network, address)
+}
+
+// ListenPacket announces on the local address for datagrams, as
+// ListenPacket does, through s.
+func (s *Stack) ListenPacket(network, address string) (*PacketConn, error) {
+	st, err := s.stack()
+	if err != nil {
+		return nil, opError("listen", nil, nil, err)
+	}
+	return st.listenPacket(network, address)
+}
+
+// Resolver returns a resolver that looks names up through s.
+func (s *Stack) Resolver() *Resolver { return &Resolver{Stack: s} }
+
+// Neighbors returns the neighbour tables of s, as Neighbors does.
+func (s *Stack) Neighbors() []Neighbor {
+	if s == nil || s.s.isClosed() {
+		return nil
+	}
+	return s.s.neighbors()
+}
+
+// Stats returns the counters of the interfaces s has open, as LinkStats
+// does.
+func (s *Stack) Stats() []Stats {
+	if s == nil || s.s.isClosed() {
+		return nil
+	}
+	return s.s.stats()
+}
+
+// Close closes every socket of s (connections are reset, as by SetLinger(0)
+// and Close), gives back its ports and names, closes its interfaces and
+// waits for its goroutines. Later calls on s and its sockets fail with
+// net.ErrClosed.
+func (s *Stack) Close() error {
+	if s == nil || !s.s.close() {
+		return opError("close", nil, nil, net.ErrClosed)
+	}
+	return nil
+}
+
+func (s *Stack) stack() (*stack, error) {
+	if s == nil || s.s == nil {
+		return nil, errors.New("myproto: nil Stack")
+	}
+	if s.s.isClosed() {
+		return nil, net.ErrClosed
+	}
+	return s.s, nil
+}
+
+// stackFor is the stack a Dialer, ListenConfig or Resolver uses: its Stack,
+// or the default stack for its Config.
+func stackFor(st *Stack, cfg *Config) (*stack, error) {
+	if st != nil {
+		return st.stack()
+	}
+	return defaultStack(cfg)
 }

@@ -55,6 +55,9 @@ type neighborTable struct {
 	mu      sync.Mutex
 	entries map[string]*neighbor
 	heard   int // entries made by announces: at most maxNeighbors/2
+	// events gets the entries' comings and goings (events.go); nil in
+	// tables made by tests.
+	events *eventHub
 }
 
 func newNeighborTable(ifname string) *neighborTable {
@@ -70,7 +73,7 @@ func (t *neighborTable) lookup(name string, now time.Time) (neighbor, bool) {
 		return neighbor{}, false
 	}
 	if !now.Before(n.expires) {
-		t.deleteLocked(n)
+		t.deleteLocked(n, "expired")
 		return neighbor{}, false
 	}
 	return *n, true
@@ -103,7 +106,7 @@ func (t *neighborTable) update(m *discMsg, mac [6]byte, now time.Time, solicited
 	defer t.mu.Unlock()
 	n, ok := t.entries[m.name]
 	if ok && !now.Before(n.expires) {
-		t.deleteLocked(n)
+		t.deleteLocked(n, "expired")
 		ok = false
 	}
 	if !ok {
@@ -134,14 +137,22 @@ func (t *neighborTable) update(m *discMsg, mac [6]byte, now time.Time, solicited
 	n.mac, n.mtu, n.nodeID, n.lifetime = mac, int(m.mtu), m.nodeID, life
 	n.expires = now.Add(life)
 	n.confirmed = now
+	switch {
+	case !ok:
+		t.event(EventNameAppeared, n, "")
+	case old.nodeID != n.nodeID || old.mac != n.mac:
+		t.event(EventNameMoved, n, "")
+	}
 	return old, ok
 }
 
-func (t *neighborTable) deleteLocked(n *neighbor) {
+// deleteLocked removes n, for reason ("expired", "evicted", "goodbye").
+func (t *neighborTable) deleteLocked(n *neighbor, reason string) {
 	if n.heard {
 		t.heard--
 	}
 	delete(t.entries, n.name)
+	t.event(EventNameLeft, n, reason)
 }
 
 // evictLocked drops expired entries, then, if the table (or the announces'
@@ -150,7 +161,7 @@ func (t *neighborTable) evictLocked(now time.Time, heardOnly bool) {
 	var victim *neighbor
 	for _, n := range t.entries {
 		if !now.Before(n.expires) {
-			t.deleteLocked(n)
+			t.deleteLocked(n, "expired")
 			continue
 		}
 		if (!heardOnly || n.heard) && (victim == nil || n.expires.Before(victim.expires)) {
@@ -159,7 +170,7 @@ func (t *neighborTable) evictLocked(now time.Time, heardOnly bool) {
 	}
 	full := len(t.entries) >= maxNeighbors || heardOnly && t.heard >= maxNeighbors/2
 	if full && victim != nil {
-		t.deleteLocked(victim)
+		t.deleteLocked(victim, "evicted")
 	}
 }
 
@@ -168,7 +179,7 @@ func (t *neighborTable) remove(name string, mac [6]byte) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if n, ok := t.entries[name]; ok && n.mac == mac {
-		t.deleteLocked(n)
+		t.deleteLocked(n, "goodbye")
 		return true
 	}
 	return false
@@ -192,7 +203,7 @@ func (t *neighborTable) snapshot(now time.Time) []Neighbor {
 	out := make([]Neighbor, 0, len(t.entries))
 	for _, n := range t.entries {
 		if !now.Before(n.expires) {
-			t.deleteLocked(n)
+			t.deleteLocked(n, "expired")
 			continue
 		}
 		state := "STALE"

@@ -25,7 +25,7 @@ import (
 // Static entries (Hosts, HostsFile) are not included, nor are other
 // processes on this host: like ARP, discovery finds other hosts.
 func (r *Resolver) QueryNeighbors(ctx context.Context, iface string) ([]Neighbor, error) {
-	s, err := defaultStack(r.cfg())
+	s, err := r.stack()
 	if err != nil {
 		return nil, err
 	}

@@ -149,14 +149,15 @@ func (q *dgramQueue) pop() *datagram {
 // interface with that hardware address), or ":port" (every up Ethernet
 // interface); port 0 picks an ephemeral port.
 //
-// The port is owned host-wide: no other socket in this or any other process
-// in the network namespace can bind it until this one is closed.
+// The port is owned host-wide: no other datagram socket in this or any
+// other process in the network namespace can bind it until this one is
+// closed. Streams have ports of their own, as TCP's are apart from UDP's: a
+// Listener may hold the same number.
+//
+// ListenConfig.ListenPacket does the same with a stack configuration.
 func ListenPacket(network, address string) (*PacketConn, error) {
-	s, err := defaultStack(nil)
-	if err != nil {
-		return nil, opError("listen", nil, nil, err)
-	}
-	return s.listenPacket(network, address)
+	var lc ListenConfig
+	return lc.listenPacket(network, address)
 }
 
 func (s *stack) listenPacket(netw, address string) (*PacketConn, error) {
@@ -175,6 +176,7 @@ func (s *stack) listenPacket(netw, address string) (*PacketConn, error) {
 		return nil, err
 	}
 	c.eps = slices.Clone(c.b.eps)
+	s.socketEvent(EventListen, "datagram", c.local)
 	return c, nil
 }
 
@@ -360,6 +362,7 @@ func (c *PacketConn) Close() error {
 				}
 			}
 		}
+		c.s.socketEvent(EventListenClose, "datagram", c.local)
 		c.s.release(c.b)
 	})
 	if !first {
@@ -418,6 +421,22 @@ func (c *PacketConn) SetReadBuffer(bytes int) error {
 	c.mu.Lock()
 	c.rcvBuf = bytes
 	c.mu.Unlock()
+	return nil
+}
+
+// SetWriteBuffer sets the send buffer size, as SO_SNDBUF does for UDP. It
+// exists so that code written for *net.UDPConn (quic-go, for one) finds it:
+// a PacketConn queues nothing on the way out — each WriteTo hands its
+// datagram to the interface's packet socket before it returns — so there
+// is no buffer of its own to size, and the value only has to be positive.
+// The packet socket's buffer is Config.WriteBuffer.
+func (c *PacketConn) SetWriteBuffer(bytes int) error {
+	if isClosedChan(c.closed) {
+		return opError("set", nil, c.local, net.ErrClosed)
+	}
+	if bytes <= 0 {
+		return opError("set", nil, c.local, os.NewSyscallError("setsockopt", syscall.EINVAL))
+	}
 	return nil
 }
 

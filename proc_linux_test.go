@@ -96,7 +96,8 @@ import (
 //	pid                                              ok PID
 //	exit                                             (exits)
 //
-// The peer exits when its standard input closes.
+// Other files add verbs to peerVerbs (flood_linux_test.go: synflood, bulk,
+// dials, ctlstats). The peer exits when its standard input closes.
 
 // envPeer makes TestMain run runPeer.
 const envPeer = "MYPROTO_PEER"
@@ -594,6 +595,9 @@ func (p *peerState) run(verb string, args []string) (string, error) {
 		}
 		return fmt.Sprintf("kdrops=%d kpkts=%d ctldrops=%d ctlpkts=%d in=%d out=%d attaches=%d", kd, kp, cd, cp, in, out, att), nil
 	}
+	if fn := peerVerbs[verb]; fn != nil {
+		return fn(p, args)
+	}
 	return "", fmt.Errorf("unknown verb %q", verb)
 }
 
@@ -728,6 +732,10 @@ func (p *peerState) sampleGoroutines() {
 		}
 	}
 }
+
+// peerVerbs are verbs defined in other files, registered from their init
+// functions.
+var peerVerbs = map[string]func(p *peerState, args []string) (string, error){}
 
 func firstArg(args []string) string {
 	if len(args) == 0 {

@@ -1,8 +1,10 @@
 package myproto
 
 import (
+	"errors"
 	"io"
 	"net"
+	"syscall"
 	"time"
 
 	"github.com/myproto/myproto/internal/link"
@@ -19,8 +21,12 @@ type provider interface {
 	// open opens a link on ifi with the filter attached before it
 	// receives and socket buffers of the given sizes (0: the default).
 	open(ifi *net.Interface, etherType uint16, filter []bpf.RawInstruction, readBuffer, writeBuffer int) (link.Link, error)
-	// reserve claims port host-wide; the claim ends with Close or the process.
+	// reserve claims stream port host-wide; the claim ends with Close or
+	// the process.
 	reserve(etherType, port uint16) (io.Closer, error)
+	// reserveDatagram claims datagram port host-wide, as reserve does a
+	// stream port: they are separate spaces.
+	reserveDatagram(etherType, port uint16) (io.Closer, error)
 	// owned reports whether any process on the host holds port.
 	owned(etherType, port uint16) bool
 	// reserveName claims a node name host-wide, as reserve does a port.
@@ -33,6 +39,12 @@ type provider interface {
 	listenHost(name string) (net.Listener, error)
 	// dialHost connects to the socket holding name.
 	dialHost(name string) (net.Conn, error)
+}
+
+// A controlProvider opens the control socket apart (see openControl):
+// where a provider has no such method, the stack opens it like the others.
+type controlProvider interface {
+	openControl(ifi *net.Interface, etherType uint16, filter []bpf.RawInstruction, readBuffer, writeBuffer int) (link.Link, error)
 }
 
 // packetProvider opens AF_PACKET sockets, optionally inside another network
@@ -67,6 +79,9 @@ func (p packetProvider) open(ifi *net.Interface, etherType uint16, filter []bpf.
 			ReadBuffer:  readBuffer,
 			WriteBuffer: writeBuffer,
 		})
+		if errors.Is(err, syscall.EPERM) {
+			return errNoRawSocket
+		}
 		if err != nil {
 			return err
 		}
@@ -76,10 +91,43 @@ func (p packetProvider) open(ifi *net.Interface, etherType uint16, filter []bpf.
 	return l, err
 }
 
+// openControl opens a sys.BlockingLink: a packet socket outside Go's
+// poller, read and written on the calling thread.
+func (p packetProvider) openControl(ifi *net.Interface, etherType uint16, filter []bpf.RawInstruction, readBuffer, writeBuffer int) (link.Link, error) {
+	var l link.Link
+	err := p.do(func() error {
+		bl, err := sys.OpenBlocking(ifi, sys.PacketConfig{
+			EtherType:   etherType,
+			Filter:      filter,
+			ReadBuffer:  readBuffer,
+			WriteBuffer: writeBuffer,
+		})
+		if err != nil {
+			return err
+		}
+		l = bl
+		return nil
+	})
+	return l, err
+}
+
 func (p packetProvider) reserve(etherType, port uint16) (io.Closer, error) {
 	var r io.Closer
 	err := p.do(func() error {
 		res, err := sys.ReservePort(etherType, port)
+		if err != nil {
+			return err
+		}
+		r = res
+		return nil
+	})
+	return r, err
+}
+
+func (p packetProvider) reserveDatagram(etherType, port uint16) (io.Closer, error) {
+	var r io.Closer
+	err := p.do(func() error {
+		res, err := sys.ReserveDatagramPort(etherType, port)
 		if err != nil {
 			return err
 		}

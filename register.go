@@ -27,12 +27,6 @@ func (registered) Listen(ctx context.Context, network, address string) (net.List
 }
 
 func (registered) ListenPacket(ctx context.Context, network, address string) (net.PacketConn, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, opError("listen", nil, nil, err)
-	}
-	c, err := ListenPacket(network, address)
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
+	var lc ListenConfig
+	return lc.ListenPacket(ctx, network, address)
 }

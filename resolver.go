@@ -17,6 +17,9 @@ import (
 type Resolver struct {
 	// Config is the stack configuration; nil means defaults.
 	Config *Config
+	// Stack, if set, is the stack to look names up with; Config is then
+	// unused.
+	Stack *Stack
 	// Timeout bounds how long a lookup solicits the link before it
 	// reports the name not found; 0 means 500 ms. A context deadline may
 	// cut it shorter.
@@ -44,7 +47,7 @@ const (
 // unknown name gives a *net.DNSError with IsNotFound set; a cancelled or
 // expired ctx gives a *net.DNSError wrapping ctx's error.
 func (r *Resolver) LookupName(ctx context.Context, name string) (*Addr, error) {
-	s, err := defaultStack(r.cfg())
+	s, err := r.stack()
 	if err != nil {
 		return nil, err
 	}
@@ -54,18 +57,19 @@ func (r *Resolver) LookupName(ctx context.Context, name string) (*Addr, error) {
 // LookupAddr returns the names of the neighbour with the given MAC, sorted,
 // asking it directly if no table knows it. Errors are as for LookupName.
 func (r *Resolver) LookupAddr(ctx context.Context, mac net.HardwareAddr) ([]string, error) {
-	s, err := defaultStack(r.cfg())
+	s, err := r.stack()
 	if err != nil {
 		return nil, err
 	}
 	return s.lookupAddr(ctx, r, mac)
 }
 
-func (r *Resolver) cfg() *Config {
+// stack is the stack r looks names up with.
+func (r *Resolver) stack() (*stack, error) {
 	if r == nil {
-		return nil
+		return defaultStack(nil)
 	}
-	return r.Config
+	return stackFor(r.Stack, r.Config)
 }
 
 func (r *Resolver) timeout() time.Duration {

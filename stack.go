@@ -2,7 +2,6 @@ package myproto
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -34,7 +33,8 @@ type stack struct {
 
 	mu        sync.Mutex
 	endpoints map[int]*endpoint   // by interface index; opened on first use
-	ports     map[uint16]*binding // every port this process owns
+	ports     map[uint16]*binding // every stream port this process owns
+	dports    map[uint16]*binding // every datagram port: a space of its own (ports.go)
 	nextEph   uint16              // where the ephemeral search starts
 
 	// conns are the stream connections by our connection ID.
@@ -72,15 +72,27 @@ type stack struct {
 	// host is the stack's part in the host agent election while any
 	// endpoint is open; under mu.
 	host *host
+	// hostRef is host for readers without mu: the control loop.
+	hostRef atomic.Pointer[host]
+	// diag is the diagnostic socket while any endpoint is open (diag.go);
+	// under mu. events are the stack's event subscribers (events.go).
+	diag   *diagServer
+	events eventHub
 	// clients are the ports outgoing connections share, by interface
 	// index; under mu.
 	clients map[int]*binding
+	// closed is set by close; under mu.
+	closed bool
+	// wg counts the stack's goroutines, for close to wait for.
+	wg sync.WaitGroup
 
 	// table is an immutable snapshot of ports for the receive path, which
 	// reads it once per frame without locks; publish replaces it.
 	table atomic.Pointer[map[uint16]*binding]
+	// dtable is the same for datagram ports.
+	dtable atomic.Pointer[map[uint16]*binding]
 
-	// pubGen counts changes the table, the kernel filters and the host
+	// pubGen counts changes the tables, the kernel filters and the host
 	// agent must learn of (ports, the agent role, a MAC); pubSoon is set
 	// while a background publish is due. Both under mu. pubMu serialises
 	// publish, which brings everything to the generation it finds; pubDone
@@ -104,7 +116,7 @@ type binding struct {
 	// refs are the owner and the connections using the port. Connections
 	// come and go without the stack's lock; the last release takes it.
 	refs atomic.Int32
-	// released is set once the port is given up: until the table is
+	// released is set once the port is given up: until the tables are
 	// published without it, the receive path treats it as unowned.
 	released atomic.Bool
 	client   bool        // the port outgoing connections share (see clientBinding)
@@ -124,17 +136,19 @@ func newStack(cfg Config, prov provider) *stack {
 		prov:      prov,
 		endpoints: make(map[int]*endpoint),
 		ports:     make(map[uint16]*binding),
+		dports:    make(map[uint16]*binding),
 		nextEph:   uint16(ephemeralLow + rand.IntN(ephemeralHigh-ephemeralLow+1)),
 		claims:    make(map[string]io.Closer),
 		clients:   make(map[int]*binding),
 		tables:    make(map[int]*neighborTable),
 		resets:    rateLimiter{rate: resetRate, burst: resetBurst},
-		timers:    newTimerQueue(),
 		verify:    rateLimiter{rate: verifyRate, burst: verifyBurst},
 	}
+	s.timers = newTimerQueue(&s.wg)
 	s.names, s.err = stackNames(&cfg)
 	empty := map[uint16]*binding{}
 	s.table.Store(&empty)
+	s.dtable.Store(&empty)
 	return s
 }
 
@@ -225,7 +239,7 @@ func (s *stack) selectInterfaces(mac net.HardwareAddr, name string) ([]net.Inter
 	}
 	for i := range out {
 		if len(out[i].HardwareAddr) != 6 {
-			return nil, fmt.Errorf("interface %s is not Ethernet", out[i].Name)
+			return nil, &net.AddrError{Err: errNotEthernet, Addr: out[i].Name}
 		}
 	}
 	return out, nil
@@ -248,6 +262,7 @@ func (s *stack) bindLocal(netw, address string, b *binding) (*Addr, error) {
 		zone = host
 	}
 	ifis, err := s.selectInterfaces(mac, zone)
+	err = inAddress(err, address)
 	if err == nil {
 		b.port = port
 		err = s.bind(b, ifis)
@@ -267,12 +282,16 @@ func (s *stack) bindLocal(netw, address string, b *binding) (*Addr, error) {
 // owner, opening their endpoints as needed. On failure nothing is left held.
 func (s *stack) bind(b *binding, ifis []net.Interface) error {
 	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return net.ErrClosed
+	}
 	if err := s.claimPort(b); err != nil {
 		s.mu.Unlock()
 		return err
 	}
 	b.refs.Store(1)
-	s.ports[b.port] = b
+	s.portsOf(b)[b.port] = b
 	for i := range ifis {
 		ep, err := s.acquireEndpoint(&ifis[i])
 		if err != nil {
@@ -288,7 +307,7 @@ func (s *stack) bind(b *binding, ifis []net.Interface) error {
 	if len(ifis) == 1 {
 		b.ifindex = ifis[0].Index
 	}
-	s.pubGen++
+	s.changedLocked()
 	s.mu.Unlock()
 	// A new port receives from the moment bind returns.
 	s.publish()
@@ -299,10 +318,10 @@ func (s *stack) bind(b *binding, ifis []net.Interface) error {
 // this process and host-wide.
 func (s *stack) claimPort(b *binding) error {
 	if b.port != 0 {
-		if _, ok := s.ports[b.port]; ok {
+		if _, ok := s.portsOf(b)[b.port]; ok {
 			return os.NewSyscallError("bind", syscall.EADDRINUSE)
 		}
-		res, err := s.prov.reserve(s.etherType, b.port)
+		res, err := s.reservePort(b, b.port)
 		if err != nil {
 			return err
 		}
@@ -316,10 +335,10 @@ func (s *stack) claimPort(b *binding) error {
 		if s.nextEph < ephemeralLow {
 			s.nextEph = ephemeralLow
 		}
-		if _, ok := s.ports[port]; ok {
+		if _, ok := s.portsOf(b)[port]; ok {
 			continue
 		}
-		res, err := s.prov.reserve(s.etherType, port)
+		res, err := s.reservePort(b, port)
 		if errors.Is(err, syscall.EADDRINUSE) {
 			continue
 		}
@@ -422,12 +441,12 @@ func (s *stack) releaseClient(b *binding) {
 
 // releaseLocked undoes bind and returns endpoints nobody uses any more, for
 // the caller to close once it has dropped the lock. The port is free at
-// once, here and host-wide; the table, the filters and the host agent learn
+// once, here and host-wide; the tables, the filters and the host agent learn
 // of it from a publish soon after, one for any number of releases.
 func (s *stack) releaseLocked(b *binding) []*endpoint {
 	b.released.Store(true)
-	if s.ports[b.port] == b {
-		delete(s.ports, b.port)
+	if ports := s.portsOf(b); ports[b.port] == b {
+		delete(ports, b.port)
 		s.publishSoonLocked()
 	}
 	if b.res != nil {
@@ -452,6 +471,7 @@ func (s *stack) releaseLocked(b *binding) []*endpoint {
 		}
 		s.stopWatchingLocked()
 		s.stopHostLocked()
+		s.stopDiagLocked()
 		if s.nameRetry != nil {
 			s.nameRetry.Stop()
 		}
@@ -465,7 +485,7 @@ func (s *stack) acquireEndpoint(ifi *net.Interface) (*endpoint, error) {
 		ep.refs++
 		return ep, nil
 	}
-	data, ctl, err := s.filtersFor(ifi.HardwareAddr, s.portListLocked(), s.host)
+	data, ctl, err := s.filtersFor(ifi.HardwareAddr, s.portListLocked(), s.dgramPortListLocked(), s.host)
 	if err != nil {
 		return nil, err
 	}
@@ -473,10 +493,7 @@ func (s *stack) acquireEndpoint(ifi *net.Interface) (*endpoint, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The control socket's buffer is small on purpose: a flood of SYNs or
-	// discovery frames overflows it, and the kernel drops them there,
-	// never on the data socket.
-	c, err := s.prov.open(ifi, s.etherType, ctl, controlReadBuffer, controlWriteBuffer)
+	c, err := s.openControl(ifi, ctl)
 	if err != nil {
 		l.Close()
 		return nil, err
@@ -487,14 +504,16 @@ func (s *stack) acquireEndpoint(ifi *net.Interface) (*endpoint, error) {
 	t := s.tables[ifi.Index]
 	if t == nil {
 		t = newNeighborTable(ifi.Name)
+		t.events = &s.events
 		s.tables[ifi.Index] = t
 	}
 	ep.disc = &discovery{ep: ep, table: t, names: make(map[string]nameState),
 		answer: rateLimiter{rate: answerRate, burst: answerBurst}}
-	go ep.readLoop()
-	go ep.controlLoop()
+	s.goroutine(ep.readLoop)
+	s.goroutine(ep.controlLoop)
 	s.watchLinksLocked()
 	s.startHostLocked()
+	s.startDiagLocked()
 	ep.startDiscovery(s.claimNamesLocked())
 	return ep, nil
 }
@@ -518,10 +537,11 @@ func (s *stack) claimNamesLocked() []string {
 
 // filtersFor builds the kernel filters of an interface with the given MAC:
 // its data socket's, which passes every frame but SYNs to the ports this
-// process owns, and its control socket's, which passes discovery and SYNs
+// process owns (stream frames to its stream ports, datagrams to its
+// datagram ports), and its control socket's, which passes discovery and SYNs
 // to those ports, and, for the host agent, SYNs and probes to ports no
 // process on the host owns (see host.go).
-func (s *stack) filtersFor(mac net.HardwareAddr, own []uint16, h *host) (data, ctl []bpf.RawInstruction, err error) {
+func (s *stack) filtersFor(mac net.HardwareAddr, own, dgram []uint16, h *host) (data, ctl []bpf.RawInstruction, err error) {
 	streamType := []uint8{uint8(typeStream)}
 	data, err = sys.Filter(sys.FilterConfig{
 		EtherType:    s.etherType,
@@ -529,7 +549,8 @@ func (s *stack) filtersFor(mac net.HardwareAddr, own []uint16, h *host) (data, c
 		HardwareAddr: mac,
 		Rules: []sys.Rule{
 			{Types: streamType, FlagsAny: stream.FlagSYN},
-			{Types: []uint8{uint8(typeStream), uint8(typeDatagram)}, Ports: own, InPorts: true},
+			{Types: streamType, Ports: own, InPorts: true},
+			{Types: []uint8{uint8(typeDatagram)}, Ports: dgram, InPorts: true},
 		},
 	})
 	if err != nil {
@@ -553,7 +574,8 @@ func (s *stack) filtersFor(mac net.HardwareAddr, own []uint16, h *host) (data, c
 	return data, ctl, err
 }
 
-// portListLocked returns the ports this process owns, sorted; s.mu is held.
+// portListLocked returns the stream ports this process owns, sorted; s.mu
+// is held.
 func (s *stack) portListLocked() []uint16 {
 	ports := make([]uint16, 0, len(s.ports))
 	for p := range s.ports {
@@ -579,16 +601,16 @@ func (s *stack) publishSoonLocked() {
 		return
 	}
 	s.pubSoon = true
-	go func() {
+	s.goroutine(func() {
 		s.mu.Lock()
 		s.pubSoon = false
 		s.mu.Unlock()
 		s.publish()
-	}()
+	})
 }
 
 // publish brings the receive path, the kernel filters and the host agent
-// up to date with the ports this process owns: it makes the port table
+// up to date with the ports this process owns: it makes the port tables
 // visible to the receive path, re-attaches the filters (the swap is atomic
 // in the kernel: SO_ATTACH_FILTER) and tells the agent. It does the work
 // outside s.mu, so nothing that needs the stack's lock waits for it.
@@ -605,7 +627,11 @@ func (s *stack) publish() {
 	for p, b := range s.ports {
 		m[p] = b
 	}
-	ports := s.portListLocked()
+	dm := make(map[uint16]*binding, len(s.dports))
+	for p, b := range s.dports {
+		dm[p] = b
+	}
+	ports, dgram := s.portListLocked(), s.dgramPortListLocked()
 	eps := make([]*endpoint, 0, len(s.endpoints))
 	for _, ep := range s.endpoints {
 		eps = append(eps, ep)
@@ -614,8 +640,9 @@ func (s *stack) publish() {
 	s.mu.Unlock()
 
 	s.table.Store(&m)
+	s.dtable.Store(&dm)
 	for _, ep := range eps {
-		data, ctl, err := s.filtersFor(ep.hwaddrSlice(), ports, h)
+		data, ctl, err := s.filtersFor(ep.hwaddrSlice(), ports, dgram, h)
 		if err == nil {
 			err = ep.l.SetFilter(data)
 		}
@@ -654,4 +681,74 @@ func (s *stack) endpointsSnapshot() []*endpoint {
 	}
 	slices.SortFunc(eps, func(a, b *endpoint) int { return a.index - b.index })
 	return eps
+}
+
+// goroutine runs f on a goroutine of the stack's, which close waits for.
+func (s *stack) goroutine(f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}
+
+// isClosed reports whether close has run.
+func (s *stack) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// close closes every socket of the stack, resets its connections, gives
+// back its ports and names, closes its interfaces and waits for its
+// goroutines. It reports false if the stack was closed already.
+func (s *stack) close() bool {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return false
+	}
+	s.closed = true
+	var lns []*Listener
+	var pcs []*PacketConn
+	for _, b := range s.ports {
+		if b.ln != nil {
+			lns = append(lns, b.ln)
+		}
+	}
+	for _, b := range s.dports {
+		pcs = append(pcs, b.pc)
+	}
+	s.mu.Unlock()
+	s.conns.Range(func(_, v any) bool {
+		v.(*Conn).kill()
+		return true
+	})
+	for _, ln := range lns {
+		ln.Close()
+	}
+	for _, pc := range pcs {
+		pc.Close()
+	}
+	// The client ports linger once their connections are gone: not now.
+	s.mu.Lock()
+	var closing []*endpoint
+	for idx, b := range s.clients {
+		delete(s.clients, idx)
+		if b.linger != nil {
+			b.linger.Stop()
+			b.linger = nil
+		}
+		if b.refs.Load() == 0 {
+			closing = append(closing, s.releaseLocked(b)...)
+		}
+	}
+	s.changedLocked()
+	s.mu.Unlock()
+	s.publish()
+	for _, ep := range closing {
+		ep.close()
+	}
+	s.wg.Wait()
+	return true
 }

@@ -25,6 +25,7 @@ import (
 // thousand PINGs leave at once, whose ACKs came back later than a LAN's
 // probe timeout, and the probes that drew fed a storm.
 type timerQueue struct {
+	wg      *sync.WaitGroup // the stack's goroutines
 	mu      sync.Mutex
 	h       timerHeap
 	running bool
@@ -65,8 +66,8 @@ func slack(at, now int64) int64 {
 	return (at + g - 1) &^ (g - 1)
 }
 
-func newTimerQueue() *timerQueue {
-	return &timerQueue{kick: make(chan struct{}, 1)}
+func newTimerQueue(wg *sync.WaitGroup) *timerQueue {
+	return &timerQueue{wg: wg, kick: make(chan struct{}, 1)}
 }
 
 // set arms c's timer for at, or disarms it if at is zero. A deadline later
@@ -83,6 +84,14 @@ func (q *timerQueue) set(c *Conn, at time.Time) {
 	case at.IsZero():
 		if ts.idx >= 0 {
 			q.h.remove(ts.idx)
+			if len(q.h) == 0 && q.running {
+				// Let the goroutine go now rather than at the deadline
+				// it sleeps for: a closing stack waits for it.
+				select {
+				case q.kick <- struct{}{}:
+				default:
+				}
+			}
 		}
 		return
 	case ts.idx >= 0 && ns >= q.h[ts.idx].at:
@@ -95,7 +104,11 @@ func (q *timerQueue) set(c *Conn, at time.Time) {
 	}
 	if !q.running {
 		q.running = true
-		go q.run()
+		q.wg.Add(1)
+		go func() {
+			defer q.wg.Done()
+			q.run()
+		}()
 	} else if q.h[0].c == c {
 		select {
 		case q.kick <- struct{}{}:

@@ -50,10 +50,9 @@ import (
 // with a 64-bit packet number followed by stream frames (data at a 64-bit
 // offset, ACK ranges, max data and the like; see SPEC.md). Discovery and
 // control frames carry their own bodies and are addressed to no port.
-const (
-	// DefaultEtherType is the IEEE "local experimental 1" EtherType.
-	DefaultEtherType = 0x88B5
 
+// The header's constants.
+const (
 	wireVersion = 1
 	headerLen   = 24
 	// maxBodyLen is the largest body Length can describe; links with

@@ -12,6 +12,7 @@ package family
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"net"
 	"slices"
@@ -96,7 +97,12 @@ func Networks() []string {
 // Dial connects to the address on the named network. A registered family
 // serves its own name; package net's networks ("tcp", "udp", "unix", "ip" and
 // their variants) go to a zero net.Dialer. Any other network gives a
-// *net.OpError wrapping net.UnknownNetworkError.
+// *net.OpError wrapping net.UnknownNetworkError, whose message says to
+// import the family's package: a program that dials "myproto" needs
+//
+//	import _ "github.com/myproto/myproto"
+//
+// somewhere, or it has no "myproto" to dial.
 func Dial(ctx context.Context, network, address string) (net.Conn, error) {
 	if f, ok := Lookup(network); ok {
 		return f.Dial(ctx, network, address)
@@ -136,10 +142,22 @@ func ListenPacket(ctx context.Context, network, address string) (net.PacketConn,
 }
 
 // unknownNetwork is the error package net gives for a network it does not
-// know, so callers can treat both alike.
+// know, so callers can treat both alike, saying how a family gets
+// registered: errors.Is(err, net.UnknownNetworkError(network)) holds.
 func unknownNetwork(op, network string) error {
-	return &net.OpError{Op: op, Net: network, Err: net.UnknownNetworkError(network)}
+	return &net.OpError{Op: op, Net: network, Err: unregisteredError(network)}
 }
+
+// unregisteredError is a network no family registered.
+type unregisteredError string
+
+func (e unregisteredError) Error() string {
+	return fmt.Sprintf("unknown network %s: no family of that name is registered; "+
+		"import the package that implements it, as import _ %q does for \"myproto\"",
+		string(e), "github.com/myproto/myproto")
+}
+
+func (e unregisteredError) Unwrap() error { return net.UnknownNetworkError(e) }
 
 // isNetNetwork reports whether network is one of package net's: those are
 // never registered, so that no plug-in can capture TCP, and are passed to

@@ -246,7 +246,7 @@ func TestUnknownNetwork(t *testing.T) {
 		if oe.Op != op || oe.Net != network || oe.Source != nil || oe.Addr != nil {
 			t.Errorf("%s error = %#v", op, oe)
 		}
-		if oe.Err != net.UnknownNetworkError(network) {
+		if !errors.Is(oe.Err, net.UnknownNetworkError(network)) || !strings.Contains(err.Error(), `import _ "github.com/myproto/myproto"`) {
 			t.Errorf("%s error wraps %#v, want net.UnknownNetworkError(%q)", op, oe.Err, network)
 		}
 		if !strings.Contains(err.Error(), "unknown network "+network) {

@@ -114,7 +114,8 @@ func writeJSON(w io.Writer, v any) error {
 // exit status 1.
 func fail(stderr io.Writer, what string, err error) int {
 	fmt.Fprintf(stderr, "myproto: %s: %s\n", what, errText(err))
-	if errors.Is(err, syscall.EPERM) {
+	// The library's error says what to do; an older one may not.
+	if errors.Is(err, syscall.EPERM) && !strings.Contains(err.Error(), "CAP_NET_RAW") {
 		fmt.Fprintln(stderr, "myproto: packet sockets need CAP_NET_RAW: run as root, "+
 			"or give the binary the capability (setcap cap_net_raw+ep), or run it in a user and network namespace of yours (unshare -rn)")
 	}

@@ -7,6 +7,9 @@
 //	myproto listen [-k] [-u] [-v] [-q] [-w secs] ADDR
 //	myproto ping [-c count] [-i interval] [-W timeout] [-w deadline] [-s size] [-q] [-J] NAME|MAC
 //	myproto neigh [show [dev IFACE] | lookup NAME|MAC | flush] [-w secs] [-J]
+//	myproto ss [-l | -a] [-t | -u] [-i] [-p] [-J]
+//	myproto stat [IFACE] [-J]
+//	myproto monitor [-t] [-J]
 //	myproto [demo]
 //	myproto perf -s [ADDR] | -c ADDR [options]
 //	myproto help | --version
@@ -14,7 +17,9 @@
 // connect and listen are nc: standard input to the peer, the peer to
 // standard output, a half-close at the end of input. ping sends discovery
 // echo requests and prints round-trip times. neigh shows the neighbours
-// that answer on the link and looks names up. Each subcommand prints its
+// that answer on the link and looks names up. ss, stat and monitor ask
+// every process's stack on the host through its diagnostic socket, as ss,
+// ip -s link and ip monitor ask the kernel. Each subcommand prints its
 // flags with --help.
 //
 // demo, the default, builds two private "hosts" joined by a virtual cable
@@ -26,9 +31,10 @@
 //
 // # Privileges
 //
-// connect, listen, ping and neigh open packet sockets: they need
+// connect, listen, ping, neigh and monitor open packet sockets: they need
 // CAP_NET_RAW (root, or setcap cap_net_raw+ep on the binary), and say so
-// when they do not have it.
+// when they do not have it. ss and stat need no privilege, but show other
+// users' processes only to root.
 //
 // As root demo needs CAP_SYS_ADMIN; as any other user, unprivileged user
 // namespaces (kernel.unprivileged_userns_clone=1 where that sysctl exists,
@@ -53,6 +59,10 @@ Commands:
   ping     send echo requests to a neighbour and print round-trip times,
            like ping
   neigh    show the neighbours on the link, or look a name up, like ip neigh
+  ss       list every process's myproto sockets, like ss
+  stat     print every process's interface counters, like ip -s link
+  monitor  print names, neighbours, links, sockets and connections as they
+           change, like ip monitor
   perf     measure myproto between two hosts, as iperf3 does
            (myproto perf -h)
   demo     build two private hosts joined by a virtual cable (veth mp0/mp1,
@@ -95,6 +105,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return pingCmd(args, stdout, stderr)
 	case "neigh", "neighbor", "neighbour":
 		return neighCmd(args, stdout, stderr)
+	case "ss":
+		return ssCmd(args, stdout, stderr)
+	case "stat", "stats":
+		return statCmd(args, stdout, stderr)
+	case "monitor":
+		return monitorCmd(args, stdout, stderr)
 	case "demo":
 		switch {
 		case len(args) == 1 && isHelp(args[0]):

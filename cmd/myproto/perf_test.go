@@ -241,14 +241,15 @@ func TestIntegrationPerf(t *testing.T) {
 		checkCPU(t, "raw-rr", rep)
 	})
 	t.Run("loss", func(t *testing.T) {
-		if _, err := exec.LookPath("nft"); err != nil {
+		nftPath, err := sys.Tool("nft")
+		if err != nil {
 			t.Skip("needs the nft binary: apt-get install nftables")
 		}
 		// 5 % of myproto's frames dropped on the server's ingress.
 		nft := func(script string) {
 			t.Helper()
 			err := h.nsB.Do(func() error {
-				cmd := exec.Command("nft", "-f", "-")
+				cmd := exec.Command(nftPath, "-f", "-")
 				cmd.Stdin = strings.NewReader(script)
 				if out, err := cmd.CombinedOutput(); err != nil {
 					return errors.New(string(out))

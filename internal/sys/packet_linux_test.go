@@ -135,7 +135,7 @@ func (n *packetTestNet) waitReady(t testing.TB, names ...string) {
 	deadline := time.Now().Add(10 * time.Second)
 	for _, name := range names {
 		for {
-			out, err := exec.Command("ip", "-o", "link", "show", "dev", name).CombinedOutput()
+			out, err := exec.Command(toolPath("ip"), "-o", "link", "show", "dev", name).CombinedOutput()
 			if err != nil {
 				t.Errorf("ip link show %s: %v\n%s", name, err, out)
 				return
@@ -164,9 +164,17 @@ func (n *packetTestNet) do(f func()) {
 	<-done
 }
 
+// toolPath is Tool's answer, or name itself for exec to report missing.
+func toolPath(name string) string {
+	if p, err := Tool(name); err == nil {
+		return p
+	}
+	return name
+}
+
 // ip runs the ip(8) command; call it only within do.
 func (n *packetTestNet) ip(t testing.TB, args ...string) {
-	out, err := exec.Command("ip", args...).CombinedOutput()
+	out, err := exec.Command(toolPath("ip"), args...).CombinedOutput()
 	if err != nil {
 		t.Errorf("ip %v: %v\n%s", args, err, out)
 	}
@@ -251,7 +259,7 @@ func frameSize(i, mtu int) int {
 
 // readFrames reads count frames from l into fresh buffers of bufSize bytes,
 // batch messages at a time.
-func readFrames(l *PacketLink, count, batch, bufSize int) ([][]byte, error) {
+func readFrames(l link.Link, count, batch, bufSize int) ([][]byte, error) {
 	var got [][]byte
 	ms := make([]link.Message, batch)
 	for len(got) < count {
@@ -603,8 +611,12 @@ func TestIntegrationPacketLinkBackPressure(t *testing.T) {
 		out []byte
 		err error
 	)
+	tc, err := Tool("tc")
+	if err != nil {
+		t.Skipf("needs the tc binary (apt-get install iproute2): %v", err)
+	}
 	n.do(func() {
-		out, err = exec.Command("tc", "qdisc", "add", "dev", "mpa0", "root",
+		out, err = exec.Command(tc, "qdisc", "add", "dev", "mpa0", "root",
 			"tbf", "rate", "20mbit", "burst", "2000", "limit", "4000").CombinedOutput()
 	})
 	if err != nil {

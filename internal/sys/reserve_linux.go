@@ -20,29 +20,34 @@ type Reservation struct {
 	fd int // -1 once closed
 }
 
-// ReservePort reserves port of etherType for this process among all the
-// processes of the network namespace, by binding an abstract Unix socket
-// named "@myproto/<ethertype in hex>/<port>" (unix(7)) and holding it open.
-// If another process, or this one, already holds the port, the error wraps
-// syscall.EADDRINUSE.
+// ReservePort reserves stream port of etherType for this process among all
+// the processes of the network namespace, by binding an abstract Unix
+// socket named "@myproto/<ethertype in hex>/<port>" (unix(7)) and holding it
+// open. If another process, or this one, already holds the port, the error
+// is a *os.SyscallError for bind wrapping syscall.EADDRINUSE, as bind(2)
+// gives for a TCP port: "bind: address already in use".
 //
 // The reservation is not tied to garbage collection: dropping the
 // *Reservation without calling Close keeps the port until the process exits.
 func ReservePort(etherType, port uint16) (*Reservation, error) {
-	return reserve(reserveAddr(etherType, port), fmt.Sprintf("port %d", port), etherType)
+	return reserve(reserveAddr(etherType, port))
 }
 
-func reserve(sa *unix.SockaddrUnix, what string, etherType uint16) (*Reservation, error) {
+// ReserveDatagramPort reserves datagram port of etherType as ReservePort
+// reserves a stream port; the name is
+// "@myproto/<ethertype in hex>/dgram/<port>". Streams and datagrams have
+// separate port spaces, as TCP and UDP do.
+func ReserveDatagramPort(etherType, port uint16) (*Reservation, error) {
+	return reserve(&unix.SockaddrUnix{Name: fmt.Sprintf("\x00myproto/%04x/dgram/%d", etherType, port)})
+}
+
+func reserve(sa *unix.SockaddrUnix) (*Reservation, error) {
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, os.NewSyscallError("socket", err)
 	}
 	if err := unix.Bind(fd, sa); err != nil {
 		_ = unix.Close(fd)
-		if errors.Is(err, unix.EADDRINUSE) {
-			return nil, fmt.Errorf("sys: %s of EtherType %#04x is taken: %w",
-				what, etherType, os.NewSyscallError("bind", err))
-		}
 		return nil, os.NewSyscallError("bind", err)
 	}
 	return &Reservation{fd: fd}, nil
@@ -67,8 +72,7 @@ func (r *Reservation) Close() error {
 // one process per host answers neighbour discovery for it. A name held by
 // another process gives an error wrapping syscall.EADDRINUSE.
 func ReserveName(etherType uint16, name string) (*Reservation, error) {
-	return reserve(&unix.SockaddrUnix{Name: fmt.Sprintf("\x00myproto/%04x/name/%s", etherType, name)},
-		fmt.Sprintf("name %q", name), etherType)
+	return reserve(&unix.SockaddrUnix{Name: fmt.Sprintf("\x00myproto/%04x/name/%s", etherType, name)})
 }
 
 // PortOwned reports whether some process in the current network namespace,

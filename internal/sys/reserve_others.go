@@ -17,6 +17,12 @@ func ReservePort(etherType, port uint16) (*Reservation, error) {
 	return nil, fmt.Errorf("sys: port reservation: %w", errors.ErrUnsupported)
 }
 
+// ReserveDatagramPort reserves a datagram port host-wide. On this system it
+// returns an error wrapping errors.ErrUnsupported.
+func ReserveDatagramPort(etherType, port uint16) (*Reservation, error) {
+	return nil, fmt.Errorf("sys: port reservation: %w", errors.ErrUnsupported)
+}
+
 // ReserveName reserves a node name host-wide. On this system it returns an
 // error wrapping errors.ErrUnsupported.
 func ReserveName(etherType uint16, name string) (*Reservation, error) {

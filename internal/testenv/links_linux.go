@@ -81,7 +81,7 @@ func DropShare(t testing.TB, ns *sys.Netns, ifname string, etherType uint16, per
 	if percent < 0 || percent > 100 {
 		t.Fatalf("testenv: DropShare percent %d not in [0, 100]", percent)
 	}
-	if _, err := exec.LookPath("nft"); err != nil {
+	if _, err := sys.Tool("nft"); err != nil {
 		t.Skip("testenv: DropShare needs the nft binary: apt-get install nftables")
 	}
 	table := dropTable(ifname, etherType)
@@ -127,7 +127,11 @@ func nft(ns *sys.Netns, script string) error {
 	run := func() error {
 		// The child is forked from this thread and so starts in its
 		// namespace.
-		cmd := exec.Command("nft", "-f", "-")
+		nftPath, err := sys.Tool("nft")
+		if err != nil {
+			return err
+		}
+		cmd := exec.Command(nftPath, "-f", "-")
 		cmd.Stdin = strings.NewReader(script)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
@@ -146,15 +150,15 @@ func nft(ns *sys.Netns, script string) error {
 // ruleset ("list", "ruleset").
 func Nft(t testing.TB, ns *sys.Netns, args ...string) string {
 	t.Helper()
-	if _, err := exec.LookPath("nft"); err != nil {
+	nftPath, err := sys.Tool("nft")
+	if err != nil {
 		t.Skip("testenv: needs the nft binary: apt-get install nftables")
 	}
 	var out []byte
 	run := func() (err error) {
-		out, err = exec.Command("nft", args...).CombinedOutput()
+		out, err = exec.Command(nftPath, args...).CombinedOutput()
 		return err
 	}
-	var err error
 	if ns == nil {
 		err = run()
 	} else {
