@@ -219,13 +219,13 @@ type peerState struct {
 	dials atomic.Int64
 	accs  atomic.Int64
 
-	maxGor atomic.Int64 // the most goroutines seen since the last mem reset
+	maxGor  atomic.Int64 // the most goroutines seen since the last mem reset
+	sampler sync.Once    // starts sampleGoroutines, on the first mem
 }
 
 // runPeer is a peer process's main function.
 func runPeer() {
 	p := &peerState{conns: make(map[string]*peerConn)}
-	go p.sampleGoroutines()
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
 		line := sc.Text()
@@ -699,6 +699,8 @@ func (p *peerState) dialMany(args []string) (string, error) {
 
 // mem runs the mem verb.
 func (p *peerState) mem(args []string) (string, error) {
+	// Not before: a peer that is never asked must not spend CPU on it.
+	p.sampler.Do(func() { go p.sampleGoroutines() })
 	if slices.Contains(args, "gc") {
 		debug.FreeOSMemory() // collects first
 	}
