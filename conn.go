@@ -44,7 +44,8 @@ type Conn struct {
 
 	tslot timerSlot // the connection's place in the stack's timer queue
 
-	sendMu sync.Mutex // keeps packets leaving in packet-number order
+	sendMu   sync.Mutex  // keeps packets leaving in packet-number order
+	flushReq atomic.Bool // a flush was asked for: whoever holds sendMu does it
 
 	pending atomic.Bool // queued for the endpoint's post-batch flush
 
@@ -104,48 +105,13 @@ func (c *Conn) input(ep *endpoint, h *header, body []byte) dropReason {
 
 // flush sends whatever the engine has to send now, in batches, re-arms the
 // timer, wakes blocked callers, and retires the connection once the engine
-// is done with it.
+// is done with it. If another goroutine is flushing the connection, that
+// one does it (see connTx).
 func (c *Conn) flush() {
-	c.sendMu.Lock()
-	tb := c.ep.getBatch()
-	for {
-		c.mu.Lock()
-		if c.done {
-			c.mu.Unlock()
-			break
-		}
-		now := time.Now()
-		n := 0
-		for n < len(tb.ms) {
-			buf := tb.ms[n].Buf[:cap(tb.ms[n].Buf)]
-			bl, flags, dst := c.e.NextPacket(now, buf[offBody:c.ep.frameSize()])
-			if bl == 0 {
-				break
-			}
-			h := header{dst: c.peer, src: c.src, etherType: c.s.etherType, typ: typeStream,
-				flags: flags, srcPort: c.local.Port, dstPort: c.remote.Port, connID: dst}
-			tb.ms[n].N = marshalFrame(buf, &h, bl)
-			n++
-		}
-		c.armTimerLocked()
-		finished := c.e.Done()
-		c.mu.Unlock()
-		if n > 0 {
-			if _, err := c.ep.l.WriteBatch(tb.ms[:n]); err == nil {
-				c.ep.countOut(tb.ms[:n])
-			}
-		}
-		if finished {
-			c.finish()
-			break
-		}
-		if n < len(tb.ms) {
-			break
-		}
-	}
-	c.ep.putBatch(tb)
-	c.sendMu.Unlock()
-	c.wake()
+	q := c.ep.getConnTx()
+	q.add(c)
+	q.send()
+	c.ep.putConnTx(q)
 }
 
 // wake hands tokens to blocked Read, Write and Dial calls that can now make
@@ -199,9 +165,10 @@ func (c *Conn) armTimerLocked() {
 	c.s.timers.set(c, at)
 }
 
-// onTimer runs the engine's timers that are due; the timer queue calls it,
-// possibly early (a deadline that moved later), when nothing is due yet.
-func (c *Conn) onTimer() {
+// onTimer runs the engine's timers that are due and collects what they
+// send into q; the timer queue calls it, possibly early (a deadline that
+// moved later), when nothing is due yet.
+func (c *Conn) onTimer(q *connTx) {
 	c.mu.Lock()
 	if c.done {
 		c.mu.Unlock()
@@ -213,7 +180,7 @@ func (c *Conn) onTimer() {
 	}
 	c.timerAt = time.Time{} // force re-arming
 	c.mu.Unlock()
-	c.flush()
+	q.add(c)
 }
 
 // failWith ends the connection with err at once, as when its interface went

@@ -10,14 +10,18 @@ import (
 // is closed when the deadline passes; setting a new deadline re-arms it with a
 // fresh channel, so a timeout never breaks the stream and a deadline moved
 // into the future lets blocked and later calls proceed.
+//
+// The zero value has no deadline and no channel yet: one is made when a
+// deadline is set or a call waits, so a connection nobody reads or writes
+// (idle ones held by the thousand) allocates none.
 type deadline struct {
 	mu     sync.Mutex
 	timer  *time.Timer
-	cancel chan struct{} // closed when the deadline has passed
+	cancel chan struct{} // closed when the deadline has passed; nil while none was set
 }
 
 func makeDeadline() deadline {
-	return deadline{cancel: make(chan struct{})}
+	return deadline{}
 }
 
 // set sets the deadline; the zero time means none.
@@ -39,7 +43,7 @@ func (d *deadline) set(t time.Time) {
 		return
 	}
 	if dur := time.Until(t); dur > 0 {
-		if closed {
+		if closed || d.cancel == nil {
 			d.cancel = make(chan struct{})
 		}
 		cancel := d.cancel
@@ -47,6 +51,9 @@ func (d *deadline) set(t time.Time) {
 		return
 	}
 	// A deadline in the past fails calls at once.
+	if d.cancel == nil {
+		d.cancel = make(chan struct{})
+	}
 	if !closed {
 		close(d.cancel)
 	}
@@ -56,12 +63,18 @@ func (d *deadline) set(t time.Time) {
 func (d *deadline) wait() <-chan struct{} {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.cancel == nil {
+		// A deadline set while the caller waits must close this one.
+		d.cancel = make(chan struct{})
+	}
 	return d.cancel
 }
 
 // expired reports whether the deadline has passed.
 func (d *deadline) expired() bool {
-	return isClosedChan(d.wait())
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return isClosedChan(d.cancel)
 }
 
 func isClosedChan(c <-chan struct{}) bool {

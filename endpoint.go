@@ -36,9 +36,10 @@ type endpoint struct {
 	groupMu sync.Mutex
 	groups  map[[6]byte]int // multicast memberships by group, counted
 
-	txPool    sync.Pool // *txBuf
-	batchPool sync.Pool // *txBatch
-	stats     endpointStats
+	txPool     sync.Pool // *txBuf
+	batchPool  sync.Pool // *txBatch
+	connTxPool sync.Pool // *connTx
+	stats      endpointStats
 
 	// disc is neighbour discovery on this interface.
 	disc *discovery
@@ -50,8 +51,10 @@ type endpoint struct {
 	mtu atomic.Int64
 
 	// pending are connections that received frames in the current batch;
-	// the reader flushes each once after the batch. Reader goroutine only.
+	// the reader flushes each once after the batch, all in rxTx. Reader
+	// goroutine only.
 	pending []*Conn
+	rxTx    connTx
 	// heard and heardFrom: a valid packet came in this batch, and the last
 	// one's sender. Reader goroutine only.
 	heard     bool
@@ -63,6 +66,7 @@ type endpointStats struct {
 	framesIn, bytesIn   atomic.Uint64
 	framesOut, bytesOut atomic.Uint64
 	drops               [dropReasonCount]atomic.Uint64
+	filterUpdates       atomic.Uint64 // filters re-attached
 	filterErrors        atomic.Uint64
 }
 
@@ -84,6 +88,7 @@ func newEndpoint(s *stack, ifi *net.Interface, l, ctl link.Link) *endpoint {
 		done:   make(chan struct{}),
 		groups: make(map[[6]byte]int),
 	}
+	ep.rxTx.ep = ep
 	ep.setHwaddr(l.HardwareAddr())
 	ep.mtu.Store(int64(l.MTU()))
 	ep.ctlOut.ep = ep
@@ -150,12 +155,16 @@ func (ep *endpoint) readLoop() {
 			ep.disc.confirmFrom(ep.heardFrom, time.Now())
 			ep.heard = false
 		}
+		// The answers of the whole batch go out together, and a
+		// connection busy elsewhere is left to whoever is at it: the
+		// reader never waits for a connection.
 		for i, c := range ep.pending {
 			c.pending.Store(false)
-			c.flush()
+			ep.rxTx.add(c)
 			ep.pending[i] = nil
 		}
 		ep.pending = ep.pending[:0]
+		ep.rxTx.send()
 
 	}
 }

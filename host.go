@@ -212,7 +212,7 @@ func (h *host) member(c net.Conn) member {
 	h.agent = member{}
 	fmt.Fprintf(c, "hello %x %d\n", h.s.names.nodeID, os.Getpid())
 	h.mu.Unlock()
-	h.s.hostPortsChanged()
+	h.s.republish() // tells the agent our ports
 
 	var agent member
 	r := bufio.NewReader(c)
@@ -232,28 +232,19 @@ func (h *host) member(c net.Conn) member {
 	return agent
 }
 
-// hostPortsChanged tells the other side of each agent connection this
-// stack's ports.
-func (s *stack) hostPortsChanged() {
-	s.mu.Lock()
-	s.hostPortsChangedLocked()
-	s.mu.Unlock()
-}
-
-// hostPortsChangedLocked tells the other side of each agent connection
-// this stack's ports, which changed; s.mu is held. The agent uses a
-// member's ports to keep its filter from passing that member's SYNs, and
-// the ports of one that died to answer for them at once; a member keeps the
-// agent's for when it dies. Ownership is checked before anyone answers for
-// a port, so a late update costs a few frames at most.
-func (s *stack) hostPortsChangedLocked() {
-	h := s.host
+// tellPorts tells the other side of each agent connection this stack's
+// ports (publish calls it whenever they change). The agent uses a member's
+// ports to keep its filter from passing that member's SYNs, and the ports of
+// one that died to answer for them at once; a member keeps the agent's for
+// when it dies. Ownership is checked before anyone answers for a port, so a
+// late update costs a few frames at most.
+func (h *host) tellPorts(ports []uint16) {
 	if h == nil {
 		return
 	}
 	var b strings.Builder
 	b.WriteString("ports ")
-	for i, p := range s.portListLocked() {
+	for i, p := range ports {
 		if i > 0 {
 			b.WriteByte(',')
 		}
@@ -294,11 +285,10 @@ func (h *host) serve(ln net.Listener, prev *member) {
 	h.mu.Unlock()
 	// The filter first: the notice makes peers probe at once, and the
 	// probes must reach us.
-	h.s.refilter()
+	h.s.republish()
 	if prev.node != 0 {
 		h.s.sendGone(prev.node)
 	}
-	h.s.hostPortsChanged()
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -319,7 +309,7 @@ func (h *host) serveMember(c net.Conn) {
 	h.members[m] = struct{}{}
 	fmt.Fprintf(c, "hello %x %d\n", h.s.names.nodeID, os.Getpid())
 	h.mu.Unlock()
-	h.s.hostPortsChanged()
+	h.s.republish() // tells the new member our ports
 
 	var cur member // the connection's own copy, m's under h.mu
 	r := bufio.NewReader(c)
@@ -333,7 +323,7 @@ func (h *host) serveMember(c net.Conn) {
 		h.unionLocked()
 		h.mu.Unlock()
 		if verb == "ports" {
-			h.s.refilter()
+			h.s.republish()
 		}
 	}
 	c.Close()
@@ -355,7 +345,7 @@ func (h *host) serveMember(c net.Conn) {
 	if stopped {
 		return
 	}
-	h.s.refilter()
+	h.s.republish()
 	if !m.bye && m.node != 0 {
 		// The kernel closed a dead member's socket: tell its peers.
 		h.s.sendGone(m.node)
@@ -375,12 +365,4 @@ func (h *host) unionLocked() {
 	}
 	slices.Sort(all)
 	h.others = slices.Compact(all)
-}
-
-// refilter re-attaches every endpoint's filters, as the ports other
-// processes hold or the agent role changed.
-func (s *stack) refilter() {
-	s.mu.Lock()
-	s.publishFiltersLocked()
-	s.mu.Unlock()
 }

@@ -37,6 +37,7 @@ func (s *stack) watchLinksLocked() {
 		return // no events here (an in-memory link, or no rtnetlink): poll nothing
 	}
 	s.watcher = w
+	s.watching.Store(true)
 	s.goroutine(func() { s.followLinks(w) })
 }
 
@@ -45,12 +46,17 @@ func (s *stack) stopWatchingLocked() {
 	if s.watcher != nil {
 		s.watcher.Close()
 		s.watcher = nil
+		s.watching.Store(false)
+		s.linksChanged()
 	}
 }
 
 func (s *stack) followLinks(w linkWatcher) {
 	for {
 		ev, err := w.Next()
+		if err == nil || errors.Is(err, syscall.ENOBUFS) {
+			s.linksChanged()
+		}
 		switch {
 		case err == nil:
 			s.linkEvent(ev)
@@ -103,9 +109,7 @@ func (s *stack) linkEvent(ev sys.LinkEvent) {
 		// end now and reset their peers from the old address, which the
 		// peers know; the filter must pass the new one.
 		ep.setHwaddr(ev.HardwareAddr)
-		s.mu.Lock()
-		s.publishLocked()
-		s.mu.Unlock()
+		s.republish()
 		s.resetConns(ep, syscall.ENETRESET)
 		s.events.emit(Event{Type: EventLinkAddr, Interface: ep.name, HardwareAddr: ep.hwaddrSlice()})
 		changed = true

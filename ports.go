@@ -34,7 +34,11 @@ func (s *stack) reservePort(b *binding, port uint16) (io.Closer, error) {
 // lookupDgram returns the binding that owns datagram port, or nil. It
 // takes no lock.
 func (s *stack) lookupDgram(port uint16) *binding {
-	return (*s.dtable.Load())[port]
+	b := (*s.dtable.Load())[port]
+	if b == nil || b.released.Load() {
+		return nil
+	}
+	return b
 }
 
 // dgramPortListLocked returns the datagram ports this process owns,
@@ -46,14 +50,4 @@ func (s *stack) dgramPortListLocked() []uint16 {
 	}
 	slices.Sort(ports)
 	return ports
-}
-
-// publishDgramLocked makes the datagram table visible to the receive path;
-// s.mu is held.
-func (s *stack) publishDgramLocked() {
-	m := make(map[uint16]*binding, len(s.dports))
-	for p, b := range s.dports {
-		m[p] = b
-	}
-	s.dtable.Store(&m)
 }

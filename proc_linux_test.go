@@ -10,6 +10,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,6 +24,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/myproto/myproto/internal/stream"
 	"github.com/myproto/myproto/internal/sys"
 	"github.com/myproto/myproto/internal/testenv"
 )
@@ -62,6 +67,32 @@ import (
 //	lookup NAME [TIMEOUT]                            ok MAC ZONE
 //	info ID                                          ok STATE SRTT SENT RECEIVED
 //	close ID                                         ok
+//	gap ID                                           ok MAXGAP TIME
+//	    The longest time between two chunks of a stream echoed back, since
+//	    the last gap request, and when it ended.
+//	dialmany ADDR N [conc=C] [TIMEOUT] [keepalive=D] [usertimeout=D]
+//	                                                 ok HELD ELAPSED MARKS
+//	    Dials N conns, C at a time (32), and holds them (no ids: see
+//	    closemany). MARKS is "1000=D,10000=D,...,N=D,slowest=D@K,first=D,
+//	    last=D": how long the thousand dials up to each power of ten (and
+//	    N) took, a measure of the dial rate with that many held, the
+//	    slowest thousand, and the medians of the first and the last ten.
+//	bindmany ADDR N                                  ok N
+//	    Opens N datagram sockets on ADDR ("iface:0"): N ports.
+//	closemany                                        ok N ELAPSED
+//	    Closes every conn dialmany holds and every socket bindmany opened,
+//	    in one go.
+//	mem [gc] [reset]                                 ok rss=B hwm=B heap=B gor=N maxgor=N fds=N live=N
+//	    From /proc/self (VmRSS, VmHWM, open fds) and the runtime: heap in
+//	    use, goroutines now and at most (sampled every millisecond since
+//	    the last reset), and connections the stack knows. gc collects and
+//	    returns freed memory to the system first; reset then starts VmHWM
+//	    and maxgor afresh.
+//	profile cpu|heap|goroutine PATH [D]              ok
+//	    Writes a pprof profile to PATH: of the CPU for D (1s), else now.
+//	stats                                            ok kdrops=N kpkts=N ctldrops=N ctlpkts=N in=N out=N attaches=N
+//	    The stack's interfaces summed: kernel drops and packets of the data
+//	    and control sockets, frames read and written, filter updates.
 //	pid                                              ok PID
 //	exit                                             (exits)
 //
@@ -90,6 +121,10 @@ type peerConn struct {
 
 	streaming atomic.Bool
 	streamed  atomic.Int64
+	gapMu     sync.Mutex
+	lastChunk time.Time     // when the stream's last chunk came back
+	maxGap    time.Duration // the longest wait for a chunk since the last gap request
+	maxGapAt  time.Time     // when it ended
 	errMu     sync.Mutex
 	err       error
 	errAt     time.Time
@@ -162,6 +197,13 @@ func (pc *peerConn) stream(chunk int64, pause time.Duration) {
 			return
 		}
 		pc.streamed.Add(chunk)
+		pc.gapMu.Lock()
+		now := time.Now()
+		if !pc.lastChunk.IsZero() && now.Sub(pc.lastChunk) > pc.maxGap {
+			pc.maxGap, pc.maxGapAt = now.Sub(pc.lastChunk), now
+		}
+		pc.lastChunk = now
+		pc.gapMu.Unlock()
 		time.Sleep(pause)
 	}
 }
@@ -172,8 +214,13 @@ type peerState struct {
 
 	mu    sync.Mutex
 	conns map[string]*peerConn
+	many  []*Conn       // dialmany's, under mu
+	binds []*PacketConn // bindmany's, under mu
 	dials atomic.Int64
 	accs  atomic.Int64
+
+	maxGor  atomic.Int64 // the most goroutines seen since the last mem reset
+	sampler sync.Once    // starts sampleGoroutines, on the first mem
 }
 
 // runPeer is a peer process's main function.
@@ -432,11 +479,260 @@ func (p *peerState) run(verb string, args []string) (string, error) {
 			return "", err
 		}
 		return "", pc.c.Close()
+	case "gap":
+		pc, err := p.conn(firstArg(args))
+		if err != nil {
+			return "", err
+		}
+		pc.gapMu.Lock()
+		defer pc.gapMu.Unlock()
+		// A stream stalled right now counts too.
+		g, at := pc.maxGap, pc.maxGapAt
+		if !pc.lastChunk.IsZero() && time.Since(pc.lastChunk) > g {
+			g, at = time.Since(pc.lastChunk), time.Now()
+		}
+		pc.maxGap = 0
+		return fmt.Sprintf("%v %d", g, at.UnixNano()), nil
+	case "dialmany":
+		return p.dialMany(args)
+	case "bindmany":
+		if err := need(2); err != nil {
+			return "", err
+		}
+		n, err := strconv.Atoi(args[1])
+		if err != nil {
+			return "", err
+		}
+		for range n {
+			c, err := ListenPacket("myproto", args[0])
+			if err != nil {
+				return "", err
+			}
+			p.mu.Lock()
+			p.binds = append(p.binds, c)
+			p.mu.Unlock()
+		}
+		return strconv.Itoa(n), nil
+	case "closemany":
+		p.mu.Lock()
+		many, binds := p.many, p.binds
+		p.many, p.binds = nil, nil
+		p.mu.Unlock()
+		start := time.Now()
+		for _, c := range many {
+			c.Close()
+		}
+		for _, c := range binds {
+			c.Close()
+		}
+		return fmt.Sprintf("%d %v", len(many)+len(binds), time.Since(start)), nil
+	case "mem":
+		return p.mem(args)
+	case "connstats":
+		s, err := defaultStack(nil)
+		if err != nil {
+			return "", err
+		}
+		var sum stream.Stats
+		s.conns.Range(func(_, v any) bool {
+			c := v.(*Conn)
+			c.mu.Lock()
+			st := c.e.Stats()
+			c.mu.Unlock()
+			sum.PacketsSent += st.PacketsSent
+			sum.PacketsRecv += st.PacketsRecv
+			sum.PacketsLost += st.PacketsLost
+			sum.PTOs += st.PTOs
+			sum.Dups += st.Dups
+			sum.Malformed += st.Malformed
+			sum.ChallengeAcks += st.ChallengeAcks
+			sum.Challenges += st.Challenges
+			return true
+		})
+		return fmt.Sprintf("sent=%d recv=%d lost=%d ptos=%d dups=%d malformed=%d challenges=%d challengeacks=%d",
+			sum.PacketsSent, sum.PacketsRecv, sum.PacketsLost, sum.PTOs, sum.Dups, sum.Malformed, sum.Challenges, sum.ChallengeAcks), nil
+	case "profile":
+		if err := need(2); err != nil {
+			return "", err
+		}
+		f, err := os.Create(args[1])
+		if err != nil {
+			return "", err
+		}
+		defer f.Close()
+		if args[0] != "cpu" {
+			return "", pprof.Lookup(args[0]).WriteTo(f, 0)
+		}
+		d := time.Second
+		if len(args) > 2 {
+			if d, err = time.ParseDuration(args[2]); err != nil {
+				return "", err
+			}
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return "", err
+		}
+		time.Sleep(d)
+		pprof.StopCPUProfile()
+		return "", nil
+	case "stats":
+		s, err := defaultStack(nil)
+		if err != nil {
+			return "", err
+		}
+		var kd, kp, cd, cp, in, out, att uint64
+		for _, ep := range s.endpointsSnapshot() {
+			att += ep.stats.filterUpdates.Load()
+			st := ep.snapshot()
+			kd += st.KernelDrops
+			kp += st.KernelPackets
+			in += st.FramesIn
+			out += st.FramesOut
+			if cs, err := ep.ctl.Stats(); err == nil {
+				cd += cs.Drops
+				cp += cs.Packets
+			}
+		}
+		return fmt.Sprintf("kdrops=%d kpkts=%d ctldrops=%d ctlpkts=%d in=%d out=%d attaches=%d", kd, kp, cd, cp, in, out, att), nil
 	}
 	if fn := peerVerbs[verb]; fn != nil {
 		return fn(p, args)
 	}
 	return "", fmt.Errorf("unknown verb %q", verb)
+}
+
+// dialMany runs the dialmany verb.
+func (p *peerState) dialMany(args []string) (string, error) {
+	if len(args) < 2 {
+		return "", fmt.Errorf("dialmany needs ADDR N, has %v", args)
+	}
+	addr := args[0]
+	n, err := strconv.Atoi(args[1])
+	if err != nil {
+		return "", err
+	}
+	conc := 32
+	var opts []string
+	for _, a := range args[2:] {
+		if v, ok := strings.CutPrefix(a, "conc="); ok {
+			if conc, err = strconv.Atoi(v); err != nil {
+				return "", err
+			}
+			continue
+		}
+		opts = append(opts, a)
+	}
+	timeout, ka, ut, err := peerOptions(opts)
+	if err != nil {
+		return "", err
+	}
+	d := &Dialer{Timeout: timeout, KeepAlive: ka, UserTimeout: ut}
+	// stamps[k] is when the (1000·k)th dial succeeded; stamps[0] the start.
+	stamps := make([]time.Time, n/1000+1)
+	start := time.Now()
+	stamps[0] = start
+	var next, done atomic.Int64
+	var errOnce sync.Once
+	var firstErr error
+	var wg sync.WaitGroup
+	for range min(conc, n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(n) {
+				c, err := d.dial(context.Background(), "myproto", addr)
+				if err != nil {
+					errOnce.Do(func() { firstErr = fmt.Errorf("after %d dials: %w", done.Load(), err) })
+					next.Store(int64(n)) // the others stop
+					return
+				}
+				p.mu.Lock()
+				p.many = append(p.many, c)
+				p.mu.Unlock()
+				if k := done.Add(1); k%1000 == 0 {
+					stamps[k/1000] = time.Now()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if firstErr != nil {
+		return "", firstErr
+	}
+	var marks []string
+	mark := func(m int) {
+		k := m / 1000
+		marks = append(marks, fmt.Sprintf("%d=%v", m, stamps[k].Sub(stamps[k-1]).Round(time.Millisecond)))
+	}
+	m := 1000
+	for ; m <= n; m *= 10 {
+		mark(m)
+	}
+	if last := n - n%1000; last > m/10 {
+		mark(last)
+	}
+	var per []time.Duration // each thousand's
+	slowest, at := time.Duration(0), 0
+	for k := 1; k < len(stamps); k++ {
+		d := stamps[k].Sub(stamps[k-1])
+		per = append(per, d)
+		if d > slowest {
+			slowest, at = d, 1000*k
+		}
+	}
+	if at != 0 {
+		median := func(ds []time.Duration) time.Duration {
+			ds = slices.Clone(ds)
+			slices.Sort(ds)
+			return ds[len(ds)/2].Round(time.Millisecond)
+		}
+		k := min(10, len(per))
+		marks = append(marks, fmt.Sprintf("slowest=%v@%d", slowest.Round(time.Millisecond), at),
+			fmt.Sprintf("first=%v", median(per[:k])), fmt.Sprintf("last=%v", median(per[len(per)-k:])))
+	}
+	p.mu.Lock()
+	held := len(p.many)
+	p.mu.Unlock()
+	return fmt.Sprintf("%d %v %s", held, elapsed.Round(time.Millisecond), strings.Join(marks, ",")), nil
+}
+
+// mem runs the mem verb.
+func (p *peerState) mem(args []string) (string, error) {
+	// Not before: a peer that is never asked must not spend CPU on it.
+	p.sampler.Do(func() { go p.sampleGoroutines() })
+	if slices.Contains(args, "gc") {
+		debug.FreeOSMemory() // collects first
+	}
+	if slices.Contains(args, "reset") {
+		// proc(5): writing 5 to clear_refs resets the peak RSS (VmHWM).
+		if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
+			return "", err
+		}
+		p.maxGor.Store(int64(runtime.NumGoroutine()))
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return "", err
+	}
+	live := 0
+	if s, err := defaultStack(nil); err == nil {
+		s.conns.Range(func(any, any) bool { live++; return true })
+	}
+	return fmt.Sprintf("rss=%d hwm=%d heap=%d gor=%d maxgor=%d fds=%d live=%d",
+		procStatus("VmRSS"), procStatus("VmHWM"), ms.HeapInuse, runtime.NumGoroutine(), p.maxGor.Load(), len(fds), live), nil
+}
+
+// sampleGoroutines keeps maxGor up to date.
+func (p *peerState) sampleGoroutines() {
+	for range time.Tick(time.Millisecond) {
+		n := int64(runtime.NumGoroutine())
+		if n > p.maxGor.Load() {
+			p.maxGor.Store(n)
+		}
+	}
 }
 
 // peerVerbs are verbs defined in other files, registered from their init

@@ -87,23 +87,46 @@ type stack struct {
 	wg sync.WaitGroup
 
 	// table is an immutable snapshot of ports for the receive path, which
-	// reads it once per frame without locks; writers copy it under mu.
+	// reads it once per frame without locks; publish replaces it.
 	table atomic.Pointer[map[uint16]*binding]
 	// dtable is the same for datagram ports.
 	dtable atomic.Pointer[map[uint16]*binding]
+
+	// pubGen counts changes the tables, the kernel filters and the host
+	// agent must learn of (ports, the agent role, a MAC); pubSoon is set
+	// while a background publish is due. Both under mu. pubMu serialises
+	// publish, which brings everything to the generation it finds; pubDone
+	// (under pubMu) is the last generation published.
+	pubGen  uint64
+	pubSoon bool
+	pubMu   sync.Mutex
+	pubDone uint64
+
+	// ifCache is the system's interfaces as last read, kept while the link
+	// watcher runs (watching) and reports no change; ifGen counts the
+	// changes. Both under ifMu. See interfaces.
+	ifMu     sync.Mutex
+	ifCache  []net.Interface
+	ifGen    uint64
+	watching atomic.Bool
 }
 
 // A binding is one owned port.
 type binding struct {
-	refs    int         // under stack.mu: the owner, plus accepted connections
-	client  bool        // the port outgoing connections share (see clientBinding)
-	linger  *time.Timer // a client port's release once unused; under stack.mu
-	port    uint16
-	res     io.Closer   // the host-wide reservation
-	ifindex int         // 0: every interface the socket was bound on
-	eps     []*endpoint // endpoints this binding holds a reference on
-	pc      *PacketConn // datagram owner
-	ln      *Listener   // stream listener
+	// refs are the owner and the connections using the port. Connections
+	// come and go without the stack's lock; the last release takes it.
+	refs atomic.Int32
+	// released is set once the port is given up: until the tables are
+	// published without it, the receive path treats it as unowned.
+	released atomic.Bool
+	client   bool        // the port outgoing connections share (see clientBinding)
+	linger   *time.Timer // a client port's release once unused; under stack.mu
+	port     uint16
+	res      io.Closer   // the host-wide reservation
+	ifindex  int         // 0: every interface the socket was bound on
+	eps      []*endpoint // endpoints this binding holds a reference on
+	pc       *PacketConn // datagram owner
+	ln       *Listener   // stream listener
 }
 
 func newStack(cfg Config, prov provider) *stack {
@@ -131,7 +154,44 @@ func newStack(cfg Config, prov provider) *stack {
 
 // lookup returns the binding that owns port, or nil. It takes no lock.
 func (s *stack) lookup(port uint16) *binding {
-	return (*s.table.Load())[port]
+	b := (*s.table.Load())[port]
+	if b == nil || b.released.Load() {
+		return nil
+	}
+	return b
+}
+
+// interfaces returns the system's interfaces, which callers must not
+// modify. Reading them is a netlink dump, 40 % of a dial's CPU, so while
+// the link watcher runs (any endpoint is open) the list is kept until it
+// reports a change of any interface.
+func (s *stack) interfaces() ([]net.Interface, error) {
+	s.ifMu.Lock()
+	ifis, gen := s.ifCache, s.ifGen
+	s.ifMu.Unlock()
+	if ifis != nil {
+		return ifis, nil
+	}
+	watching := s.watching.Load()
+	ifis, err := s.prov.interfaces()
+	if err != nil || !watching {
+		return ifis, err
+	}
+	s.ifMu.Lock()
+	if s.ifGen == gen {
+		s.ifCache = ifis
+	}
+	s.ifMu.Unlock()
+	return ifis, nil
+}
+
+// linksChanged forgets the interfaces read, on a link event or when the
+// watcher stops.
+func (s *stack) linksChanged() {
+	s.ifMu.Lock()
+	s.ifGen++
+	s.ifCache = nil
+	s.ifMu.Unlock()
 }
 
 // usable reports whether the stack can use ifi: an up Ethernet interface.
@@ -142,21 +202,30 @@ func usable(ifi *net.Interface) bool {
 // selectInterfaces returns the interfaces a local address names: its zone or
 // host (an interface name), its MAC, or with neither every usable interface.
 func (s *stack) selectInterfaces(mac net.HardwareAddr, name string) ([]net.Interface, error) {
-	ifis, err := s.prov.interfaces()
-	if err != nil {
-		return nil, err
-	}
 	var out []net.Interface
-	for _, ifi := range ifis {
-		switch {
-		case name != "" && ifi.Name != name:
-			continue
-		case mac != nil && !slices.Equal(ifi.HardwareAddr, mac):
-			continue
-		case name == "" && mac == nil && !usable(&ifi):
-			continue
+	for try := range 2 {
+		if try == 1 {
+			// None: perhaps the interface is newer than the news of it.
+			s.linksChanged()
 		}
-		out = append(out, ifi)
+		ifis, err := s.interfaces()
+		if err != nil {
+			return nil, err
+		}
+		for _, ifi := range ifis {
+			switch {
+			case name != "" && ifi.Name != name:
+				continue
+			case mac != nil && !slices.Equal(ifi.HardwareAddr, mac):
+				continue
+			case name == "" && mac == nil && !usable(&ifi):
+				continue
+			}
+			out = append(out, ifi)
+		}
+		if len(out) > 0 {
+			break
+		}
 	}
 	if len(out) == 0 {
 		switch {
@@ -213,20 +282,24 @@ func (s *stack) bindLocal(netw, address string, b *binding) (*Addr, error) {
 // owner, opening their endpoints as needed. On failure nothing is left held.
 func (s *stack) bind(b *binding, ifis []net.Interface) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return net.ErrClosed
 	}
-
 	if err := s.claimPort(b); err != nil {
+		s.mu.Unlock()
 		return err
 	}
-	b.refs = 1
+	b.refs.Store(1)
 	s.portsOf(b)[b.port] = b
 	for i := range ifis {
 		ep, err := s.acquireEndpoint(&ifis[i])
 		if err != nil {
-			s.releaseLocked(b)
+			closing := s.releaseLocked(b)
+			s.mu.Unlock()
+			for _, ep := range closing {
+				ep.close()
+			}
 			return err
 		}
 		b.eps = append(b.eps, ep)
@@ -234,7 +307,10 @@ func (s *stack) bind(b *binding, ifis []net.Interface) error {
 	if len(ifis) == 1 {
 		b.ifindex = ifis[0].Index
 	}
-	s.publishLocked()
+	s.changedLocked()
+	s.mu.Unlock()
+	// A new port receives from the moment bind returns.
+	s.publish()
 	return nil
 }
 
@@ -277,9 +353,7 @@ func (s *stack) claimPort(b *binding) error {
 
 // retain adds a user to b, which release then removes.
 func (s *stack) retain(b *binding) {
-	s.mu.Lock()
-	b.refs++
-	s.mu.Unlock()
+	b.refs.Add(1)
 }
 
 // clientPortLinger is how long a client port outlives its last connection,
@@ -295,7 +369,7 @@ const clientPortLinger = 2 * time.Second
 func (s *stack) clientBinding(ifi *net.Interface) (*binding, error) {
 	s.mu.Lock()
 	if b := s.clients[ifi.Index]; b != nil {
-		b.refs++
+		b.refs.Add(1)
 		if b.linger != nil {
 			b.linger.Stop()
 			b.linger = nil
@@ -311,7 +385,7 @@ func (s *stack) clientBinding(ifi *net.Interface) (*binding, error) {
 	s.mu.Lock()
 	if old := s.clients[ifi.Index]; old != nil {
 		// Another dial got there first: use its port.
-		old.refs++
+		old.refs.Add(1)
 		s.mu.Unlock()
 		s.release(b)
 		return old, nil
@@ -322,11 +396,16 @@ func (s *stack) clientBinding(ifi *net.Interface) (*binding, error) {
 }
 
 // release drops a user of b; the last one gives up b's port and its endpoint
-// references (a client port after a while: see clientPortLinger).
+// references (a client port after a while: see clientPortLinger). Only the
+// last takes the stack's lock, so that connections ending together (on the
+// receive path, or the timer queue) do not queue for it.
 func (s *stack) release(b *binding) {
+	if b.refs.Add(-1) > 0 {
+		return
+	}
 	s.mu.Lock()
-	b.refs--
-	if b.refs > 0 {
+	if b.refs.Load() > 0 {
+		// A dial took the client port again meanwhile.
 		s.mu.Unlock()
 		return
 	}
@@ -338,7 +417,6 @@ func (s *stack) release(b *binding) {
 		return
 	}
 	closing := s.releaseLocked(b)
-	s.publishLocked()
 	s.mu.Unlock()
 	for _, ep := range closing {
 		ep.close()
@@ -348,14 +426,13 @@ func (s *stack) release(b *binding) {
 // releaseClient releases a client port that lingered unused.
 func (s *stack) releaseClient(b *binding) {
 	s.mu.Lock()
-	if b.refs > 0 || s.clients[b.ifindex] != b {
+	if b.refs.Load() > 0 || s.clients[b.ifindex] != b {
 		s.mu.Unlock()
 		return
 	}
 	delete(s.clients, b.ifindex)
 	b.linger = nil
 	closing := s.releaseLocked(b)
-	s.publishLocked()
 	s.mu.Unlock()
 	for _, ep := range closing {
 		ep.close()
@@ -363,10 +440,14 @@ func (s *stack) releaseClient(b *binding) {
 }
 
 // releaseLocked undoes bind and returns endpoints nobody uses any more, for
-// the caller to close once it has dropped the lock.
+// the caller to close once it has dropped the lock. The port is free at
+// once, here and host-wide; the tables, the filters and the host agent learn
+// of it from a publish soon after, one for any number of releases.
 func (s *stack) releaseLocked(b *binding) []*endpoint {
+	b.released.Store(true)
 	if ports := s.portsOf(b); ports[b.port] == b {
 		delete(ports, b.port)
+		s.publishSoonLocked()
 	}
 	if b.res != nil {
 		b.res.Close()
@@ -404,7 +485,7 @@ func (s *stack) acquireEndpoint(ifi *net.Interface) (*endpoint, error) {
 		ep.refs++
 		return ep, nil
 	}
-	data, ctl, err := s.filtersFor(ifi.HardwareAddr)
+	data, ctl, err := s.filtersFor(ifi.HardwareAddr, s.portListLocked(), s.dgramPortListLocked(), s.host)
 	if err != nil {
 		return nil, err
 	}
@@ -460,8 +541,7 @@ func (s *stack) claimNamesLocked() []string {
 // datagram ports), and its control socket's, which passes discovery and SYNs
 // to those ports, and, for the host agent, SYNs and probes to ports no
 // process on the host owns (see host.go).
-func (s *stack) filtersFor(mac net.HardwareAddr) (data, ctl []bpf.RawInstruction, err error) {
-	own := s.portListLocked()
+func (s *stack) filtersFor(mac net.HardwareAddr, own, dgram []uint16, h *host) (data, ctl []bpf.RawInstruction, err error) {
 	streamType := []uint8{uint8(typeStream)}
 	data, err = sys.Filter(sys.FilterConfig{
 		EtherType:    s.etherType,
@@ -470,14 +550,14 @@ func (s *stack) filtersFor(mac net.HardwareAddr) (data, ctl []bpf.RawInstruction
 		Rules: []sys.Rule{
 			{Types: streamType, FlagsAny: stream.FlagSYN},
 			{Types: streamType, Ports: own, InPorts: true},
-			{Types: []uint8{uint8(typeDatagram)}, Ports: s.dgramPortListLocked(), InPorts: true},
+			{Types: []uint8{uint8(typeDatagram)}, Ports: dgram, InPorts: true},
 		},
 	})
 	if err != nil {
 		return nil, nil, err
 	}
 	rules := []sys.Rule{{Types: []uint8{uint8(typeDiscovery)}, OtherPorts: true}}
-	if agent, others := s.host.isAgent(); agent {
+	if agent, others := h.isAgent(); agent {
 		rules = append(rules,
 			sys.Rule{Types: streamType, FlagsAny: stream.FlagSYN, Ports: others, OtherPorts: true},
 			sys.Rule{Types: streamType, FlagsAny: stream.FlagProbe, Ports: append(slices.Clone(others), own...), OtherPorts: true},
@@ -505,37 +585,90 @@ func (s *stack) portListLocked() []uint16 {
 	return ports
 }
 
-// publishLocked makes the port table visible to the receive path,
-// re-attaches the filters so the kernel passes exactly the ports now owned,
-// and tells the host agent.
-func (s *stack) publishLocked() {
+// changedLocked records a change that publish must pass on; s.mu is held.
+func (s *stack) changedLocked() {
+	s.pubGen++
+}
+
+// publishSoonLocked records a change and has publish pass it on in the
+// background; s.mu is held. Changes made before that publish starts share
+// it: 10,000 ports given up at once cost one filter update, not 10,000 of
+// growing size, and none is made on the caller's path (the receive loop,
+// the timer queue).
+func (s *stack) publishSoonLocked() {
+	s.pubGen++
+	if s.pubSoon {
+		return
+	}
+	s.pubSoon = true
+	s.goroutine(func() {
+		s.mu.Lock()
+		s.pubSoon = false
+		s.mu.Unlock()
+		s.publish()
+	})
+}
+
+// publish brings the receive path, the kernel filters and the host agent
+// up to date with the ports this process owns: it makes the port tables
+// visible to the receive path, re-attaches the filters (the swap is atomic
+// in the kernel: SO_ATTACH_FILTER) and tells the agent. It does the work
+// outside s.mu, so nothing that needs the stack's lock waits for it.
+func (s *stack) publish() {
+	s.pubMu.Lock()
+	defer s.pubMu.Unlock()
+	s.mu.Lock()
+	gen := s.pubGen
+	if gen == s.pubDone {
+		s.mu.Unlock()
+		return
+	}
 	m := make(map[uint16]*binding, len(s.ports))
 	for p, b := range s.ports {
 		m[p] = b
 	}
-	s.table.Store(&m)
-	s.publishDgramLocked()
-	s.publishFiltersLocked()
-	s.hostPortsChangedLocked()
-}
-
-// publishFiltersLocked re-attaches every endpoint's filters. The swap is
-// atomic in the kernel (SO_ATTACH_FILTER).
-func (s *stack) publishFiltersLocked() {
+	dm := make(map[uint16]*binding, len(s.dports))
+	for p, b := range s.dports {
+		dm[p] = b
+	}
+	ports, dgram := s.portListLocked(), s.dgramPortListLocked()
+	eps := make([]*endpoint, 0, len(s.endpoints))
 	for _, ep := range s.endpoints {
-		data, ctl, err := s.filtersFor(ep.hwaddrSlice())
+		eps = append(eps, ep)
+	}
+	h := s.host
+	s.mu.Unlock()
+
+	s.table.Store(&m)
+	s.dtable.Store(&dm)
+	for _, ep := range eps {
+		data, ctl, err := s.filtersFor(ep.hwaddrSlice(), ports, dgram, h)
 		if err == nil {
 			err = ep.l.SetFilter(data)
 		}
 		if err == nil {
 			err = ep.ctl.SetFilter(ctl)
 		}
-		if err != nil {
+		switch {
+		case err == nil:
+			ep.stats.filterUpdates.Add(1)
+		case !errors.Is(err, net.ErrClosed):
 			// The user-space demultiplexer still drops what the old filter
 			// lets through; count it rather than fail the caller.
 			ep.stats.filterErrors.Add(1)
 		}
 	}
+	h.tellPorts(ports)
+	s.pubDone = gen
+}
+
+// republish publishes at once a change made elsewhere (the agent role, the
+// other processes' ports, a MAC).
+func (s *stack) republish() {
+	s.mu.Lock()
+	s.changedLocked()
+	s.mu.Unlock()
+	s.publish()
 }
 
 // endpointsSnapshot returns the open endpoints, for statistics.
@@ -606,12 +739,13 @@ func (s *stack) close() bool {
 			b.linger.Stop()
 			b.linger = nil
 		}
-		if b.refs == 0 {
+		if b.refs.Load() == 0 {
 			closing = append(closing, s.releaseLocked(b)...)
 		}
 	}
-	s.publishLocked()
+	s.changedLocked()
 	s.mu.Unlock()
+	s.publish()
 	for _, ep := range closing {
 		ep.close()
 	}

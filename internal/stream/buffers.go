@@ -24,19 +24,48 @@ type heapChunks struct{}
 func (heapChunks) Get() *Chunk { return new(Chunk) }
 func (heapChunks) Put(*Chunk)  {}
 
-// chunkRing maps a sliding window of stream offsets, at most size bytes wide,
-// onto chunks: offset o lives in slot (o/chunkSize) mod len(slots), and
-// since a window of size bytes touches at most size/chunkSize+1 chunks,
-// two live offsets never share a slot by accident. Chunks are taken from the
-// pool when first written and returned by release.
+// chunkRing maps a sliding window of stream offsets onto chunks: offset o
+// lives in slot (o/chunkSize) mod len(slots). The slots grow (fit) to cover
+// the live offsets, so a window of w bytes needs at most w/chunkSize+1 of
+// them and two live offsets never share a slot by accident; a connection
+// that never sent or received data has none. Chunks are taken from the pool
+// when first written and returned by release.
 type chunkRing struct {
 	slots []*Chunk
 	pool  ChunkPool
 	held  int // chunks currently taken from the pool
 }
 
-func newChunkRing(size int, pool ChunkPool) chunkRing {
-	return chunkRing{slots: make([]*Chunk, size/chunkSize+2), pool: pool}
+func newChunkRing(pool ChunkPool) chunkRing {
+	return chunkRing{pool: pool}
+}
+
+// fit makes room for offsets [lo, hi), keeping the chunks of the live
+// offsets [lo, live). The slots at least double when they grow, so a
+// steady window stops growing them after a few writes.
+func (r *chunkRing) fit(lo, live, hi uint64) {
+	if hi <= lo {
+		return
+	}
+	need := int((hi-1)/chunkSize - lo/chunkSize + 1)
+	if need <= len(r.slots) {
+		return
+	}
+	n := max(need, 2*len(r.slots), 4)
+	slots := make([]*Chunk, n)
+	if len(r.slots) > 0 {
+		for k := lo / chunkSize; k*chunkSize < live; k++ {
+			slots[k%uint64(n)] = r.slots[k%uint64(len(r.slots))]
+		}
+	}
+	r.slots = slots
+}
+
+// shrink gives back the slots of a ring that holds no chunk.
+func (r *chunkRing) shrink() {
+	if r.held == 0 {
+		r.slots = nil
+	}
 }
 
 func (r *chunkRing) slot(off uint64) **Chunk {
@@ -107,7 +136,7 @@ type sendBuffer struct {
 }
 
 func newSendBuffer(limit int, pool ChunkPool) sendBuffer {
-	return sendBuffer{ring: newChunkRing(limit, pool), limit: limit}
+	return sendBuffer{ring: newChunkRing(pool), limit: limit}
 }
 
 func (b *sendBuffer) free() int { return max(b.limit-int(b.end-b.una), 0) }
@@ -118,6 +147,7 @@ func (b *sendBuffer) write(p []byte) int {
 	if n <= 0 {
 		return 0
 	}
+	b.ring.fit(b.una, b.end, b.end+uint64(n))
 	b.ring.write(b.end, p[:n])
 	b.end += uint64(n)
 	return n
@@ -153,7 +183,7 @@ type recvBuffer struct {
 // packet and a half at MTU 1500) and at least 64: beyond that, a piece
 // that would open yet another hole is dropped and comes again later.
 func newRecvBuffer(limit int, pool ChunkPool) recvBuffer {
-	return recvBuffer{ring: newChunkRing(limit, pool), maxRange: recvMaxRanges(limit)}
+	return recvBuffer{ring: newChunkRing(pool), maxRange: recvMaxRanges(limit)}
 }
 
 func recvMaxRanges(limit int) int { return min(max(limit/2048, 64), 1<<16) }
@@ -209,6 +239,7 @@ func (b *recvBuffer) insert(off uint64, p []byte) (fresh int, ok bool) {
 	if len(b.have.r) >= b.maxRange && b.have.wouldSplit(lo, hi) {
 		return 0, false
 	}
+	b.ring.fit(b.readOff, b.highest(), max(hi, b.highest()))
 	// Copy only the gaps: duplicates cost no copying and never overwrite.
 	for cur := lo; cur < hi; {
 		g := b.have.firstGap(cur, hi)

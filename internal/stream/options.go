@@ -33,7 +33,6 @@ func (e *Engine) SetUserTimeout(d time.Duration) {
 // only stops writes until acknowledgments make room.
 func (e *Engine) SetSendBuffer(n int) {
 	n = bufferSize(n)
-	e.sbuf.ring.cover(e.sbuf.una, e.sbuf.end, n)
 	e.sbuf.limit = n
 	e.cfg.SendBuffer = n
 }
@@ -45,7 +44,6 @@ func (e *Engine) SetSendBuffer(n int) {
 func (e *Engine) SetRecvBuffer(n int) {
 	n = bufferSize(n)
 	b := &e.rbuf
-	b.ring.cover(b.readOff, b.highest(), max(n, int(e.rcvMaxAdv-b.readOff)))
 	b.maxRange = max(b.maxRange, recvMaxRanges(n))
 	e.cfg.RecvBuffer = n
 	e.rcvWindow = min(e.rcvWindow, uint64(n))
@@ -56,18 +54,4 @@ func bufferSize(n int) int {
 		return DefaultBuffer
 	}
 	return min(n, maxStreamBuffer)
-}
-
-// cover makes the ring able to hold a window of size bytes, keeping the
-// chunks that hold offsets [lo, hi). It never shrinks.
-func (r *chunkRing) cover(lo, hi uint64, size int) {
-	n := size/chunkSize + 2
-	if n <= len(r.slots) {
-		return
-	}
-	slots := make([]*Chunk, n)
-	for k := lo / chunkSize; k*chunkSize < max(hi, lo+1); k++ {
-		slots[k%uint64(n)] = r.slots[k%uint64(len(r.slots))]
-	}
-	r.slots = slots
 }

@@ -6,17 +6,18 @@ import (
 
 // Loss detection and recovery constants (RFC 9002 unless said otherwise).
 const (
-	timerGranularity = time.Millisecond       // kGranularity: no timer is shorter
-	maxAckDelay      = time.Millisecond       // how long a receiver may sit on an ACK; a protocol constant here
-	initialRTT       = 100 * time.Millisecond // RTT assumed before any sample (the server without a client estimate)
-	maxPTO           = time.Second            // backoff cap (the smoothed RTT if longer): a dead peer is probed at least this often
-	packetThreshold  = 3                      // kPacketThreshold
-	maxPktThreshold  = 256                    // adaptive reordering threshold cap
-	maxPNJump        = 1 << 24                // a packet number this far ahead of the largest seen is not believed
-	maxTrackedRanges = 64                     // received packet-number ranges remembered for ACKs
-	maxLostRecords   = 1024                   // recently lost packets kept to recognise spurious losses
-	maxNonEliciting  = 16                     // ACK-only packets in a row before one carries a PING
-	persistentFactor = 3                      // kPersistentCongestionThreshold
+	timerGranularity  = time.Millisecond       // kGranularity: no timer is shorter
+	maxAckDelay       = time.Millisecond       // how long a receiver may sit on an ACK; a protocol constant here
+	initialRTT        = 100 * time.Millisecond // RTT assumed before any sample (the server without a client estimate)
+	maxPTO            = time.Second            // backoff cap (the smoothed RTT if longer): a dead peer is probed at least this often
+	packetThreshold   = 3                      // kPacketThreshold
+	maxPktThreshold   = 256                    // adaptive reordering threshold cap
+	maxPNJump         = 1 << 24                // a packet number this far ahead of the largest seen is not believed
+	maxTrackedRanges  = 64                     // received packet-number ranges remembered for ACKs
+	maxLostRecords    = 1024                   // recently lost packets kept to recognise spurious losses
+	maxNonEliciting   = 16                     // ACK-only packets in a row before one carries a PING
+	controlProbeFloor = 250 * time.Millisecond // first probe timeout of a flight without data (ptoPeriod)
+	persistentFactor  = 3                      // kPersistentCongestionThreshold
 )
 
 // sentPacket is what the sender remembers about a packet until it is
@@ -55,7 +56,9 @@ const (
 // sentRing holds sentPacket records for packet numbers [base, base+n),
 // consecutive because every packet gets the next number. Resolved records are
 // dropped from the front, so base is the oldest packet that may still be
-// acknowledged or lost. It grows by doubling and never shrinks.
+// acknowledged or lost. It grows by doubling from sentRingMin records (an
+// idle connection needs a few); Engine.compact gives an empty ring's buffer
+// back once the connection has gone quiet.
 type sentRing struct {
 	buf  []sentPacket
 	head int
@@ -70,7 +73,7 @@ func (r *sentRing) reset(base uint64) {
 // push appends the record for packet number base+n.
 func (r *sentRing) push(p sentPacket) {
 	if r.n == len(r.buf) {
-		nb := make([]sentPacket, max(64, 2*len(r.buf)))
+		nb := make([]sentPacket, max(sentRingMin, 2*len(r.buf)))
 		for i := 0; i < r.n; i++ {
 			nb[i] = r.buf[(r.head+i)&(len(r.buf)-1)]
 		}
@@ -78,6 +81,16 @@ func (r *sentRing) push(p sentPacket) {
 	}
 	r.buf[(r.head+r.n)&(len(r.buf)-1)] = p
 	r.n++
+}
+
+// sentRingMin is the records a ring starts with; a power of two.
+const sentRingMin = 8
+
+// shrink gives back the buffer of an empty ring.
+func (r *sentRing) shrink() {
+	if r.n == 0 {
+		r.buf, r.head = nil, 0
+	}
 }
 
 // at returns the record for pn, or nil if pn is outside the ring.
@@ -396,8 +409,42 @@ func (e *Engine) lossTimer() time.Duration {
 	return 0
 }
 
-// ptoPeriod is the current probe timeout with exponential backoff.
-func (e *Engine) ptoPeriod() time.Duration { return e.backoff(e.ptoCount) }
+// ptoPeriod is the current probe timeout with exponential backoff. A
+// flight of nothing but PING, ACK and CONFIRM frames (a keepalive, a probe
+// on a hint, the handshake's third packet) starts from at least
+// controlProbeFloor: nothing waits on it but the detection of a dead peer,
+// which takes the keepalive probe timeout or the user timeout anyway. On a
+// LAN whose probe timeout is a millisecond or two, a peer busy for a tenth
+// of a second would otherwise draw half a dozen probes from every one of
+// its connections at once: 100,000 idle connections probed twice as often
+// as they pinged, and a busier moment grew into a storm of probes that
+// overflowed the peer's socket and failed connections.
+func (e *Engine) ptoPeriod() time.Duration {
+	if e.controlOnly() {
+		limit := e.cfg.UserTimeout
+		if ka := e.cfg.KeepAlive; ka > 0 {
+			limit = min(limit, ka, keepAliveProbeTimeout)
+		}
+		floor := min(controlProbeFloor, limit/8)
+		return min(max(e.basePTO(), floor)<<min(e.ptoCount, 20), max(maxPTO, limit/4, e.rtt.smoothed))
+	}
+	return e.backoff(e.ptoCount)
+}
+
+// controlOnly reports whether every packet in flight carries nothing but
+// PING, ACK and CONFIRM frames.
+func (e *Engine) controlOnly() bool {
+	if e.elicitInFlight == 0 {
+		return false
+	}
+	for i := range e.sent.n {
+		p := e.sent.at(e.sent.base + uint64(i))
+		if p.state == spLive && p.flags&^(spInFlight|spPing|spAck|spConfirm) != 0 {
+			return false
+		}
+	}
+	return true
+}
 
 // backoff is the base probe timeout doubled count times, capped at maxPTO or
 // the smoothed RTT, whichever is larger. The cap holds even when the base is
@@ -441,7 +488,10 @@ func (e *Engine) onLossTimer(t time.Duration) {
 		e.ptoCount++
 		e.stats.PTOs++
 		e.probes = 1
-		if e.ptoCount > 1 {
+		if e.ptoCount > 1 && !e.controlOnly() {
+			// Two, so that one gets through a lossy path. A flight
+			// without data gets one: what delays its answer is more
+			// likely a busy peer, whom a second would only load more.
 			e.probes = 2
 		}
 	case e.flowBlocked():

@@ -1361,6 +1361,40 @@ func TestSimKeepAlive(t *testing.T) {
 	}
 }
 
+// TestSimKeepAliveSlowPeer: an idle connection's keepalive PINGs are not
+// probed again on a LAN's millisecond probe timeout when the peer answers
+// late (a busy host): a probe timeout of 2 ms against answers 20 ms late
+// made every keepalive cost three spurious probes and their ACKs.
+func TestSimKeepAliveSlowPeer(t *testing.T) {
+	seed := simSeed(t, 15)
+	cfg := Config{NoDelay: true, KeepAlive: 5 * time.Second}
+	p := newSimPair(t, seed, cfg)
+	p.b.listen[80].accept = func(c *simConn) { p.server = c }
+	p.dial(cfg)
+	p.n.run(10*time.Millisecond, nil)
+	p.n.link(p.a, p.b).delay, p.n.link(p.b, p.a).delay = 10*time.Millisecond, 10*time.Millisecond
+	if p.n.run(time.Minute, func() bool { return p.client.e.Err() != nil || p.server.e.Err() != nil }) {
+		t.Fatalf("live idle connection failed: %v %v", p.client.e.Err(), p.server.e.Err())
+	}
+	c, s := p.client.e.Stats(), p.server.e.Stats()
+	t.Logf("a minute idle, 20 ms RTT: client sent %d packets, %d probe timeouts; server %d, %d", c.PacketsSent, c.PTOs, s.PacketsSent, s.PTOs)
+	if c.PTOs+s.PTOs > 0 {
+		t.Errorf("%d probe timeouts on an idle connection whose peer answers within 20 ms", c.PTOs+s.PTOs)
+	}
+	// A dead peer is still noticed within the probe timeout.
+	died := p.n.now
+	p.kill(p.b, nil)
+	if !p.n.run(time.Minute, func() bool { return p.client.e.Err() != nil }) {
+		t.Fatal("dead idle peer never noticed")
+	}
+	if d := p.n.now - died; !errors.Is(p.client.e.Err(), ErrTimeout) || d > cfg.KeepAlive+keepAliveProbeTimeout+time.Millisecond {
+		t.Fatalf("err %v after %v", p.client.e.Err(), d)
+	}
+	if n := p.client.e.Stats().PTOs - c.PTOs; n < 3 {
+		t.Errorf("%d keepalive probes to a dead peer, want several", n)
+	}
+}
+
 // TestSimGarbage throws random packets at hosts and connections during a
 // transfer: random connection IDs, random packet numbers, random bodies and
 // structurally valid frames with nonsense values. Nothing panics and the

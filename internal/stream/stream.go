@@ -60,6 +60,7 @@ const (
 	minTimeWait       = 100 * time.Millisecond // TIME-WAIT lasts this or 3 PTOs, whichever is longer
 	userTimeoutRTTs   = 4                      // the user timeout lasts at least this many smoothed RTTs
 	verifyInterval    = 100 * time.Millisecond // at most one Verify probe per this, per connection
+	idleCompact       = time.Second            // quiet this long, a connection gives back memory (compact)
 	// A keepalive PING unanswered for this long (or the keepalive period,
 	// if shorter) fails the connection: with the probe timeout capped at
 	// 1 s, that is several probes.
@@ -202,7 +203,6 @@ type Engine struct {
 	lingerUntil  time.Duration // closed engine answers stray packets with RST until then
 
 	stats Stats
-	pv    packetView // scratch for receive
 }
 
 // Stats are an engine's cumulative counters (Engine.Stats); Info reports
@@ -424,7 +424,10 @@ func (e *Engine) Reset(err error) {
 // demultiplexed by connection ID). flags is the header's; nothing depends on
 // it. Malformed bodies are dropped whole.
 func (e *Engine) Receive(now time.Time, flags uint16, body []byte) {
-	pv := &e.pv
+	// The parsed packet lives on the caller's stack, not in the engine: it
+	// is as big as an idle engine, and only one packet at a time needs it.
+	var view packetView
+	pv := &view
 	if !parsePacket(body, pv) {
 		e.stats.Malformed++
 		return
@@ -934,7 +937,7 @@ func (e *Engine) buildPacket(t time.Duration, out []byte) (n int, probe bool) {
 	}
 	if rec.flags&spPing != 0 {
 		e.pingSend, e.probeSend = false, false
-		if e.kaProbeAt == 0 && e.cfg.KeepAlive > 0 && t-e.lastRecv >= e.cfg.KeepAlive {
+		if e.kaProbeAt == 0 && e.cfg.KeepAlive > 0 && t-e.lastRecv >= e.keepAliveIdle() {
 			e.kaProbeAt = t
 		}
 	}
@@ -1023,7 +1026,7 @@ func (e *Engine) NextTimer() time.Time {
 			if e.kaProbeAt != 0 {
 				at(e.kaProbeAt + min(ka, keepAliveProbeTimeout))
 			} else if e.elicitInFlight == 0 {
-				at(e.lastRecv + ka)
+				at(e.lastRecv + e.keepAliveIdle())
 			}
 		}
 		at(e.timeWait)
@@ -1057,12 +1060,13 @@ func (e *Engine) OnTimer(now time.Time) {
 		e.Fail(ErrTimeout)
 		return
 	}
+	e.compact(t)
 	if ka := e.cfg.KeepAlive; ka > 0 {
 		if e.kaProbeAt != 0 && t-e.kaProbeAt >= min(ka, keepAliveProbeTimeout) {
 			e.Fail(ErrTimeout)
 			return
 		}
-		if e.kaProbeAt == 0 && e.elicitInFlight == 0 && t-e.lastRecv >= ka {
+		if e.kaProbeAt == 0 && e.elicitInFlight == 0 && t-e.lastRecv >= e.keepAliveIdle() {
 			e.pingSend, e.probeSend = true, true
 		}
 	}
@@ -1077,6 +1081,45 @@ func (e *Engine) OnTimer(now time.Time) {
 		return
 	}
 	e.onLossTimer(t)
+}
+
+// keepAliveIdle is how long the connection idles before a keepalive PING:
+// the period less a jitter of up to an eighth of it, drawn afresh for each
+// idle stretch from the connection ID and the time it began. Both ends of
+// a connection start idling at the same packet; without jitter their PINGs
+// cross and both are answered, while with it one end's PING comes first
+// and restarts the other's idle time, so an idle connection costs one PING
+// and one ACK a period, not two of each. It also spreads the PINGs of
+// connections opened together.
+func (e *Engine) keepAliveIdle() time.Duration {
+	ka := e.cfg.KeepAlive
+	return ka - time.Duration(mix64(e.localCID^uint64(e.lastRecv))%uint64(ka/8+1))
+}
+
+// mix64 is splitmix64's finaliser: a cheap, well-spread hash.
+func mix64(z uint64) uint64 {
+	z += 0x9e3779b97f4a7c15
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return z ^ (z >> 31)
+}
+
+// compact gives back the memory a connection grew for traffic it no longer
+// has, once it has sent and received nothing for idleCompact: the sent
+// packet records, the buffers' chunk slots, the lost-packet records. Busy
+// connections keep what they grew, so moving data allocates nothing, while
+// one left idle after a bulk transfer shrinks to the size of a new one at
+// its next timer (the keepalive, say).
+func (e *Engine) compact(t time.Duration) {
+	if t-e.lastElicitSent < idleCompact || t-e.lastRecv < idleCompact {
+		return
+	}
+	e.sent.shrink()
+	e.sbuf.ring.shrink()
+	e.rbuf.ring.shrink()
+	if len(e.lostRecs) == 0 {
+		e.lostRecs = nil
+	}
 }
 
 // ---- Introspection ---------------------------------------------------------

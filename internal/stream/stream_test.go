@@ -744,3 +744,56 @@ func FuzzEngineReceive(f *testing.F) {
 		RefuseSYN(body, p.out)
 	})
 }
+
+// TestIdleMemory: a new connection holds no buffer memory of its own, and
+// one left idle after a bulk transfer gives back what it grew at its next
+// timer (the keepalive here), so that many idle connections stay small.
+func TestIdleMemory(t *testing.T) {
+	cfg := Config{NoDelay: true, KeepAlive: 5 * time.Second}
+	p := newTestPair(t, cfg, cfg)
+	p.flush()
+	for _, e := range []*Engine{p.c, p.s} {
+		if e.sbuf.ring.slots != nil || e.rbuf.ring.slots != nil || len(e.sent.buf) > sentRingMin {
+			t.Fatalf("new connection: %d send and %d receive slots, %d sent records", len(e.sbuf.ring.slots), len(e.rbuf.ring.slots), len(e.sent.buf))
+		}
+	}
+	data := make([]byte, 1<<20)
+	rbuf := make([]byte, 64<<10)
+	for range 8 {
+		p.c.Write(data)
+		p.flush()
+		for p.s.Read(rbuf) > 0 {
+		}
+		p.tick(time.Millisecond)
+	}
+	p.c.Write(data[:min(p.c.Writable(), len(data))])
+	p.flush()
+	if len(p.c.sent.buf) <= sentRingMin || len(p.c.sbuf.ring.slots) == 0 || len(p.s.rbuf.ring.slots) == 0 {
+		t.Fatalf("after bulk: %d sent records, %d send slots, %d receive slots", len(p.c.sent.buf), len(p.c.sbuf.ring.slots), len(p.s.rbuf.ring.slots))
+	}
+	for p.s.Read(rbuf) > 0 {
+		p.flush()
+	}
+	for range 20 {
+		p.tick(time.Millisecond)
+	}
+	if in := p.c.Info(p.now); in.SendBuffered != 0 || in.MemoryHeld != 0 {
+		t.Fatalf("not drained: %+v", in)
+	}
+	// Idle until each end's keepalive timer has fired (the other end's
+	// PING restarts its idle time): both give their memory back.
+	for range 150 {
+		p.tick(100 * time.Millisecond)
+	}
+	for _, e := range []*Engine{p.c, p.s} {
+		if e.sbuf.ring.slots != nil || e.rbuf.ring.slots != nil || len(e.sent.buf) > sentRingMin {
+			t.Errorf("idle: %d send and %d receive slots, %d sent records", len(e.sbuf.ring.slots), len(e.rbuf.ring.slots), len(e.sent.buf))
+		}
+	}
+	// And work as before.
+	p.c.Write(data[:100_000])
+	p.flush()
+	if got := readAll(p.s); len(got) != 100_000 {
+		t.Fatalf("read %d bytes after idling", len(got))
+	}
+}
