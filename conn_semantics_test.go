@@ -555,9 +555,12 @@ func TestConnInjectedFrames(t *testing.T) {
 	watchdog(t)
 	seed := testenv.Seed(t)
 	h := memHosts(t, memlink.Config{Seed: seed})
-	c, s := streamPair(t, h, listenB(t, h, nil))
-	defer c.Close()
-	defer s.Close()
+	ln := listenB(t, h, nil)
+	// The injector aims at whichever pair is transferring now.
+	type pair struct{ c, s *Conn }
+	var cur atomic.Pointer[pair]
+	c, s := streamPair(t, h, ln)
+	cur.Store(&pair{c, s})
 	evilA := h.seg.Attach("evil-as-b", h.bMAC) // sends to a, as b
 	evilB := h.seg.Attach("evil-as-a", h.aMAC) // sends to b, as a
 	defer evilA.Close()
@@ -575,11 +578,12 @@ func TestConnInjectedFrames(t *testing.T) {
 				return
 			default:
 			}
+			p := cur.Load()
 			for _, to := range []struct {
 				l        *memlink.Link
 				dst, src net.HardwareAddr
 				victim   *Conn
-			}{{evilA, h.aMAC, h.bMAC, c}, {evilB, h.bMAC, h.aMAC, s}} {
+			}{{evilA, h.aMAC, h.bMAC, p.c}, {evilB, h.bMAC, h.aMAC, p.s}} {
 				ms := make([]link.Message, 8)
 				for i := range ms {
 					f := forgeStream(rng, to.dst, to.src, to.victim)
@@ -592,17 +596,34 @@ func TestConnInjectedFrames(t *testing.T) {
 			time.Sleep(20 * time.Microsecond)
 		}
 	}()
-	// On a busy machine the injector gets few turns: keep transferring
-	// (4 MiB more each way at a time) until it has had its thousand frames.
-	d := loadBidi(t, c, s, 16<<20, seed)
-	for i := int64(1); injected.Load() < 1000 && i <= 20; i++ {
-		d += loadBidi(t, c, s, 4<<20, seed+i)
+	// The transfer half-closes at its end. On a busy machine the injector
+	// gets few turns: keep transferring on new pairs (4 MiB more each way
+	// at a time) until it has had its thousand frames.
+	var cst stream.Stats
+	d := time.Duration(0)
+	for i := int64(0); ; i++ {
+		size := int64(4 << 20)
+		if i == 0 {
+			size = 16 << 20
+		}
+		d += loadBidi(t, c, s, size, seed+i)
+		c.mu.Lock()
+		st := c.e.Stats()
+		c.mu.Unlock()
+		cst.Malformed += st.Malformed
+		cst.Challenges += st.Challenges
+		if injected.Load() >= 1000 || i == 20 {
+			break
+		}
+		c, s = streamPair(t, h, ln)
+		old := cur.Swap(&pair{c, s})
+		old.c.Close()
+		old.s.Close()
 	}
 	close(stop)
 	<-injectDone
-	c.mu.Lock()
-	cst := c.e.Stats()
-	c.mu.Unlock()
+	c.Close()
+	s.Close()
 	t.Logf("%d forged frames injected during transfers (16 MiB or more each way) of %v; client: %d rejected, %d challenged resets",
 		injected.Load(), d.Round(time.Millisecond), cst.Malformed, cst.Challenges)
 	if injected.Load() < 1000 {
