@@ -66,7 +66,7 @@ func newConn(s *stack, ep *endpoint, b *binding, cid uint64, remote *Addr) *Conn
 		b:        b,
 		cid:      cid,
 		remote:   remote,
-		local:    &Addr{HardwareAddr: net.HardwareAddr(ep.hwaddrSlice()), Port: b.port, Zone: ep.name},
+		local:    ep.addr(b.port),
 		linger:   -1,
 		readable: make(chan struct{}, 1),
 		writable: make(chan struct{}, 1),

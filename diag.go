@@ -284,7 +284,7 @@ func (s *stack) wireSockets(info bool) []wireSocket {
 		for _, b := range m {
 			local := &Addr{Port: b.port}
 			if len(b.eps) == 1 {
-				local.HardwareAddr, local.Zone = b.eps[0].hwaddrSlice(), b.eps[0].name
+				local = b.eps[0].addr(b.port)
 			}
 			bs = append(bs, bound{b, local})
 		}

@@ -87,6 +87,10 @@ func (s *stack) dial(ctx context.Context, d *Dialer, netw, address string) (*Con
 		s.release(b)
 		return nil, opError("dial", nil, remote, os.NewSyscallError("connect", syscall.ENETDOWN))
 	}
+	if remote, err = b.eps[0].remoteAddr(remote); err != nil {
+		s.release(b)
+		return nil, opError("dial", nil, nil, err)
+	}
 	cid, err := s.newCID()
 	if err != nil {
 		s.release(b)
@@ -126,10 +130,14 @@ func (s *stack) dial(ctx context.Context, d *Dialer, netw, address string) (*Con
 
 // resolveRemote parses a remote address and picks the interface to reach it.
 func (s *stack) resolveRemote(ctx context.Context, r *Resolver, netw, address string) (*Addr, *net.Interface, error) {
-	mac, zone, host, port, err := s.parseLocal(netw, address)
+	pa, err := s.parseLocal(netw, address)
 	if err != nil {
 		return nil, nil, err
 	}
+	if pa.ip.IsValid() {
+		return s.resolveUDP(pa, address)
+	}
+	mac, zone, host, port := pa.mac, pa.zone, pa.host, pa.port
 	if mac == nil && host == "" {
 		return nil, nil, &net.AddrError{Err: "missing host", Addr: address}
 	}

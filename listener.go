@@ -169,7 +169,7 @@ func (ln *Listener) input(ep *endpoint, h *header, body []byte) dropReason {
 	if ln.full() {
 		return dropQueueFull
 	}
-	remote := &Addr{HardwareAddr: net.HardwareAddr(append([]byte(nil), h.src[:]...)), Port: h.srcPort, Zone: ep.name}
+	remote := ep.peerAddr(h.src, h.srcPort)
 	ln.s.retain(ln.b)
 	c := newConn(ln.s, ep, ln.b, h.connID, remote)
 	c.e = stream.NewServer(ln.s.engineConfig(ep, ln.keep, ln.user), h.connID, params, now)

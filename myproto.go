@@ -100,6 +100,17 @@ type Config struct {
 	// NameLifetime is how long neighbours keep our names without hearing
 	// from us; we re-announce every third of it. 0 means 60 s.
 	NameLifetime time.Duration
+	// Bearers are the media the stack runs on, as TIPC's bearers: Ethernet
+	// interfaces (MediaEthernet) and UDP bearers (MediaUDP), which carry the
+	// same frames in UDP datagrams across routed networks (SPEC.md §18). nil
+	// means every up Ethernet interface, plus a UDP bearer named "udp" on
+	// the host's address that only addresses naming it use
+	// ("[192.0.2.7%udp]:80", "192.0.2.7:80", "udp:80"); with a list, an
+	// address naming no interface (":80", a name lookup) uses every bearer
+	// in it. A list without MediaEthernet never opens a packet socket, so
+	// the stack needs no privilege.
+	Bearers []Bearer
+
 	// OnNameConflict is called (from the stack's receive goroutine: do
 	// not block) when another station on a link holds or claims one of our
 	// names: a station that finds the name taken when it starts gives it up

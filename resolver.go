@@ -198,7 +198,7 @@ func (s *stack) lookupName(ctx context.Context, r *Resolver, name, zone string) 
 	now := time.Now()
 	for _, ep := range eps {
 		if n, ok := ep.disc.table.lookup(canon, now); ok {
-			return &Addr{HardwareAddr: net.HardwareAddr(append([]byte(nil), n.mac[:]...)), Zone: ep.name}, nil
+			return ep.peerAddr(n.mac, 0), nil
 		}
 	}
 	// Then the link.
@@ -207,7 +207,7 @@ func (s *stack) lookupName(ctx context.Context, r *Resolver, name, zone string) 
 		return nil, err
 	}
 	a := as[0]
-	return &Addr{HardwareAddr: net.HardwareAddr(append([]byte(nil), a.mac[:]...)), Zone: a.ep.name}, nil
+	return a.ep.peerAddr(a.mac, 0), nil
 }
 
 // lookupAddr finds the names of mac.
