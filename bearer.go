@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -136,8 +138,16 @@ func withBearers(cfg *Config, prov provider) (*bearerProvider, error) {
 		p.ns = pp.ns
 	}
 	if cfg.Bearers == nil {
-		p.eth, p.onDemand = true, true
-		p.udp = []*udpBearer{{name: MediaUDP, index: udpIndexBase, bearerPort: p.etherType}}
+		p.eth = true
+		b, env := envBearer()
+		ub, err := newUDPBearer(&b, 0, p.etherType)
+		if err != nil {
+			return nil, fmt.Errorf("myproto: %s: %v", env, err)
+		}
+		p.udp = []*udpBearer{ub}
+		// Configured through the environment, the host is on the UDP
+		// bearer's network; else the bearer is used where named.
+		p.onDemand = env == ""
 		return p, nil
 	}
 	names := map[string]bool{}
@@ -751,4 +761,27 @@ func (s *stack) baseProvider() provider {
 		return bp.provider
 	}
 	return s.prov
+}
+
+// Environment variables that configure the UDP bearer of a stack whose
+// Config has no Bearers, as MYPROTO_NAME names its node: for programs and
+// tools that take no Config.
+const (
+	envUDPLocal = "MYPROTO_UDP_LOCAL" // Bearer.Local
+	envUDPPeers = "MYPROTO_UDP_PEERS" // Bearer.Peers, separated by commas or spaces
+	envUDPGroup = "MYPROTO_UDP_GROUP" // Bearer.Group
+)
+
+// envBearer returns the default UDP bearer as the environment configures
+// it, and the variables that did (empty: none).
+func envBearer() (Bearer, string) {
+	b := Bearer{Media: MediaUDP, Local: os.Getenv(envUDPLocal), Group: os.Getenv(envUDPGroup)}
+	b.Peers = strings.FieldsFunc(os.Getenv(envUDPPeers), func(r rune) bool { return r == ',' || r == ' ' })
+	var set []string
+	for _, v := range []string{envUDPLocal, envUDPPeers, envUDPGroup} {
+		if os.Getenv(v) != "" {
+			set = append(set, "$"+v)
+		}
+	}
+	return b, strings.Join(set, ", ")
 }

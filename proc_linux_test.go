@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -515,6 +516,9 @@ func startPeer(t testing.TB, ns *sys.Netns, env ...string) *peerProc {
 	}
 	cmd.Stderr = &peerLog{p: p}
 	cmd.WaitDelay = time.Second
+	if slices.Contains(env, peerUnprivileged) {
+		cmd.SysProcAttr = unprivilegedAttr()
+	}
 	p.stdin = stdin
 	if ns == nil {
 		err = cmd.Start()

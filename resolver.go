@@ -318,8 +318,15 @@ func (s *stack) holdEndpoints(zone string) ([]*endpoint, func(), error) {
 	}
 	b := &binding{}
 	s.mu.Lock()
+	var denied error
 	for i := range ifis {
 		ep, err := s.acquireEndpoint(&ifis[i])
+		if err != nil && zone == "" && errors.Is(err, os.ErrPermission) {
+			// Without CAP_NET_RAW a lookup everywhere still works on
+			// the UDP bearers.
+			denied = err
+			continue
+		}
 		if err != nil {
 			closing := s.releaseLocked(b)
 			s.mu.Unlock()
@@ -329,6 +336,10 @@ func (s *stack) holdEndpoints(zone string) ([]*endpoint, func(), error) {
 			return nil, nil, err
 		}
 		b.eps = append(b.eps, ep)
+	}
+	if len(b.eps) == 0 && denied != nil {
+		s.mu.Unlock()
+		return nil, nil, denied
 	}
 	eps := slices.Clone(b.eps)
 	s.mu.Unlock()

@@ -1,0 +1,288 @@
+package myproto
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"io"
+	"math/big"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/net/nettest"
+
+	"github.com/myproto/myproto/internal/sys"
+	"github.com/myproto/myproto/internal/testenv"
+)
+
+// The UDP bearer across a router: hosts A and B on two IP subnets, and a
+// router between them that forwards IP and nothing else (testenv.NewRouted).
+
+// peerUnprivileged, among a peer's environment, makes startPeer run it as
+// a user without capabilities (see unprivilegedAttr).
+const peerUnprivileged = "MYPROTO_TEST_UNPRIVILEGED=1"
+
+// unprivilegedAttr runs a child as uid and gid 1000 in a user namespace of
+// its own: no capability at all, and none over the network namespace, which
+// an ancestor user namespace owns. It is what an ordinary user on any
+// machine has.
+func unprivilegedAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{
+		Cloneflags:  syscall.CLONE_NEWUSER,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 1000, HostID: os.Geteuid(), Size: 1}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 1000, HostID: os.Getegid(), Size: 1}},
+		Credential:  &syscall.Credential{Uid: 1000, Gid: 1000},
+	}
+}
+
+// routedHosts returns stacks on hosts A and B of a Routed topology, with
+// UDP bearers only (of the given family, 4 or 6), each the other's peer.
+func routedHosts(t testing.TB, r *testenv.Routed, family int) *testHosts {
+	t.Helper()
+	aIP, bIP := r.A4, r.B4
+	if family == 6 {
+		if !r.A6.IsValid() {
+			t.Skip("no IPv6 in this kernel")
+		}
+		aIP, bIP = r.A6, r.B6
+	}
+	mk := func(name string, ns *sys.Netns, local, peer netip.Addr) *stack {
+		cfg := Config{Name: name, Bearers: []Bearer{{Media: MediaUDP, Local: local.String(), Peers: []string{peer.String()}}}}
+		s := newStack(cfg, packetProvider{ns: ns})
+		if s.err != nil {
+			t.Fatal(s.err)
+		}
+		t.Cleanup(func() { s.close() })
+		return s
+	}
+	aMAC := sys.UDPMAC(netip.AddrPortFrom(aIP, DefaultEtherType), DefaultEtherType)
+	bMAC := sys.UDPMAC(netip.AddrPortFrom(bIP, DefaultEtherType), DefaultEtherType)
+	return &testHosts{
+		kind: "routed",
+		a:    mk("host-a", r.A, aIP, bIP),
+		b:    mk("host-b", r.B, bIP, aIP),
+		aIf:  "udp", bIf: "udp",
+		aMAC: aMAC[:], bMAC: bMAC[:],
+	}
+}
+
+// TestIntegrationUDPRouted: over the UDP bearer from A to B across the
+// router: nettest.TestConn, HTTPS with HTTP/2, 64 MiB checked by SHA-256,
+// a dial by name, and the same transfer with 5 % of the datagrams dropped
+// by the router; over IPv4 and IPv6.
+func TestIntegrationUDPRouted(t *testing.T) {
+	watchdog(t)
+	r := testenv.NewRouted(t, 0)
+	for _, family := range []int{4, 6} {
+		t.Run("ipv"+strconv.Itoa(family), func(t *testing.T) {
+			h := routedHosts(t, r, family)
+			ln := listenB(t, h, nil)
+			port := ln.Addr().(*Addr).Port
+			bIP := r.B4
+			if family == 6 {
+				bIP = r.B6
+			}
+			byIP := (&Addr{IP: bIP, Port: port, Zone: "udp"}).String()
+			if got := ln.Addr().String(); got != byIP {
+				t.Errorf("listener address %s, want %s", got, byIP)
+			}
+			t.Run("nettest", func(t *testing.T) {
+				nettest.TestConn(t, makePipe(h, ln))
+			})
+			t.Run("https-h2", func(t *testing.T) {
+				httpsOver(t, h, "udp:0", func(port uint16) string {
+					return (&Addr{IP: bIP, Port: port, Zone: "udp"}).String()
+				})
+			})
+			t.Run("64MiB", func(t *testing.T) { shaTransfer(t, h, ln, byIP, 64<<20) })
+			t.Run("name", func(t *testing.T) { shaTransfer(t, h, ln, "host-b:"+strconv.Itoa(int(port)), 1<<20) })
+			t.Run("loss5", func(t *testing.T) {
+				r.Loss(t, 5)
+				start := time.Now()
+				c := shaTransfer(t, h, ln, byIP, 64<<20)
+				t.Logf("5%% loss: 64 MiB in %v, %d packets lost, %d retransmitted",
+					time.Since(start).Round(time.Millisecond), c.PacketsLost, c.PacketsRetransmitted)
+				if c.PacketsLost == 0 {
+					t.Error("no packet was lost: is the router dropping?")
+				}
+			})
+		})
+	}
+}
+
+// shaTransfer sends n random bytes from a to b's listener at addr and
+// checks their SHA-256 on b. It returns the sender's figures.
+func shaTransfer(t *testing.T, h *testHosts, ln *Listener, addr string, n int) ConnInfo {
+	t.Helper()
+	type result struct {
+		sum [32]byte
+		n   int64
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		c, err := ln.AcceptMyproto()
+		if err != nil {
+			res <- result{err: err}
+			return
+		}
+		defer c.Close()
+		sh := sha256.New()
+		m, err := io.Copy(sh, c)
+		var r result
+		copy(r.sum[:], sh.Sum(nil))
+		r.n, r.err = m, err
+		res <- r
+	}()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	c, err := h.a.dial(ctx, &Dialer{}, "myproto", addr)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	defer c.Close()
+	rng := mrand.NewChaCha8([32]byte{byte(n)})
+	sh := sha256.New()
+	start := time.Now()
+	if _, err := io.Copy(io.MultiWriter(c, sh), io.LimitReader(rng, int64(n))); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	got := <-res
+	elapsed := time.Since(start)
+	if got.err != nil || got.n != int64(n) || !bytes.Equal(got.sum[:], sh.Sum(nil)) {
+		t.Fatalf("received %d bytes, %v; SHA-256 match %v", got.n, got.err, bytes.Equal(got.sum[:], sh.Sum(nil)))
+	}
+	info := c.Info()
+	t.Logf("%d MiB to %s (%v) in %v: %.2f Gbit/s, SHA-256 %x...", n>>20, addr, c.RemoteAddr(),
+		elapsed.Round(time.Millisecond), float64(n)*8/elapsed.Seconds()/1e9, got.sum[:4])
+	return info
+}
+
+// httpsOver serves HTTPS on b (listening on local) and fetches it twice from
+// a, at remote(port), over HTTP/2 (the second request reusing the
+// connection).
+func httpsOver(t *testing.T, h *testHosts, local string, remote func(port uint16) string) {
+	t.Helper()
+	cert, pool := testCert(t, "h2.example")
+	ln, err := h.b.listen(&ListenConfig{}, "myproto", local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "hello over %s from %s", r.Proto, r.RemoteAddr)
+		}),
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}},
+	}
+	go srv.ServeTLS(ln, "", "")
+	defer srv.Close()
+	to := remote(ln.Addr().(*Addr).Port)
+	client := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return h.a.dial(ctx, &Dialer{}, "myproto", to)
+		},
+		TLSClientConfig:   &tls.Config{RootCAs: pool},
+		ForceAttemptHTTP2: true,
+	}}
+	defer client.CloseIdleConnections()
+	for range 2 {
+		resp, err := client.Get("https://h2.example/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Proto != "HTTP/2.0" || resp.TLS.NegotiatedProtocol != "h2" || !strings.HasPrefix(string(body), "hello over HTTP/2.0 from [") {
+			t.Fatalf("%s %s: %q", resp.Proto, resp.TLS.NegotiatedProtocol, body)
+		}
+		t.Logf("%s: %s", to, body)
+	}
+}
+
+// testCert makes a certificate for name and a pool that trusts it.
+func testCert(t testing.TB, name string) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: name},
+		DNSNames:              []string{name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+}
+
+// TestIntegrationUDPUnprivileged: processes of a user without any
+// capability, on hosts A and B across the router, configured by the
+// environment alone ($MYPROTO_UDP_PEERS), serve and dial over the UDP
+// bearer, by IP address and by name; packet sockets stay refused to them.
+func TestIntegrationUDPUnprivileged(t *testing.T) {
+	watchdog(t)
+	r := testenv.NewRouted(t, 0)
+	srv := startPeer(t, r.B, "MYPROTO_NAME=nodeb", "MYPROTO_UDP_PEERS="+r.A4.String(), peerUnprivileged)
+	cli := startPeer(t, r.A, "MYPROTO_NAME=nodea", "MYPROTO_UDP_PEERS="+r.B4.String(), peerUnprivileged)
+	for _, p := range []*peerProc{srv, cli} {
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(string(status), "\n") {
+			// (Its uid, 1000 in its user namespace, shows here as ours.)
+			if f := strings.Fields(l); len(f) > 1 && (f[0] == "CapEff:" || f[0] == "CapPrm:") && f[1] != "0000000000000000" {
+				t.Fatalf("%s is privileged: %s", p.label, l)
+			}
+		}
+	}
+	port := srv.listen(t, "udp:0", "echo")
+	if s, err := srv.do(t, "listen eth0:0 echo"); err == nil || !strings.Contains(err.Error(), "CAP_NET_RAW") {
+		t.Errorf("listen on eth0 without CAP_NET_RAW: %q %v", s, err)
+	}
+	byIP := fmt.Sprintf("[%v%%udp]:%d", r.B4, port)
+	for _, addr := range []string{byIP, fmt.Sprintf("nodeb:%d", port)} {
+		reply := cli.must(t, "dial "+addr+" 5s")
+		f := strings.Fields(reply)
+		if len(f) != 3 || f[2] != byIP || !strings.HasPrefix(f[1], "["+r.A4.String()+"%udp]:") {
+			t.Errorf("dial %s: %q", addr, reply)
+		}
+		cli.must(t, "copy "+f[0]+" 8000000")
+	}
+}
