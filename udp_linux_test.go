@@ -286,3 +286,78 @@ func TestIntegrationUDPUnprivileged(t *testing.T) {
 		cli.must(t, "copy "+f[0]+" 8000000")
 	}
 }
+
+// BenchmarkIntegrationUDPBearer measures the UDP bearer beside the Ethernet
+// bearer and kernel TCP over the same veth pair in one run, at MTU 1500 and
+// 9000: bulk throughput of one connection and 1-byte ping-pong, with and
+// without segmentation offload (UDP_SEGMENT and UDP_GRO).
+//
+//	go test -run '^$' -bench IntegrationUDPBearer -benchtime 3s .
+//
+// Both ends run in this one process: a regression check, as
+// BenchmarkIntegrationStream. myproto perf and bench/run.sh measure
+// separate processes.
+func BenchmarkIntegrationUDPBearer(b *testing.B) {
+	for i, mtu := range []int{1500, 9000} {
+		h := vethHosts(b, mtu)
+		tcpLn := tcpListenB(b, h, i)
+		ipA := netip.MustParseAddr([...]string{"192.0.2", "198.51.100", "203.0.113"}[i] + ".1")
+		ipB := ipA.Next()
+		mpLn := listenB(b, h, nil)
+		udp := func(port uint16, noOffload bool) (*testHosts, *Listener) {
+			mk := func(name string, ns *sys.Netns, local, peer netip.Addr) *stack {
+				s := newStack(Config{Name: name, Bearers: []Bearer{{Media: MediaUDP, NoOffload: noOffload,
+					Local: netip.AddrPortFrom(local, port).String(), Peers: []string{netip.AddrPortFrom(peer, port).String()}}}},
+					packetProvider{ns: ns})
+				b.Cleanup(func() { s.close() })
+				return s
+			}
+			mac := sys.UDPMAC(netip.AddrPortFrom(ipB, port), port)
+			u := &testHosts{kind: "udp", a: mk("udp-a", nil, ipA, ipB), b: mk("udp-b", h.pair.NetnsB, ipB, ipA),
+				aIf: "udp", bIf: "udp", bMAC: mac[:]}
+			return u, listenB(b, u, nil)
+		}
+		u, uLn := udp(DefaultEtherType, false)
+		n, nLn := udp(DefaultEtherType+1, true)
+		dialers := []struct {
+			name string
+			h    *testHosts
+			dial func() (client, server net.Conn)
+		}{
+			{"tcp", nil, func() (net.Conn, net.Conn) { return tcpPair(b, tcpLn) }},
+			{"ethernet", h, func() (net.Conn, net.Conn) { return streamPair(b, h, mpLn) }},
+			{"udp", u, func() (net.Conn, net.Conn) { return streamPair(b, u, uLn) }},
+			{"udp-nooffload", n, func() (net.Conn, net.Conn) { return streamPair(b, n, nLn) }},
+		}
+		for _, d := range dialers {
+			b.Run(fmt.Sprintf("bulk/mtu=%d/%s", mtu, d.name), func(b *testing.B) {
+				c, s := d.dial()
+				defer c.Close()
+				defer s.Close()
+				var before []Stats
+				if d.h != nil {
+					before = d.h.b.stats()
+				}
+				benchBulk(b, c, s)
+				if d.h == nil {
+					return
+				}
+				after := d.h.b.stats()
+				b.ReportMetric(float64(after[0].KernelDrops-before[0].KernelDrops), "drops")
+				b.ReportMetric(float64(c.(*Conn).Info().PacketsRetransmitted), "retx")
+				if ep := c.(*Conn).ep; ep.udp != nil {
+					gso, _ := ep.udp.Offload()
+					_, gro := s.(*Conn).ep.udp.Offload()
+					b.ReportMetric(float64(gso), "gso-runs")
+					b.ReportMetric(float64(gro), "gro-runs")
+				}
+			})
+			b.Run(fmt.Sprintf("pingpong/mtu=%d/%s", mtu, d.name), func(b *testing.B) {
+				c, s := d.dial()
+				defer c.Close()
+				defer s.Close()
+				benchPingPong(b, c, s)
+			})
+		}
+	}
+}
