@@ -31,6 +31,7 @@ type Conn struct {
 	b             *binding // the port; shared with the listener for accepted conns
 	local, remote *Addr
 	cid           uint64  // our connection ID: the demultiplexing key
+	msg           bool    // a message connection (msgconn.go): its SYN says so
 	peer          [6]byte // the peer's MAC
 	src           [6]byte // ours when the connection began: its frames' source
 
@@ -121,6 +122,9 @@ func (c *Conn) flush() {
 			bl, flags, dst := c.e.NextPacket(now, buf[offBody:c.ep.frameSize()])
 			if bl == 0 {
 				break
+			}
+			if c.msg && flags&stream.FlagSYN != 0 {
+				flags |= flagMessage
 			}
 			h := header{dst: c.peer, src: c.src, etherType: c.s.etherType, typ: typeStream,
 				flags: flags, srcPort: c.local.Port, dstPort: c.remote.Port, connID: dst}

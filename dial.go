@@ -32,6 +32,8 @@ type Dialer struct {
 	// Resolver resolves node names ("nodeb:80"); nil means DefaultResolver
 	// (its Config is not used: names are looked up by the Dialer's stack).
 	Resolver *Resolver
+
+	msg bool // DialMsg: a message connection
 }
 
 // Dial connects to the address on the named network, which must be
@@ -97,6 +99,7 @@ func (s *stack) dial(ctx context.Context, d *Dialer, netw, address string) (*Con
 		return nil, opError("dial", nil, remote, err)
 	}
 	c := newConn(s, b.eps[0], b, cid, remote)
+	c.msg = d.msg
 	c.e = stream.NewClient(s.engineConfig(b.eps[0], d.KeepAlive, d.UserTimeout), cid, time.Now())
 	s.conns.Store(cid, c)
 	c.flush() // the SYN

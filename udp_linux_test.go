@@ -121,6 +121,26 @@ func TestIntegrationUDPRouted(t *testing.T) {
 					t.Error("no packet was lost: is the router dropping?")
 				}
 			})
+			t.Run("messages-loss5", func(t *testing.T) {
+				r.Loss(t, 5)
+				c, s := msgPair(t, h)
+				sizes := msgSizes(mrand.New(mrand.NewPCG(4, 5)))[:60]
+				go func() {
+					for i, n := range sizes {
+						if _, err := c.Write(msgBody(i, n)); err != nil {
+							return
+						}
+					}
+				}()
+				buf := make([]byte, 1<<20)
+				for i, n := range sizes {
+					k, err := s.Read(buf)
+					if err != nil || k != n || !bytes.Equal(buf[:k], msgBody(i, n)) {
+						t.Fatalf("message %d: %d bytes, want %d: %v", i, k, n, err)
+					}
+				}
+				t.Logf("%d messages of 0 B to 1 MiB, %d packets lost", len(sizes), c.Info().PacketsLost)
+			})
 		})
 	}
 }

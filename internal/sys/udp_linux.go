@@ -261,6 +261,11 @@ func (l *UDPLink) setup() error {
 	l.cast.fixed = slices.DeleteFunc(l.cast.fixed, func(p netip.AddrPort) bool {
 		return p == l.local || p.Addr().Is6() != l.v6
 	})
+	for _, p := range l.cast.fixed {
+		if !p.Addr().IsMulticast() {
+			l.peers.pin(UDPMAC(p, cfg.BearerPort), p)
+		}
+	}
 	l.cast.rebuild(time.Now())
 	l.ctl = &udpControl{l: l, done: make(chan struct{})}
 	l.queue.init(udpControlQueue)
@@ -1099,12 +1104,14 @@ func (q *frameQueue) close() {
 	}
 }
 
-// udpPeers maps hashed virtual MACs to the addresses they stand for: those
-// learned from frames (whose source MAC was checked against their address)
-// and those the stack was given to send to. Two generations bound it: when
-// the current one is full it becomes the old one, and the old one goes.
+// udpPeers maps hashed virtual MACs to the addresses they stand for: the
+// configured peers, pinned, and those learned from frames (whose source MAC
+// was checked against their address) or given by the stack to send to. Two
+// generations bound the learned ones: when the current one is full it
+// becomes the old one, and the old one goes.
 type udpPeers struct {
 	mu       sync.RWMutex
+	pinned   map[[6]byte]netip.AddrPort
 	cur, old map[[6]byte]netip.AddrPort
 }
 
@@ -1114,8 +1121,23 @@ func (t *udpPeers) lookup(mac [6]byte) (netip.AddrPort, bool) {
 	if ap, ok := t.cur[mac]; ok {
 		return ap, true
 	}
+	if ap, ok := t.pinned[mac]; ok {
+		return ap, true
+	}
 	ap, ok := t.old[mac]
 	return ap, ok
+}
+
+func (t *udpPeers) pin(mac [6]byte, ap netip.AddrPort) {
+	if mac[0] == 0x02 {
+		return // the IPv4 form needs no table
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.pinned == nil {
+		t.pinned = make(map[[6]byte]netip.AddrPort)
+	}
+	t.pinned[mac] = ap
 }
 
 func (t *udpPeers) learn(mac [6]byte, ap netip.AddrPort) {
