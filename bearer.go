@@ -52,15 +52,18 @@ type Bearer struct {
 
 	// The fields below are the UDP bearer's.
 
+	// Port is the bearer port, which all hosts must agree on, as on the
+	// EtherType: a station at it is reached by IP address alone, and its
+	// virtual MAC shows its IPv4 address (SPEC.md §18). 0 means the
+	// EtherType (0x88B5 = 34997).
+	Port uint16
 	// Local is the bearer's own address: "IP", "IP:PORT", ":PORT" or "".
 	// Without an IP address the bearer takes the host's: its only global
 	// unicast address, else the source address of its route to the
-	// Internet, else the first global one, else 127.0.0.1. The port is the
-	// bearer port, which all hosts must agree on, as on the EtherType; it
-	// defaults to the EtherType (0x88B5 = 34997). When it was not given and
-	// another process on this host holds it, the bearer takes an ephemeral
-	// port: the process is then reached by name, not by IP address ("#PORT"
-	// says where, see Addr).
+	// Internet, else the first global one, else 127.0.0.1. Without a port
+	// it binds the bearer port, or, when another process on this host
+	// holds that, an ephemeral one: the process is then reached by name,
+	// or by an address that gives the port ("[192.0.2.7#40000%udp]:80").
 	Local string
 	// Peers are the other hosts' bearers, "IP", "IP:PORT", "HOST" or
 	// "HOST:PORT" (resolved by DNS when the bearer opens; the port defaults
@@ -181,6 +184,9 @@ func withBearers(cfg *Config, prov provider) (*bearerProvider, error) {
 func newUDPBearer(b *Bearer, n int, etherType uint16) (*udpBearer, error) {
 	ub := &udpBearer{name: b.Name, index: udpIndexBase + n, bearerPort: etherType,
 		peers: slices.Clone(b.Peers), group: b.Group, mtu: b.MTU, noOffload: b.NoOffload}
+	if b.Port != 0 {
+		ub.bearerPort = b.Port
+	}
 	if ub.name == "" {
 		ub.name = MediaUDP
 		if n > 0 {
@@ -199,9 +205,6 @@ func newUDPBearer(b *Bearer, n int, etherType uint16) (*udpBearer, error) {
 			return nil, fmt.Errorf("bad Local %q: not a unicast address", b.Local)
 		}
 		ub.ip, ub.port = ip, port
-		if port != 0 {
-			ub.bearerPort = port
-		}
 	}
 	for _, peer := range b.Peers {
 		if _, _, err := splitPeer(peer); err != nil {
@@ -592,10 +595,15 @@ func defaultBearerAddr(name string) *Addr {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	a := &Addr{HardwareAddr: ifi.HardwareAddr, Zone: name}
+	var ap netip.AddrPort
 	if b.link != nil {
-		a.IP = b.link.LocalAddr().Addr()
+		ap = b.link.LocalAddr()
 	} else {
-		a.IP = b.addrLocked(bp)
+		ap = netip.AddrPortFrom(b.addrLocked(bp), b.bindPort())
+	}
+	a.IP = ap.Addr()
+	if ap.Port() != b.bearerPort {
+		a.UDPPort = ap.Port()
 	}
 	return a
 }

@@ -327,7 +327,7 @@ func BenchmarkIntegrationUDPBearer(b *testing.B) {
 		udp := func(port uint16, noOffload bool) (*testHosts, *Listener) {
 			mk := func(name string, ns *sys.Netns, local, peer netip.Addr) *stack {
 				s := newStack(Config{Name: name, Bearers: []Bearer{{Media: MediaUDP, NoOffload: noOffload,
-					Local: netip.AddrPortFrom(local, port).String(), Peers: []string{netip.AddrPortFrom(peer, port).String()}}}},
+					Port: port, Local: local.String(), Peers: []string{peer.String()}}}},
 					packetProvider{ns: ns})
 				b.Cleanup(func() { s.close() })
 				return s

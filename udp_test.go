@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -47,7 +46,7 @@ func udpHosts(t testing.TB, cfgs ...func(*Bearer)) *testHosts {
 	t.Helper()
 	port := freeUDPPort(t)
 	mk := func(name, local, peer string) *stack {
-		b := Bearer{Media: MediaUDP, Local: local + ":" + strconv.Itoa(int(port)), Peers: []string{peer}}
+		b := Bearer{Media: MediaUDP, Port: port, Local: local, Peers: []string{peer}}
 		for _, f := range cfgs {
 			f(&b)
 		}
