@@ -309,3 +309,29 @@ func FuzzParseAddress(f *testing.F) {
 		}
 	})
 }
+
+// TestUDPBearerPing: discovery echo (ping) to a UDP bearer station by IP
+// address and by name.
+func TestUDPBearerPing(t *testing.T) {
+	watchdog(t)
+	h := udpHosts(t)
+	pb, err := h.b.listenPacket("myproto", "udp:0") // opens b's bearer
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pb.Close()
+	for _, to := range []string{"127.0.0.2", "[127.0.0.2%udp]", "host-b"} {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		p, err := h.a.newPinger(ctx, to, nil)
+		if err != nil {
+			cancel()
+			t.Fatalf("ping %s: %v", to, err)
+		}
+		rep, err := p.Ping(ctx)
+		p.Close()
+		cancel()
+		if err != nil || p.Addr().String() != "[127.0.0.2%udp]:0" {
+			t.Fatalf("ping %s (%v): %+v, %v", to, p.Addr(), rep, err)
+		}
+	}
+}
