@@ -208,6 +208,8 @@ type wireStats struct {
 	BytesOut      uint64         `json:"bytes_out"`
 	KernelPackets uint64         `json:"kernel_packets"`
 	KernelDrops   uint64         `json:"kernel_drops"`
+	ControlPkts   uint64         `json:"control_packets"`
+	ControlDrops  uint64         `json:"control_drops"`
 	Drops         wireDropsStats `json:"drops"`
 }
 
@@ -228,13 +230,15 @@ type wireDropsStats struct {
 func toWireStats(st *Stats) wireStats {
 	return wireStats{Interface: st.Interface, FramesIn: st.FramesIn, BytesIn: st.BytesIn,
 		FramesOut: st.FramesOut, BytesOut: st.BytesOut, KernelPackets: st.KernelPackets,
-		KernelDrops: st.KernelDrops, Drops: wireDropsStats(st.Drops)}
+		KernelDrops: st.KernelDrops, ControlPkts: st.ControlPackets, ControlDrops: st.ControlDrops,
+		Drops: wireDropsStats(st.Drops)}
 }
 
 func (w *wireStats) stats() Stats {
 	return Stats{Interface: w.Interface, FramesIn: w.FramesIn, BytesIn: w.BytesIn,
 		FramesOut: w.FramesOut, BytesOut: w.BytesOut, KernelPackets: w.KernelPackets,
-		KernelDrops: w.KernelDrops, Drops: DropStats(w.Drops)}
+		KernelDrops: w.KernelDrops, ControlPackets: w.ControlPkts, ControlDrops: w.ControlDrops,
+		Drops: DropStats(w.Drops)}
 }
 
 // wireEvent is an Event without its process.

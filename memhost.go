@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/myproto/myproto/internal/link"
 	"github.com/myproto/myproto/internal/memlink"
@@ -102,27 +103,7 @@ func (h *memHost) dialHost(name string) (net.Conn, error) {
 	if l == nil {
 		return nil, os.NewSyscallError("connect", syscall.ECONNREFUSED)
 	}
-	// SOCK_CLOEXEC is not everywhere (darwin): close-on-exec is set under
-	// the fork lock instead, as package syscall does.
-	syscall.ForkLock.RLock()
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
-	if err == nil {
-		syscall.CloseOnExec(fds[0])
-		syscall.CloseOnExec(fds[1])
-	}
-	syscall.ForkLock.RUnlock()
-	if err != nil {
-		return nil, err
-	}
-	var ends [2]net.Conn
-	for i, fd := range fds {
-		f := os.NewFile(uintptr(fd), "memhost")
-		ends[i], err = net.FileConn(f)
-		f.Close()
-		if err != nil {
-			return nil, err
-		}
-	}
+	ends := memPipe()
 	select {
 	case l.conns <- ends[1]:
 		return ends[0], nil
@@ -212,3 +193,82 @@ func init() {
 		return &Stack{s: s}, nil
 	}
 }
+
+// memPipe returns the two ends of an in-memory stream connection that, like
+// a Unix socket pair and unlike net.Pipe, buffers what is written: both
+// sides of the host agent's protocol write first and read after. Closing
+// either end ends the other's reads with io.EOF once it has read what came
+// before, and fails its writes.
+func memPipe() [2]net.Conn {
+	a, b := &memQueue{}, &memQueue{}
+	a.cond.L, b.cond.L = &a.mu, &b.mu
+	return [2]net.Conn{&memEnd{in: a, out: b}, &memEnd{in: b, out: a}}
+}
+
+// memQueue is one direction of a memPipe.
+type memQueue struct {
+	mu     sync.Mutex
+	cond   sync.Cond
+	buf    []byte
+	closed bool
+}
+
+func (q *memQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.cond.Broadcast()
+	q.mu.Unlock()
+}
+
+// memEnd is one end of a memPipe. Deadlines are accepted and ignored:
+// writes never block, and the host agent sets none on reads.
+type memEnd struct {
+	in, out *memQueue
+	once    sync.Once
+}
+
+func (e *memEnd) Read(b []byte) (int, error) {
+	q := e.in
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.buf) == 0 && !q.closed {
+		q.cond.Wait()
+	}
+	if len(q.buf) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(b, q.buf)
+	q.buf = q.buf[n:]
+	return n, nil
+}
+
+func (e *memEnd) Write(b []byte) (int, error) {
+	q := e.out
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return 0, net.ErrClosed
+	}
+	q.buf = append(q.buf, b...)
+	q.cond.Broadcast()
+	return len(b), nil
+}
+
+func (e *memEnd) Close() error {
+	e.once.Do(func() {
+		e.in.close()
+		e.out.close()
+	})
+	return nil
+}
+
+func (e *memEnd) LocalAddr() net.Addr                { return memPipeAddr{} }
+func (e *memEnd) RemoteAddr() net.Addr               { return memPipeAddr{} }
+func (e *memEnd) SetDeadline(t time.Time) error      { return nil }
+func (e *memEnd) SetReadDeadline(t time.Time) error  { return nil }
+func (e *memEnd) SetWriteDeadline(t time.Time) error { return nil }
+
+type memPipeAddr struct{}
+
+func (memPipeAddr) Network() string { return "memhost" }
+func (memPipeAddr) String() string  { return "memhost" }

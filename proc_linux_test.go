@@ -66,7 +66,8 @@ import (
 //	pid                                              ok PID
 //	exit                                             (exits)
 //
-// The peer exits when its standard input closes.
+// Other files add verbs to peerVerbs (flood_linux_test.go: synflood, bulk,
+// dials, ctlstats). The peer exits when its standard input closes.
 
 // envPeer makes TestMain run runPeer.
 const envPeer = "MYPROTO_PEER"
@@ -433,8 +434,15 @@ func (p *peerState) run(verb string, args []string) (string, error) {
 		}
 		return "", pc.c.Close()
 	}
+	if fn := peerVerbs[verb]; fn != nil {
+		return fn(p, args)
+	}
 	return "", fmt.Errorf("unknown verb %q", verb)
 }
+
+// peerVerbs are verbs defined in other files, registered from their init
+// functions.
+var peerVerbs = map[string]func(p *peerState, args []string) (string, error){}
 
 func firstArg(args []string) string {
 	if len(args) == 0 {

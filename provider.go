@@ -41,6 +41,12 @@ type provider interface {
 	dialHost(name string) (net.Conn, error)
 }
 
+// A controlProvider opens the control socket apart (see openControl):
+// where a provider has no such method, the stack opens it like the others.
+type controlProvider interface {
+	openControl(ifi *net.Interface, etherType uint16, filter []bpf.RawInstruction, readBuffer, writeBuffer int) (link.Link, error)
+}
+
 // packetProvider opens AF_PACKET sockets, optionally inside another network
 // namespace (tests use one per simulated host).
 type packetProvider struct {
@@ -80,6 +86,26 @@ func (p packetProvider) open(ifi *net.Interface, etherType uint16, filter []bpf.
 			return err
 		}
 		l = pl
+		return nil
+	})
+	return l, err
+}
+
+// openControl opens a sys.BlockingLink: a packet socket outside Go's
+// poller, read and written on the calling thread.
+func (p packetProvider) openControl(ifi *net.Interface, etherType uint16, filter []bpf.RawInstruction, readBuffer, writeBuffer int) (link.Link, error) {
+	var l link.Link
+	err := p.do(func() error {
+		bl, err := sys.OpenBlocking(ifi, sys.PacketConfig{
+			EtherType:   etherType,
+			Filter:      filter,
+			ReadBuffer:  readBuffer,
+			WriteBuffer: writeBuffer,
+		})
+		if err != nil {
+			return err
+		}
+		l = bl
 		return nil
 	})
 	return l, err

@@ -425,10 +425,7 @@ func (s *stack) acquireEndpoint(ifi *net.Interface) (*endpoint, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The control socket's buffer is small on purpose: a flood of SYNs or
-	// discovery frames overflows it, and the kernel drops them there,
-	// never on the data socket.
-	c, err := s.prov.open(ifi, s.etherType, ctl, controlReadBuffer, controlWriteBuffer)
+	c, err := s.openControl(ifi, ctl)
 	if err != nil {
 		l.Close()
 		return nil, err

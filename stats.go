@@ -12,6 +12,10 @@ type Stats struct {
 	// (packet(7)): frames that passed the filter, and those dropped because
 	// the socket buffer was full. Such drops look exactly like loss.
 	KernelPackets, KernelDrops uint64
+	// ControlPackets and ControlDrops are the same for the control socket,
+	// which takes SYNs and discovery frames: drops there are a flood of
+	// them being shed, at no cost to the data (see control.go).
+	ControlPackets, ControlDrops uint64
 	// Drops counts frames discarded in user space, by reason.
 	Drops DropStats
 }
@@ -59,6 +63,9 @@ func (ep *endpoint) snapshot() Stats {
 	}
 	if ks, err := ep.l.Stats(); err == nil {
 		st.KernelPackets, st.KernelDrops = ks.Packets, ks.Drops
+	}
+	if ks, err := ep.ctl.Stats(); err == nil {
+		st.ControlPackets, st.ControlDrops = ks.Packets, ks.Drops
 	}
 	d := &ep.stats.drops
 	st.Drops = DropStats{

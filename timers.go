@@ -43,6 +43,14 @@ func (q *timerQueue) set(c *Conn, at time.Time) {
 	case at.IsZero():
 		if ts.idx >= 0 {
 			heap.Remove(&q.h, ts.idx)
+			if len(q.h) == 0 && q.running {
+				// Let the goroutine go now rather than at the deadline
+				// it sleeps for: a closing stack waits for it.
+				select {
+				case q.kick <- struct{}{}:
+				default:
+				}
+			}
 		}
 		return
 	case ts.idx >= 0 && !at.Before(ts.at):

@@ -100,7 +100,7 @@ func TestIntegrationStat(t *testing.T) {
 	if code != 0 || errOut != "" {
 		t.Fatalf("stat exited with %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
-	re := fmt.Sprintf(`(?m)^%s: pid %d \S+ node-id [0-9a-f]{16} names nodeb\n    RX: frames [1-9]\d* bytes [1-9]\d*\n    TX: frames [1-9]\d* bytes [1-9]\d*\n    kernel: passed \d+ dropped 0\n    discarded: `,
+	re := fmt.Sprintf(`(?m)^%s: pid %d \S+ node-id [0-9a-f]{16} names nodeb\n    RX: frames [1-9]\d* bytes [1-9]\d*\n    TX: frames [1-9]\d* bytes [1-9]\d*\n    kernel: passed \d+ dropped 0\n    control \(SYNs, discovery\): passed \d+ dropped 0\n    discarded: `,
 		h.bIf, srv.cmd.Process.Pid)
 	if !regexp.MustCompile(re).MatchString(out) {
 		t.Errorf("stat output does not match %q", re)

@@ -36,6 +36,7 @@ type statEntry struct {
 	RX      statDir           `json:"rx"`
 	TX      statDir           `json:"tx"`
 	Kernel  statKernel        `json:"kernel"`
+	Control statKernel        `json:"control"`
 	Drops   map[string]uint64 `json:"drops"`
 }
 
@@ -87,9 +88,10 @@ func statCmd(args []string, stdout, stderr io.Writer) int {
 			out = append(out, statEntry{
 				PID: p.Process.PID, Command: p.Process.Command, NodeID: fmt.Sprintf("%016x", p.Process.NodeID),
 				Names: names, Dev: st.Interface,
-				RX:     statDir{st.FramesIn, st.BytesIn},
-				TX:     statDir{st.FramesOut, st.BytesOut},
-				Kernel: statKernel{st.KernelPackets, st.KernelDrops},
+				RX:      statDir{st.FramesIn, st.BytesIn},
+				TX:      statDir{st.FramesOut, st.BytesOut},
+				Kernel:  statKernel{st.KernelPackets, st.KernelDrops},
+				Control: statKernel{st.ControlPackets, st.ControlDrops},
 				Drops: map[string]uint64{
 					"short": d.Short, "ethertype": d.EtherType, "version": d.Version,
 					"type": d.Type, "length": d.Length, "checksum": d.Checksum,
@@ -118,6 +120,7 @@ func statCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "    RX: frames %d bytes %d\n", e.RX.Frames, e.RX.Bytes)
 		fmt.Fprintf(stdout, "    TX: frames %d bytes %d\n", e.TX.Frames, e.TX.Bytes)
 		fmt.Fprintf(stdout, "    kernel: passed %d dropped %d\n", e.Kernel.Packets, e.Kernel.Drops)
+		fmt.Fprintf(stdout, "    control (SYNs, discovery): passed %d dropped %d\n", e.Control.Packets, e.Control.Drops)
 		var drops []string
 		for _, k := range []string{"short", "ethertype", "version", "type", "length", "checksum", "reserved",
 			"no_socket", "not_for_us", "queue_full", "malformed"} {

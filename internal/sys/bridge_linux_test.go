@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jsimonetti/rtnetlink/v2"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/myproto/myproto/internal/link"
@@ -140,5 +141,70 @@ func TestIntegrationBridge(t *testing.T) {
 		if !errors.Is(err, unix.ENODEV) {
 			t.Errorf("SetLinkMaster with an %s: %v, want ENODEV", name, err)
 		}
+	}
+}
+
+// portLearning reads IFLA_BRPORT_LEARNING of the bridge port port in ns
+// from its link's slave data.
+func portLearning(t *testing.T, ns *sys.Netns, port string) (on, found bool) {
+	t.Helper()
+	var c *rtnetlink.Conn
+	if err := ns.Do(func() (err error) { c, err = rtnetlink.Dial(nil); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	links, err := c.Link.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range links {
+		if l.Attributes.Name != port || l.Attributes.Info == nil {
+			continue
+		}
+		d, ok := l.Attributes.Info.SlaveData.(*rtnetlink.LinkData)
+		if !ok || l.Attributes.Info.SlaveKind != "bridge" {
+			t.Fatalf("%s: slave %q %T, want a bridge port", port, l.Attributes.Info.SlaveKind, l.Attributes.Info.SlaveData)
+		}
+		ad, err := netlink.NewAttributeDecoder(d.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for ad.Next() {
+			if ad.Type() == unix.IFLA_BRPORT_LEARNING {
+				on, found = ad.Uint8() != 0, true
+			}
+		}
+		return on, found
+	}
+	t.Fatalf("no link %s", port)
+	return false, false
+}
+
+// TestIntegrationBridgePortLearning turns learning on a bridge port off and
+// on again and reads the flag back.
+func TestIntegrationBridgePortLearning(t *testing.T) {
+	nsBr, nsA := newNetnsOrSkip(t), newNetnsOrSkip(t)
+	if err := sys.CreateBridge("vbr", nsBr); err != nil {
+		t.Fatal(err)
+	}
+	if err := nsBr.Do(func() error { return sys.CreateVeth("vpa", "vha", 0, nsA) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := sys.SetLinkMaster(nsBr, "vpa", "vbr"); err != nil {
+		t.Fatal(err)
+	}
+	if on, found := portLearning(t, nsBr, "vpa"); !on || !found {
+		t.Errorf("a new port learns: %v (found %v), want true", on, found)
+	}
+	for _, want := range []bool{false, true} {
+		if err := sys.SetBridgePortLearning(nsBr, "vpa", want); err != nil {
+			t.Fatal(err)
+		}
+		if on, _ := portLearning(t, nsBr, "vpa"); on != want {
+			t.Errorf("after SetBridgePortLearning(%v) the port learns: %v", want, on)
+		}
+	}
+	if err := sys.SetBridgePortLearning(nsBr, "nolink", false); !errors.Is(err, unix.ENODEV) {
+		t.Errorf("SetBridgePortLearning on an unknown link: %v, want ENODEV", err)
 	}
 }

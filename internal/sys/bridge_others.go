@@ -11,3 +11,6 @@ func SetLinkMaster(ns *Netns, link, master string) error { return errLinksUnsupp
 
 // SetBridgeLearning returns an error wrapping errors.ErrUnsupported.
 func SetBridgeLearning(ns *Netns, name string, on bool) error { return errLinksUnsupported }
+
+// SetBridgePortLearning returns an error wrapping errors.ErrUnsupported.
+func SetBridgePortLearning(ns *Netns, port string, on bool) error { return errLinksUnsupported }

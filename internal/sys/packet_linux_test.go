@@ -259,7 +259,7 @@ func frameSize(i, mtu int) int {
 
 // readFrames reads count frames from l into fresh buffers of bufSize bytes,
 // batch messages at a time.
-func readFrames(l *PacketLink, count, batch, bufSize int) ([][]byte, error) {
+func readFrames(l link.Link, count, batch, bufSize int) ([][]byte, error) {
 	var got [][]byte
 	ms := make([]link.Message, batch)
 	for len(got) < count {

@@ -106,3 +106,15 @@ func (s *Segment) Hub(t testing.TB) {
 		t.Fatal(err)
 	}
 }
+
+// Untrusted makes the bridge port of host i learn no source MACs, as a
+// switch port with port security: frames a station there sends from forged
+// MACs, even millions of them, neither fill the bridge's table nor divert
+// other stations' traffic, while the bridge goes on learning the other
+// hosts' MACs and forwarding to them alone.
+func (s *Segment) Untrusted(t testing.TB, i int) {
+	t.Helper()
+	if err := sys.SetBridgePortLearning(s.NetnsBridge, s.Hosts[i].Port, false); err != nil {
+		t.Fatal(err)
+	}
+}

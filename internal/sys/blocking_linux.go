@@ -1,0 +1,407 @@
+package sys
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/mdlayher/packet"
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/myproto/myproto/internal/link"
+)
+
+// blockingSendTimeout bounds a blocked sendmmsg(2) of a BlockingLink, so
+// that a Close while the send buffer is full ends it.
+const blockingSendTimeout = 100 * time.Millisecond
+
+var _ link.Link = (*BlockingLink)(nil)
+
+// A BlockingLink is a link.Link over an AF_PACKET socket (packet(7)) that
+// is not in the runtime's network poller: ReadBatch waits in ppoll(2) and
+// WriteBatch in a blocking sendmmsg(2), each on the calling thread, which
+// suits a goroutine locked to its thread (runtime.LockOSThread).
+//
+// A socket in the poller makes the kernel wake the poller's thread for
+// every frame it queues while nobody reads it (the poller is edge-triggered
+// and re-armed by each frame), and for every sent frame that frees buffer
+// space (EPOLLOUT). For a socket that a flood keeps full while its reader
+// deliberately sleeps, such as the stack's control socket, those wake-ups
+// cost as much CPU as the reading. Nothing wakes for a BlockingLink but its
+// reader, and only while it waits.
+//
+// It is otherwise what a PacketLink is: frames of one EtherType on one
+// interface, the filter attached before bind(2), PACKET_IGNORE_OUTGOING, up
+// to 64 frames per system call.
+type BlockingLink struct {
+	ifi net.Interface // a copy; HardwareAddr is our own
+	mtu atomic.Int64
+
+	// fd and efd (an eventfd(2) that Close signals, so that a ReadBatch
+	// waiting in ppoll(2) returns) are closed when Close has been called
+	// and no call is using them any more: a number closed under a blocked
+	// system call could be reused by an unrelated file.
+	mu      sync.Mutex
+	fd, efd int
+	users   int
+	closing bool
+	closed  atomic.Bool
+
+	// Read state, owned by the one goroutine in ReadBatch.
+	rd struct {
+		iov [maxBatch]unix.Iovec
+		msg [maxBatch]mmsghdr
+	}
+	// Write state, under wmu.
+	wmu sync.Mutex
+	wr  struct {
+		iov [maxBatch]unix.Iovec
+		msg [maxBatch]mmsghdr
+	}
+
+	statsMu sync.Mutex
+	stats   link.Stats
+}
+
+// OpenBlocking opens a BlockingLink on ifi bound to cfg.EtherType, with
+// cfg.Filter attached before bind(2) and the buffer sizes of cfg, as
+// OpenPacket does. It needs CAP_NET_RAW; without it the error wraps
+// syscall.EPERM.
+func OpenBlocking(ifi *net.Interface, cfg PacketConfig) (*BlockingLink, error) {
+	if ifi == nil {
+		return nil, errors.New("sys: open blocking packet link: nil interface")
+	}
+	if cfg.EtherType == 0 {
+		return nil, fmt.Errorf("sys: open blocking packet link on %s: EtherType must not be zero", ifi.Name)
+	}
+	l, err := openBlocking(ifi, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("sys: open blocking packet link on %s: %w", ifi.Name, err)
+	}
+	return l, nil
+}
+
+func openBlocking(ifi *net.Interface, cfg PacketConfig) (*BlockingLink, error) {
+	rcvbuf, sndbuf := cfg.ReadBuffer, cfg.WriteBuffer
+	if rcvbuf == 0 {
+		rcvbuf = defaultSocketBuffer
+	}
+	if sndbuf == 0 {
+		sndbuf = defaultSocketBuffer
+	}
+	// Protocol 0 receives nothing until bind(2) names the EtherType, by
+	// when the filter is in place.
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("socket", err)
+	}
+	efd := -1
+	fail := func(err error) (*BlockingLink, error) {
+		unix.Close(fd)
+		if efd >= 0 {
+			unix.Close(efd)
+		}
+		return nil, err
+	}
+	if cfg.Filter != nil {
+		if err := attachFilter(fd, cfg.Filter); err != nil {
+			return fail(err)
+		}
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1); err != nil {
+		return fail(fmt.Errorf("PACKET_IGNORE_OUTGOING (Linux 4.20): %w", os.NewSyscallError("setsockopt", err)))
+	}
+	if err := setBuffer(fd, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, rcvbuf); err != nil {
+		return fail(err)
+	}
+	if err := setBuffer(fd, unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, sndbuf); err != nil {
+		return fail(err)
+	}
+	tv := unix.NsecToTimeval(blockingSendTimeout.Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
+		return fail(os.NewSyscallError("setsockopt", err))
+	}
+	proto := htons(cfg.EtherType)
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifi.Index}); err != nil {
+		return fail(os.NewSyscallError("bind", err))
+	}
+	if efd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		return fail(os.NewSyscallError("eventfd", err))
+	}
+	l := &BlockingLink{ifi: *ifi, fd: fd, efd: efd}
+	l.ifi.HardwareAddr = slices.Clone(ifi.HardwareAddr)
+	l.mtu.Store(int64(ifi.MTU))
+	return l, nil
+}
+
+// htons converts a 16-bit value from host to network byte order, as
+// sockaddr_ll's protocol wants it.
+func htons(v uint16) uint16 {
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], v)
+	return binary.NativeEndian.Uint16(b[:])
+}
+
+// attachFilter attaches prog to fd (SO_ATTACH_FILTER, socket(7)), replacing
+// any program there atomically.
+func attachFilter(fd int, prog []bpf.RawInstruction) error {
+	if len(prog) == 0 {
+		return errors.New("empty filter")
+	}
+	insns := make([]unix.SockFilter, len(prog))
+	for i, in := range prog {
+		insns[i] = unix.SockFilter{Code: in.Op, Jt: in.Jt, Jf: in.Jf, K: in.K}
+	}
+	fp := unix.SockFprog{Len: uint16(len(insns)), Filter: &insns[0]}
+	return os.NewSyscallError("setsockopt", unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fp))
+}
+
+// use returns the socket and eventfd for one call, or false once Close has
+// been called; done must follow a successful use.
+func (l *BlockingLink) use() (fd, efd int, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closing {
+		return -1, -1, false
+	}
+	l.users++
+	return l.fd, l.efd, true
+}
+
+func (l *BlockingLink) done() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.users--
+	l.closeIfIdleLocked()
+}
+
+func (l *BlockingLink) closeIfIdleLocked() {
+	if l.closing && l.users == 0 && l.fd >= 0 {
+		unix.Close(l.fd)
+		unix.Close(l.efd)
+		l.fd, l.efd = -1, -1
+	}
+}
+
+// ReadBatch implements the link.Link ReadBatch method with recvmmsg(2),
+// waiting in ppoll(2) on the calling thread while no frame is queued. It
+// moves at most 64 frames per call and allocates nothing. A frame longer
+// than its message's Buf is truncated and its N is len(Buf). One goroutine
+// reads at a time.
+func (l *BlockingLink) ReadBatch(ms []link.Message) (int, error) {
+	fd, efd, ok := l.use()
+	if !ok {
+		return 0, l.opError("read", net.ErrClosed)
+	}
+	defer l.done()
+	n := min(len(ms), maxBatch)
+	if n == 0 {
+		return 0, nil
+	}
+	rd := &l.rd
+	for i := range n {
+		b := ms[i].Buf
+		rd.iov[i] = unix.Iovec{Base: unsafe.SliceData(b)}
+		rd.iov[i].SetLen(len(b))
+		rd.msg[i] = mmsghdr{Hdr: unix.Msghdr{Iov: &rd.iov[i]}}
+		rd.msg[i].Hdr.SetIovlen(1)
+	}
+	defer func() {
+		for i := range n {
+			rd.iov[i].Base = nil // do not keep the caller's buffers alive
+		}
+	}()
+	pfd := [2]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(efd), Events: unix.POLLIN}}
+	for {
+		if l.closed.Load() {
+			return 0, l.opError("read", net.ErrClosed)
+		}
+		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&rd.msg[0])),
+			uintptr(n), unix.MSG_DONTWAIT, 0, 0)
+		switch e {
+		case 0:
+			for i := range int(r) {
+				m := &rd.msg[i]
+				ms[i].N = min(int(m.Len), len(ms[i].Buf))
+				if m.Hdr.Flags&unix.MSG_TRUNC != 0 {
+					ms[i].N = len(ms[i].Buf)
+				}
+			}
+			return int(r), nil
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+		default:
+			return 0, l.opError("read", os.NewSyscallError("recvmmsg", e))
+		}
+		if _, err := unix.Ppoll(pfd[:], nil, nil); err != nil && !errors.Is(err, unix.EINTR) {
+			return 0, l.opError("read", os.NewSyscallError("ppoll", err))
+		}
+	}
+}
+
+// WriteBatch implements the link.Link WriteBatch method with blocking
+// sendmmsg(2), at most 64 frames per system call, on the calling thread. It
+// is safe for concurrent use. When the device queue is full (ENOBUFS) it
+// sleeps briefly, 20µs at first and up to 1ms, and tries again: frames are
+// never dropped here.
+func (l *BlockingLink) WriteBatch(ms []link.Message) (int, error) {
+	fd, _, ok := l.use()
+	if !ok {
+		return 0, l.opError("write", net.ErrClosed)
+	}
+	defer l.done()
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	wr := &l.wr
+	sent := 0
+	for sent < len(ms) {
+		batch := ms[sent:min(len(ms), sent+maxBatch)]
+		for i := range batch {
+			b := batch[i].Buf[:batch[i].N]
+			wr.iov[i] = unix.Iovec{Base: unsafe.SliceData(b)}
+			wr.iov[i].SetLen(len(b))
+			wr.msg[i] = mmsghdr{Hdr: unix.Msghdr{Iov: &wr.iov[i]}}
+			wr.msg[i].Hdr.SetIovlen(1)
+		}
+		off, backoff := 0, minBackoff
+		var err error
+		for off < len(batch) && err == nil {
+			if l.closed.Load() {
+				err = l.opError("write", net.ErrClosed)
+				break
+			}
+			r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&wr.msg[off])),
+				uintptr(len(batch)-off), 0, 0, 0)
+			switch e {
+			case 0:
+				off += int(r)
+				backoff = minBackoff
+			case unix.EINTR, unix.EAGAIN: // EAGAIN: SO_SNDTIMEO passed
+			case unix.ENOBUFS:
+				time.Sleep(backoff)
+				backoff = min(2*backoff, maxBackoff)
+			default:
+				err = l.opError("write", os.NewSyscallError("sendmmsg", e))
+			}
+		}
+		for i := range batch {
+			wr.iov[i].Base = nil
+		}
+		sent += off
+		if err != nil {
+			return sent, err
+		}
+	}
+	return sent, nil
+}
+
+// SetFilter implements the link.Link SetFilter method: SO_ATTACH_FILTER
+// (socket(7)) replaces the program atomically.
+func (l *BlockingLink) SetFilter(prog []bpf.RawInstruction) error {
+	fd, _, ok := l.use()
+	if !ok {
+		return l.opError("set", net.ErrClosed)
+	}
+	defer l.done()
+	return l.opError("set", attachFilter(fd, prog))
+}
+
+// JoinGroup implements the link.Link JoinGroup method
+// (PACKET_ADD_MEMBERSHIP, packet(7)).
+func (l *BlockingLink) JoinGroup(group net.HardwareAddr) error {
+	return l.membership(unix.PACKET_ADD_MEMBERSHIP, group)
+}
+
+// LeaveGroup implements the link.Link LeaveGroup method
+// (PACKET_DROP_MEMBERSHIP, packet(7)).
+func (l *BlockingLink) LeaveGroup(group net.HardwareAddr) error {
+	return l.membership(unix.PACKET_DROP_MEMBERSHIP, group)
+}
+
+func (l *BlockingLink) membership(opt int, group net.HardwareAddr) error {
+	fd, _, ok := l.use()
+	if !ok {
+		return l.opError("set", net.ErrClosed)
+	}
+	defer l.done()
+	if len(group) > 8 {
+		return l.opError("set", os.NewSyscallError("setsockopt", unix.EINVAL))
+	}
+	mreq := unix.PacketMreq{Ifindex: int32(l.ifi.Index), Type: unix.PACKET_MR_MULTICAST, Alen: uint16(len(group))}
+	copy(mreq.Address[:], group)
+	return l.opError("set", os.NewSyscallError("setsockopt", unix.SetsockoptPacketMreq(fd, unix.SOL_PACKET, opt, &mreq)))
+}
+
+// Name implements the link.Link Name method.
+func (l *BlockingLink) Name() string { return l.ifi.Name }
+
+// Index implements the link.Link Index method.
+func (l *BlockingLink) Index() int { return l.ifi.Index }
+
+// HardwareAddr implements the link.Link HardwareAddr method. The address
+// returned is shared by all calls; do not modify it.
+func (l *BlockingLink) HardwareAddr() net.HardwareAddr { return l.ifi.HardwareAddr }
+
+// MTU implements the link.Link MTU method.
+func (l *BlockingLink) MTU() int { return int(l.mtu.Load()) }
+
+// SetMTU records a new MTU for the interface, as reported by a link event.
+func (l *BlockingLink) SetMTU(mtu int) { l.mtu.Store(int64(mtu)) }
+
+// Stats implements the link.Link Stats method, adding up the kernel's
+// PACKET_STATISTICS, which reset on every read.
+func (l *BlockingLink) Stats() (link.Stats, error) {
+	l.statsMu.Lock()
+	defer l.statsMu.Unlock()
+	fd, _, ok := l.use()
+	if !ok {
+		return l.stats, l.opError("stats", net.ErrClosed)
+	}
+	defer l.done()
+	st, err := unix.GetsockoptTpacketStats(fd, unix.SOL_PACKET, unix.PACKET_STATISTICS)
+	if err != nil {
+		return l.stats, l.opError("stats", os.NewSyscallError("getsockopt", err))
+	}
+	l.stats.Packets += uint64(st.Packets)
+	l.stats.Drops += uint64(st.Drops)
+	return l.stats, nil
+}
+
+// Close implements the link.Link Close method. It unblocks ReadBatch and
+// WriteBatch (within 100 ms if the send buffer is full), which then return
+// errors wrapping net.ErrClosed, as does every later call, Close included.
+func (l *BlockingLink) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closing {
+		return l.opError("close", net.ErrClosed)
+	}
+	l.closing = true
+	l.closed.Store(true)
+	var one [8]byte
+	one[0] = 1 // the eventfd counter is host-endian; any non-zero value will do
+	unix.Write(l.efd, one[:])
+	l.closeIfIdleLocked()
+	return nil
+}
+
+// opError wraps err as a *net.OpError naming the interface, as PacketLink
+// does, and returns nil for a nil err.
+func (l *BlockingLink) opError(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if l.closed.Load() && !errors.Is(err, net.ErrClosed) {
+		err = net.ErrClosed
+	}
+	return &net.OpError{Op: op, Net: "packet", Addr: &packet.Addr{HardwareAddr: l.ifi.HardwareAddr}, Err: err}
+}

@@ -1,0 +1,184 @@
+package sys
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"golang.org/x/net/bpf"
+
+	"github.com/myproto/myproto/internal/link"
+)
+
+// openBlocking opens a BlockingLink on ifi in the namespace.
+func (n *packetTestNet) openBlocking(t testing.TB, ifi *net.Interface, cfg PacketConfig) *BlockingLink {
+	t.Helper()
+	var (
+		l   *BlockingLink
+		err error
+	)
+	n.do(func() { l, err = OpenBlocking(ifi, cfg) })
+	if err != nil {
+		t.Fatalf("OpenBlocking(%s): %v", ifi.Name, err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// TestIntegrationBlockingLink moves frames of every size both ways between
+// a PacketLink and a BlockingLink, and checks what the filter, the binding
+// and the multicast list let through.
+func TestIntegrationBlockingLink(t *testing.T) {
+	packetWatchdog(t, time.Minute)
+	n := startPacketTestNet(t)
+	narrow, err := Filter(FilterConfig{EtherType: testEtherType, Version: testVersion, HardwareAddr: n.b.HardwareAddr,
+		Rules: []Rule{{Ports: []uint16{443}, InPorts: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	everyPort, err := Filter(FilterConfig{EtherType: testEtherType, Version: testVersion, HardwareAddr: n.b.HardwareAddr,
+		Rules: []Rule{{Ports: allPorts(), InPorts: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rx := n.openBlocking(t, n.b, PacketConfig{EtherType: testEtherType, Filter: narrow, ReadBuffer: 4 << 20})
+	tx := n.open(t, n.a, PacketConfig{EtherType: testEtherType})
+	other := n.open(t, n.a, PacketConfig{EtherType: testEtherType + 1})
+	if rx.Name() != "mpa1" || rx.Index() != n.b.Index || rx.HardwareAddr().String() != n.b.HardwareAddr.String() || rx.MTU() != 1500 {
+		t.Errorf("link describes itself as %s %d %v %d", rx.Name(), rx.Index(), rx.HardwareAddr(), rx.MTU())
+	}
+
+	buf := make([]byte, 2000)
+	send := func(l link.Link, b []byte) {
+		t.Helper()
+		if n, err := l.WriteBatch([]link.Message{{Buf: b, N: len(b)}}); n != 1 || err != nil {
+			t.Fatalf("WriteBatch = %d, %v", n, err)
+		}
+	}
+	expect := func(seq uint32) {
+		t.Helper()
+		frames, err := readFrames(rx, 1, 1, 2000)
+		if err != nil {
+			t.Fatalf("ReadBatch: %v", err)
+		}
+		if got := binary.BigEndian.Uint32(frames[0][38:]); got != seq {
+			t.Fatalf("received frame %d, want %d", got, seq)
+		}
+	}
+	// The filter attached at open: port 80 stays out, and so do other
+	// EtherTypes and other stations' frames.
+	send(tx, putFrame(buf, n.b.HardwareAddr, n.a.HardwareAddr, testEtherType, 80, 1, 100))
+	send(other, putFrame(buf, n.b.HardwareAddr, n.a.HardwareAddr, testEtherType+1, 443, 2, 100))
+	send(tx, putFrame(buf, net.HardwareAddr{0x02, 0x99, 0, 0, 0, 1}, n.a.HardwareAddr, testEtherType, 443, 3, 100))
+	send(tx, putFrame(buf, n.b.HardwareAddr, n.a.HardwareAddr, testEtherType, 443, 4, 100))
+	expect(4)
+	// A group frame arrives once the interface accepts the group.
+	group := net.HardwareAddr{0x01, 0x00, 0x5e, 0x7f, 0x00, 0x02}
+	if err := rx.JoinGroup(group); err != nil {
+		t.Fatalf("JoinGroup: %v", err)
+	}
+	send(tx, putFrame(buf, group, n.a.HardwareAddr, testEtherType, 443, 5, 100))
+	expect(5)
+	if err := rx.LeaveGroup(group); err != nil {
+		t.Fatalf("LeaveGroup: %v", err)
+	}
+
+	// A filter swapped in: every port, frames of every size, in batches.
+	if err := rx.SetFilter(everyPort); err != nil {
+		t.Fatalf("SetFilter: %v", err)
+	}
+	const count = 1000
+	sent := make([]link.Message, count)
+	for i := range sent {
+		b := make([]byte, frameSize(i, 1500))
+		sent[i] = link.Message{Buf: putFrame(b, n.b.HardwareAddr, n.a.HardwareAddr, testEtherType, uint16(i), uint32(i), len(b)), N: len(b)}
+	}
+	if n, err := tx.WriteBatch(sent); n != count || err != nil {
+		t.Fatalf("WriteBatch = %d, %v", n, err)
+	}
+	got, err := readFrames(rx, count, 64, 1514)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFrames(t, got, sent)
+	st, err := rx.Stats()
+	if err != nil || st.Packets != count+2 || st.Drops != 0 {
+		t.Errorf("Stats = %+v, %v; want %d packets, no drops", st, err, count+2)
+	}
+
+	// The other way: the BlockingLink sends, a PacketLink receives.
+	back := n.open(t, n.a, PacketConfig{EtherType: testEtherType})
+	for i := range sent {
+		b := sent[i].Buf
+		copy(b[0:6], n.a.HardwareAddr)
+		copy(b[6:12], n.b.HardwareAddr)
+	}
+	if n, err := rx.WriteBatch(sent); n != count || err != nil {
+		t.Fatalf("WriteBatch from the blocking link = %d, %v", n, err)
+	}
+	got, err = readFrames(back, count, 64, 1514)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFrames(t, got, sent)
+}
+
+// TestIntegrationBlockingLinkClose checks that Close unblocks a ReadBatch
+// waiting for frames, and that every call after it fails with
+// net.ErrClosed.
+func TestIntegrationBlockingLinkClose(t *testing.T) {
+	packetWatchdog(t, time.Minute)
+	n := startPacketTestNet(t)
+	rx := n.openBlocking(t, n.b, PacketConfig{EtherType: testEtherType})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := rx.ReadBatch([]link.Message{{Buf: make([]byte, 1514)}})
+		errc <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	select {
+	case err := <-errc:
+		t.Fatalf("ReadBatch returned before any frame came: %v", err)
+	default:
+	}
+	at := time.Now()
+	if err := rx.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Errorf("ReadBatch unblocked by Close: %v, want net.ErrClosed", err)
+		}
+		t.Logf("ReadBatch returned %v after Close", time.Since(at))
+	case <-time.After(5 * time.Second):
+		t.Fatal("ReadBatch still blocked 5s after Close")
+	}
+	ms := []link.Message{{Buf: make([]byte, 64), N: 64}}
+	for name, err := range map[string]error{
+		"Close":      rx.Close(),
+		"ReadBatch":  func() error { _, err := rx.ReadBatch(ms); return err }(),
+		"WriteBatch": func() error { _, err := rx.WriteBatch(ms); return err }(),
+		"SetFilter":  rx.SetFilter([]bpf.RawInstruction{{Op: 6}}),
+		"JoinGroup":  rx.JoinGroup(net.HardwareAddr{1, 0, 0x5e, 0, 0, 1}),
+		"Stats":      func() error { _, err := rx.Stats(); return err }(),
+	} {
+		if !errors.Is(err, net.ErrClosed) {
+			t.Errorf("%s after Close: %v, want net.ErrClosed", name, err)
+		}
+	}
+	if rx.fd != -1 || rx.efd != -1 {
+		t.Errorf("descriptors %d and %d still open after Close", rx.fd, rx.efd)
+	}
+}
+
+func TestOpenBlockingInvalid(t *testing.T) {
+	if _, err := OpenBlocking(nil, PacketConfig{EtherType: testEtherType}); err == nil {
+		t.Error("OpenBlocking(nil) succeeded")
+	}
+	if _, err := OpenBlocking(&net.Interface{Index: 1, Name: "lo"}, PacketConfig{}); err == nil {
+		t.Error("OpenBlocking with EtherType 0 succeeded")
+	}
+}
