@@ -935,10 +935,10 @@ func (l *UDPLink) HardwareAddr() net.HardwareAddr { return net.HardwareAddr(l.ma
 func (l *UDPLink) MTU() int { return int(l.mtu.Load()) }
 
 // Stats implements the link.Link Stats method: Packets counts frames
-// received, Drops the datagrams the kernel dropped for want of buffer
-// (SO_RXQ_OVFL) and the control frames the control view's queue dropped.
+// received (the control view's included), Drops the datagrams the kernel
+// dropped for want of buffer (SO_RXQ_OVFL).
 func (l *UDPLink) Stats() (link.Stats, error) {
-	return link.Stats{Packets: l.frames.Load(), Drops: l.rxqDrops.Load() + l.queue.dropped()}, nil
+	return link.Stats{Packets: l.frames.Load(), Drops: l.rxqDrops.Load()}, nil
 }
 
 // Close implements the link.Link Close method: it closes the sockets and
@@ -1019,7 +1019,16 @@ func (c *udpControl) Name() string                              { return c.l.Nam
 func (c *udpControl) Index() int                                { return c.l.Index() }
 func (c *udpControl) HardwareAddr() net.HardwareAddr            { return c.l.HardwareAddr() }
 func (c *udpControl) MTU() int                                  { return c.l.MTU() }
-func (c *udpControl) Stats() (link.Stats, error)                { return link.Stats{}, nil }
+
+// Stats implements the link.Link Stats method: the frames queued for the
+// control view, and those its full queue dropped, as a control socket's
+// kernel counters say.
+func (c *udpControl) Stats() (link.Stats, error) {
+	q := &c.l.queue
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return link.Stats{Packets: q.queued + q.drops, Drops: q.drops}, nil
+}
 
 // Close implements the link.Link Close method: it closes the view, not the
 // socket, which the data view's Close closes.
@@ -1038,6 +1047,7 @@ type frameQueue struct {
 	frames [][]byte
 	bytes  int
 	limit  int
+	queued uint64
 	drops  uint64
 	ready  chan struct{}
 	done   chan struct{}
@@ -1059,6 +1069,7 @@ func (q *frameQueue) push(f []byte) {
 	}
 	q.frames = append(q.frames, append([]byte(nil), f...))
 	q.bytes += len(f)
+	q.queued++
 	q.mu.Unlock()
 	select {
 	case q.ready <- struct{}{}:
@@ -1087,12 +1098,6 @@ func (q *frameQueue) pop(ms []link.Message) int {
 		}
 	}
 	return n
-}
-
-func (q *frameQueue) dropped() uint64 {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.drops
 }
 
 func (q *frameQueue) close() {
