@@ -793,3 +793,27 @@ func envBearer() (Bearer, string) {
 	}
 	return b, strings.Join(set, ", ")
 }
+
+// udpAddrOf returns, for the interface index idx, how to find a neighbour's
+// IP address and port from its MAC: the open bearer's table, or, with the
+// bearer closed, the IPv4 form's decoding. nil: not a UDP bearer. s.mu is
+// held.
+func (s *stack) udpAddrOf(idx int) func([6]byte) netip.AddrPort {
+	if ep := s.endpoints[idx]; ep != nil && ep.udp != nil {
+		return func(mac [6]byte) netip.AddrPort {
+			ap, _ := ep.udp.AddrOf(mac)
+			return ap
+		}
+	}
+	bp, _ := s.prov.(*bearerProvider)
+	if bp == nil || bp.udpByIndex(idx) == nil {
+		return nil
+	}
+	port := bp.udpByIndex(idx).bearerPort
+	return func(mac [6]byte) netip.AddrPort {
+		if mac[0] != 0x02 || mac[1] != 0x00 {
+			return netip.AddrPort{}
+		}
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte(mac[2:6])), port)
+	}
+}

@@ -173,6 +173,7 @@ type wireNeighbor struct {
 	Interface string `json:"dev"`
 	Name      string `json:"name"`
 	MAC       string `json:"lladdr"`
+	Addr      string `json:"addr,omitempty"` // a UDP bearer neighbour's IP:port
 	MTU       int    `json:"mtu"`
 	NodeID    string `json:"node_id"`
 	State     string `json:"state"`
@@ -181,13 +182,18 @@ type wireNeighbor struct {
 }
 
 func toWireNeighbor(n *Neighbor, now time.Time) wireNeighbor {
-	return wireNeighbor{Interface: n.Interface, Name: n.Name, MAC: n.HardwareAddr.String(), MTU: n.MTU,
+	w := wireNeighbor{Interface: n.Interface, Name: n.Name, MAC: n.HardwareAddr.String(), MTU: n.MTU,
 		NodeID: nodeIDString(n.NodeID), State: n.State, Expires: us(n.Expires.Sub(now)), Confirmed: us(now.Sub(n.Confirmed))}
+	if n.Addr.IsValid() {
+		w.Addr = n.Addr.String()
+	}
+	return w
 }
 
 func (w *wireNeighbor) neighbor(now time.Time) Neighbor {
 	mac, _ := net.ParseMAC(w.MAC)
-	return Neighbor{Interface: w.Interface, Name: w.Name, HardwareAddr: mac, MTU: w.MTU,
+	ap, _ := netip.ParseAddrPort(w.Addr)
+	return Neighbor{Interface: w.Interface, Name: w.Name, HardwareAddr: mac, Addr: ap, MTU: w.MTU,
 		NodeID: parseNodeID(w.NodeID), State: w.State, Expires: now.Add(fromUS(w.Expires)),
 		Confirmed: now.Add(-fromUS(w.Confirmed))}
 }

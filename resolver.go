@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -366,14 +367,22 @@ func Neighbors(cfg *Config) []Neighbor {
 func (s *stack) neighbors() []Neighbor {
 	s.mu.Lock()
 	tables := make([]*neighborTable, 0, len(s.tables))
-	for _, t := range s.tables {
+	var where []func([6]byte) netip.AddrPort // each table's UDP addresses, if a UDP bearer's
+	for idx, t := range s.tables {
 		tables = append(tables, t)
+		where = append(where, s.udpAddrOf(idx))
 	}
 	s.mu.Unlock()
 	now := time.Now()
 	var out []Neighbor
-	for _, t := range tables {
-		out = append(out, t.snapshot(now)...)
+	for i, t := range tables {
+		ns := t.snapshot(now)
+		if f := where[i]; f != nil {
+			for j := range ns {
+				ns[j].Addr = f([6]byte(ns[j].HardwareAddr))
+			}
+		}
+		out = append(out, ns...)
 	}
 	slices.SortFunc(out, func(a, b Neighbor) int {
 		return strings.Compare(a.Interface+"/"+a.Name, b.Interface+"/"+b.Name)

@@ -199,6 +199,18 @@ func TestUDPBearerName(t *testing.T) {
 	if a.String() != "[127.0.0.2%udp]:0" {
 		t.Errorf("host-b is %v", a)
 	}
+	found := false
+	for _, n := range h.a.neighbors() {
+		if n.Name == "host-b" {
+			found = true
+			if n.Interface != "udp" || n.Addr.Addr() != netip.MustParseAddr("127.0.0.2") {
+				t.Errorf("neighbour %+v", n)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("host-b is not in the table: %+v", h.a.neighbors())
+	}
 }
 
 func regexpMatch(re, s string) bool { return regexp.MustCompile(re).MatchString(s) }
