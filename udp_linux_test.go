@@ -6,7 +6,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -143,57 +142,6 @@ func TestIntegrationUDPRouted(t *testing.T) {
 			})
 		})
 	}
-}
-
-// shaTransfer sends n random bytes from a to b's listener at addr and
-// checks their SHA-256 on b. It returns the sender's figures.
-func shaTransfer(t *testing.T, h *testHosts, ln *Listener, addr string, n int) ConnInfo {
-	t.Helper()
-	type result struct {
-		sum [32]byte
-		n   int64
-		err error
-	}
-	res := make(chan result, 1)
-	go func() {
-		c, err := ln.AcceptMyproto()
-		if err != nil {
-			res <- result{err: err}
-			return
-		}
-		defer c.Close()
-		sh := sha256.New()
-		m, err := io.Copy(sh, c)
-		var r result
-		copy(r.sum[:], sh.Sum(nil))
-		r.n, r.err = m, err
-		res <- r
-	}()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	c, err := h.a.dial(ctx, &Dialer{}, "myproto", addr)
-	if err != nil {
-		t.Fatalf("dial %s: %v", addr, err)
-	}
-	defer c.Close()
-	rng := mrand.NewChaCha8([32]byte{byte(n)})
-	sh := sha256.New()
-	start := time.Now()
-	if _, err := io.Copy(io.MultiWriter(c, sh), io.LimitReader(rng, int64(n))); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.CloseWrite(); err != nil {
-		t.Fatal(err)
-	}
-	got := <-res
-	elapsed := time.Since(start)
-	if got.err != nil || got.n != int64(n) || !bytes.Equal(got.sum[:], sh.Sum(nil)) {
-		t.Fatalf("received %d bytes, %v; SHA-256 match %v", got.n, got.err, bytes.Equal(got.sum[:], sh.Sum(nil)))
-	}
-	info := c.Info()
-	t.Logf("%d MiB to %s (%v) in %v: %.2f Gbit/s, SHA-256 %x...", n>>20, addr, c.RemoteAddr(),
-		elapsed.Round(time.Millisecond), float64(n)*8/elapsed.Seconds()/1e9, got.sum[:4])
-	return info
 }
 
 // httpsOver serves HTTPS on b (listening on local) and fetches it twice from
@@ -380,4 +328,29 @@ func BenchmarkIntegrationUDPBearer(b *testing.B) {
 			})
 		}
 	}
+}
+
+// TestIntegrationUDPMulticast: with no peers configured, an IP multicast
+// group carries discovery: host A finds the router's stack (on A's subnet)
+// by name, and streams to it.
+func TestIntegrationUDPMulticast(t *testing.T) {
+	watchdog(t)
+	r := testenv.NewRouted(t, 0)
+	const group = "239.192.88.181"
+	mk := func(name string, ns *sys.Netns, local string) *stack {
+		s := newStack(Config{Name: name, Bearers: []Bearer{{Media: MediaUDP, Local: local, Group: group}}}, packetProvider{ns: ns})
+		if s.err != nil {
+			t.Fatal(s.err)
+		}
+		t.Cleanup(func() { s.close() })
+		return s
+	}
+	h := &testHosts{kind: "multicast", a: mk("mc-a", r.A, r.A4.String()), b: mk("mc-r", r.R, "10.1.1.1"), aIf: "udp", bIf: "udp"}
+	ln := listenB(t, h, nil)
+	port := ln.Addr().(*Addr).Port
+	if got := ln.Addr().String(); got != fmt.Sprintf("[10.1.1.1%%udp]:%d", port) {
+		t.Errorf("listener on %s", got)
+	}
+	c := shaTransfer(t, h, ln, fmt.Sprintf("mc-r:%d", port), 4<<20)
+	t.Logf("found mc-r by multicast: %d packets sent", c.PacketsSent)
 }

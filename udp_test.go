@@ -1,10 +1,13 @@
 package myproto
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -346,4 +349,81 @@ func TestUDPBearerPing(t *testing.T) {
 			t.Fatalf("ping %s (%v): %+v, %v", to, p.Addr(), rep, err)
 		}
 	}
+}
+
+// TestUDPBearerSecondProcess: a second stack on an address whose bearer
+// port another holds takes an ephemeral port; its connections show it
+// ("#PORT"), and work both ways.
+func TestUDPBearerSecondProcess(t *testing.T) {
+	watchdog(t)
+	h := udpHosts(t)
+	ln := listenB(t, h, nil)
+	// h.a holds 127.0.0.1 at the bearer port once its bearer is open.
+	pa, err := h.a.listenPacket("myproto", "udp:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pa.Close()
+	port := h.a.prov.(*bearerProvider).udp[0].bearerPort
+	second := newStack(Config{Name: "host-c", Bearers: []Bearer{{Media: MediaUDP, Port: port, Local: "127.0.0.1"}}}, packetProvider{})
+	defer second.close()
+	c := &testHosts{a: second, b: h.b, bMAC: h.bMAC, aIf: "udp", bIf: "udp"}
+	info := shaTransfer(t, c, ln, fmt.Sprintf("127.0.0.2:%d", ln.Addr().(*Addr).Port), 8<<20)
+	if ep := second.endpointsSnapshot(); len(ep) != 1 || ep[0].addr(0).UDPPort == 0 {
+		t.Errorf("the second stack is not on an ephemeral port: %v", ep[0].addr(0))
+	}
+	if info.PacketsRetransmitted > 10 {
+		t.Errorf("%d retransmissions", info.PacketsRetransmitted)
+	}
+}
+
+// shaTransfer sends n random bytes from a to b's listener at addr and
+// checks their SHA-256 on b. It returns the sender's figures.
+func shaTransfer(t *testing.T, h *testHosts, ln *Listener, addr string, n int) ConnInfo {
+	t.Helper()
+	type result struct {
+		sum [32]byte
+		n   int64
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		c, err := ln.AcceptMyproto()
+		if err != nil {
+			res <- result{err: err}
+			return
+		}
+		defer c.Close()
+		sh := sha256.New()
+		m, err := io.Copy(sh, c)
+		var r result
+		copy(r.sum[:], sh.Sum(nil))
+		r.n, r.err = m, err
+		res <- r
+	}()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	c, err := h.a.dial(ctx, &Dialer{}, "myproto", addr)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	defer c.Close()
+	rng := mrand.NewChaCha8([32]byte{byte(n)})
+	sh := sha256.New()
+	start := time.Now()
+	if _, err := io.Copy(io.MultiWriter(c, sh), io.LimitReader(rng, int64(n))); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	got := <-res
+	elapsed := time.Since(start)
+	if got.err != nil || got.n != int64(n) || !bytes.Equal(got.sum[:], sh.Sum(nil)) {
+		t.Fatalf("received %d bytes, %v; SHA-256 match %v", got.n, got.err, bytes.Equal(got.sum[:], sh.Sum(nil)))
+	}
+	info := c.Info()
+	t.Logf("%d MiB to %s (%v) in %v: %.2f Gbit/s, SHA-256 %x...", n>>20, addr, c.RemoteAddr(),
+		elapsed.Round(time.Millisecond), float64(n)*8/elapsed.Seconds()/1e9, got.sum[:4])
+	return info
 }

@@ -318,25 +318,10 @@ func (l *UDPLink) joinGroup() error {
 	if err != nil {
 		return err
 	}
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-		})
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
-	netw := "udp4"
-	if l.v6 {
-		netw = "udp6"
-	}
-	pc, err := lc.ListenPacket(context.Background(), netw, g.String())
+	gc, err := listenGroup(g)
 	if err != nil {
 		return err
 	}
-	gc := pc.(*net.UDPConn)
 	ga := &net.UDPAddr{IP: g.Addr().AsSlice()}
 	if l.v6 {
 		p := ipv6.NewPacketConn(gc)
@@ -357,6 +342,37 @@ func (l *UDPLink) joinGroup() error {
 	}
 	l.group = gc
 	return nil
+}
+
+// listenGroup opens a UDP socket bound to the group's own address and port
+// with SO_REUSEADDR, so that it receives that group's datagrams and
+// nothing else, and so does every other process's. (package net binds a
+// multicast address's socket to the wildcard address instead, which the
+// data socket, bound to the same port without SO_REUSEADDR, refuses.)
+func listenGroup(g netip.AddrPort) (*net.UDPConn, error) {
+	family := unix.AF_INET
+	var sa unix.Sockaddr = &unix.SockaddrInet4{Port: int(g.Port()), Addr: g.Addr().As4()}
+	if g.Addr().Is6() {
+		family = unix.AF_INET6
+		sa = &unix.SockaddrInet6{Port: int(g.Port()), Addr: g.Addr().As16()}
+	}
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	if err != nil {
+		return nil, os.NewSyscallError("socket", err)
+	}
+	f := os.NewFile(uintptr(fd), "udp group "+g.String())
+	defer f.Close()
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		return nil, os.NewSyscallError("setsockopt", err)
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		return nil, os.NewSyscallError("bind", err)
+	}
+	pc, err := net.FilePacketConn(f)
+	if err != nil {
+		return nil, err
+	}
+	return pc.(*net.UDPConn), nil
 }
 
 // readGroup reads the group's socket until it closes. Group traffic is
