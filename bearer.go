@@ -422,8 +422,8 @@ func hostIP() (netip.Addr, bool) {
 	return all[0], true
 }
 
-// open opens the bearer's link for the stack's endpoint on ifi: its data
-// view first, then its control view (the stack opens both, in that order).
+// open opens the bearer's link for the stack's endpoint on ifi (its data
+// view: openControl hands out the control view).
 func (p *bearerProvider) open(ifi *net.Interface, etherType uint16, filter []bpf.RawInstruction, readBuffer, writeBuffer int) (link.Link, error) {
 	b := p.udpByIndex(ifi.Index)
 	if b == nil {
@@ -432,12 +432,11 @@ func (p *bearerProvider) open(ifi *net.Interface, etherType uint16, filter []bpf
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.checkClosedLocked()
-	if b.link != nil && b.dataOpened && !b.controlSent {
-		b.controlSent = true
-		return b.link.Control(), nil
-	}
 	if b.link != nil {
-		return nil, fmt.Errorf("myproto: udp bearer %s is open already", b.name)
+		// The stack opens an interface only when it has no endpoint on
+		// it: this link's endpoint let go of it and has yet to close it.
+		b.link.Close()
+		b.link, b.dataOpened, b.controlSent = nil, false, false
 	}
 	l, err := b.openLocked(p)
 	if err != nil {

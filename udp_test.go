@@ -427,3 +427,22 @@ func shaTransfer(t *testing.T, h *testHosts, ln *Listener, addr string, n int) C
 		elapsed.Round(time.Millisecond), float64(n)*8/elapsed.Seconds()/1e9, got.sum[:4])
 	return info
 }
+
+// TestUDPBearerReopen: a bearer closed with its last socket opens again at
+// once, however soon the next socket comes.
+func TestUDPBearerReopen(t *testing.T) {
+	watchdog(t)
+	h := udpHosts(t)
+	for i := range 50 {
+		ln, err := h.b.listen(&ListenConfig{}, "myproto", "udp:0")
+		if err != nil {
+			t.Fatalf("listen %d: %v", i, err)
+		}
+		if ln.Addr().(*Addr).UDPPort != 0 {
+			t.Fatalf("listen %d: on %v, not the bearer port", i, ln.Addr())
+		}
+		ln.Close()
+	}
+	ln := listenB(t, h, nil)
+	shaTransfer(t, h, ln, fmt.Sprintf("127.0.0.2:%d", ln.Addr().(*Addr).Port), 1<<20)
+}
