@@ -39,6 +39,9 @@ type Dialer struct {
 // Dial connects to the address on the named network, which must be
 // "myproto". The address is "[mac]:port" or "[mac%iface]:port"; the zone
 // picks the outgoing interface and may be left out when there is only one.
+// A station of a UDP bearer is its IP address, "[192.0.2.7%udp]:port",
+// "[2001:db8::7%udp]:port" or, with one UDP bearer, "192.0.2.7:port"; a
+// node name ("nodeb:port") is looked up on every interface (see Resolver).
 // Dialing a port nobody on that host listens on fails at once with an error
 // for which errors.Is(err, syscall.ECONNREFUSED) holds.
 func Dial(network, address string) (*Conn, error) {

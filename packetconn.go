@@ -147,7 +147,9 @@ func (q *dgramQueue) pop() *datagram {
 // as net.ListenPacket does. The network must be "myproto". The address is
 // "iface:port" (one interface), "[mac]:port" or "[mac%iface]:port" (the
 // interface with that hardware address), or ":port" (every up Ethernet
-// interface); port 0 picks an ephemeral port.
+// interface, and the UDP bearers when Config.Bearers lists them); a UDP
+// bearer is "udp:port" or its IP address, "192.0.2.7:port". Port 0 picks an
+// ephemeral port.
 //
 // The port is owned host-wide: no other datagram socket in this or any
 // other process in the network namespace can bind it until this one is
