@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,6 +23,8 @@ const (
 	errNoSuchInterface = "no such interface"
 	errNotEthernet     = "not an Ethernet interface"
 	errGroupAddr       = "broadcast or multicast hardware address: a connection needs one peer"
+	errInvalidIP       = "invalid IP address"
+	errInvalidUDPPort  = "invalid UDP port"
 )
 
 // inAddress returns err, a *net.AddrError about part of address (an
@@ -65,14 +68,24 @@ const maxZoneLen = 15
 
 // Addr is a myproto address: an interface's hardware address, a port and
 // optionally a zone (interface name), as IPv6 link-local addresses carry one.
+// On a UDP bearer (SPEC.md §18) a station is an IP address instead, and the
+// zone names the bearer.
 //
-// On Listen the hardware address names the local side and may be empty for
-// all interfaces; on Dial it names the remote side and the zone, if any,
-// picks the outgoing interface.
+// On Listen the hardware address (or IP address) names the local side and
+// may be empty for all interfaces; on Dial it names the remote side and the
+// zone, if any, picks the outgoing interface or bearer.
 type Addr struct {
 	HardwareAddr net.HardwareAddr
 	Port         uint16
-	Zone         string // interface name, or empty
+	Zone         string // interface or bearer name, or empty
+
+	// IP is a UDP bearer station's IP address. Addresses the stack makes
+	// for such a station carry both it and the station's virtual MAC in
+	// HardwareAddr; String shows the IP address.
+	IP netip.Addr
+	// UDPPort is the station's UDP port when it is not the bearer port all
+	// hosts agree on (0).
+	UDPPort uint16
 }
 
 var _ net.Addr = &Addr{}
@@ -82,14 +95,38 @@ func (a *Addr) Network() string { return network }
 
 // String returns the string form of the address: "[02:00:5e:10:00:01]:80",
 // or "[02:00:5e:10:00:01%eth0]:80" with a zone. Without a hardware address it
-// is "eth0:80" with a zone and ":80" without one. A nil *Addr is "<nil>".
-// ResolveAddr gives back the same address for each form but "eth0:80", which
-// it resolves to the interface's own hardware address, and "<nil>".
+// is "eth0:80" with a zone and ":80" without one. A UDP bearer station is
+// "[192.0.2.7%udp]:80" or "[2001:db8::7%udp]:80", with "#PORT" after the IP
+// address when its UDP port is not the bearer port ("[192.0.2.7#40000%udp]:80"),
+// and without a zone "192.0.2.7:80" or "[2001:db8::7]:80". A nil *Addr is
+// "<nil>". ResolveAddr gives back the same address for each form but
+// "eth0:80", which it resolves to the interface's own hardware address, and
+// "<nil>".
 func (a *Addr) String() string {
 	if a == nil {
 		return "<nil>"
 	}
 	port := strconv.FormatUint(uint64(a.Port), 10)
+	if a.IP.IsValid() {
+		ip := a.IP.WithZone("").String()
+		if a.Zone == "" && a.UDPPort == 0 && a.IP.Is4() {
+			return ip + ":" + port
+		}
+		var b strings.Builder
+		b.WriteByte('[')
+		b.WriteString(ip)
+		if a.UDPPort != 0 {
+			b.WriteByte('#')
+			b.WriteString(strconv.FormatUint(uint64(a.UDPPort), 10))
+		}
+		if a.Zone != "" {
+			b.WriteByte('%')
+			b.WriteString(a.Zone)
+		}
+		b.WriteString("]:")
+		b.WriteString(port)
+		return b.String()
+	}
 	if len(a.HardwareAddr) == 0 {
 		// No brackets: a bare zone reads, and resolves, as an interface name.
 		return a.Zone + ":" + port
@@ -155,8 +192,15 @@ func (a *Addr) isBroadcast() bool {
 //     optionally with a zone naming the interface it is reached through, as
 //     in "[02:00:5e:10:00:01%eth0]:80";
 //   - the name of an interface on this host, as in "eth0:80", which resolves to
-//     that interface's hardware address with the name as the zone.
+//     that interface's hardware address with the name as the zone, or of a
+//     UDP bearer of the default stack, as in "udp:80";
+//   - an IP address, a station of a UDP bearer (SPEC.md §18), optionally
+//     with "#PORT", its UDP port when it is not the bearer port, and a zone
+//     naming the bearer: "192.0.2.7:80", "[2001:db8::7]:80",
+//     "[192.0.2.7%udp]:80", "[192.0.2.7#40000%udp]:80". Its HardwareAddr is
+//     left empty: the stack computes the station's virtual MAC.
 //
+// Zones name an interface of this host or a bearer of the default stack.
 // Any other host is a node name, resolved by DefaultResolver (static
 // entries, then neighbour discovery); an unknown one gives a *net.DNSError
 // with IsNotFound set. Every malformed address gives a *net.AddrError whose
@@ -167,19 +211,29 @@ func ResolveAddr(netw, address string) (*Addr, error) {
 	default:
 		return nil, net.UnknownNetworkError(netw)
 	}
-	mac, zone, host, port, err := parseAddr(address)
+	pa, err := parseAddress(address)
 	if err != nil {
 		return nil, err
 	}
+	mac, zone, host, port := pa.mac, pa.zone, pa.host, pa.port
 	if zone != "" {
-		if _, why := ethernetInterface(zone); why != "" {
+		if why := zoneProblem(zone); why != "" {
 			return nil, &net.AddrError{Err: why, Addr: address}
 		}
+	}
+	if pa.ip.IsValid() {
+		return &Addr{IP: pa.ip, UDPPort: pa.udpPort, Port: port, Zone: zone}, nil
 	}
 	if host == "" {
 		return &Addr{HardwareAddr: mac, Port: port, Zone: zone}, nil
 	}
 	ifi, why := ethernetInterface(host)
+	if why == errNoSuchInterface {
+		if a := defaultBearerAddr(host); a != nil {
+			a.Port = port
+			return a, nil
+		}
+	}
 	switch why {
 	case "":
 		return &Addr{HardwareAddr: ifi.HardwareAddr, Port: port, Zone: ifi.Name}, nil
@@ -201,6 +255,16 @@ func ResolveAddr(netw, address string) (*Addr, error) {
 	return a, nil
 }
 
+// zoneProblem says why zone names no interface of this host that can carry
+// myproto, nor a bearer of the default stack, or returns "".
+func zoneProblem(zone string) string {
+	_, why := ethernetInterface(zone)
+	if why == errNoSuchInterface && defaultBearerAddr(zone) != nil {
+		return ""
+	}
+	return why
+}
+
 // ethernetInterface returns the interface on this host named name, or why it
 // cannot carry myproto frames: it must have a 6-byte hardware address, which
 // also rules out loopback (package net reports its all-zero address as none)
@@ -214,6 +278,58 @@ func ethernetInterface(name string) (*net.Interface, string) {
 		return nil, errNotEthernet
 	}
 	return ifi, ""
+}
+
+// addrParts are the parts of an address string.
+type addrParts struct {
+	mac     net.HardwareAddr
+	ip      netip.Addr // a UDP bearer station
+	udpPort uint16     // its UDP port, if given ("#PORT")
+	zone    string
+	host    string
+	port    uint16
+}
+
+// parseAddress splits address into its parts without consulting the system:
+// the IP forms of UDP bearer stations ("192.0.2.7:80", "[2001:db8::7]:80",
+// "[192.0.2.7#40000%udp]:80"), then those of parseAddr. At most one of mac,
+// ip and host is set; udpPort only with ip, zone only with mac or ip.
+func parseAddress(address string) (addrParts, error) {
+	fail := func(why string) (addrParts, error) {
+		return addrParts{}, &net.AddrError{Err: why, Addr: address}
+	}
+	if h, p, err := net.SplitHostPort(address); err == nil {
+		m, z, hasZone := strings.Cut(h, "%")
+		ipStr, udpStr, hasUDP := strings.Cut(m, "#")
+		ip, ipErr := netip.ParseAddr(ipStr)
+		// "02:00:5e:10:00:01:02:03" is an EUI-64 as much as an IPv6
+		// address: what net.ParseMAC takes is a MAC, as it always was here.
+		_, macErr := net.ParseMAC(ipStr)
+		switch {
+		case ipErr == nil && macErr != nil:
+			pa := addrParts{ip: ip.Unmap(), zone: z}
+			var ok bool
+			if pa.port, ok = parsePort(p); !ok {
+				return fail(errInvalidPort)
+			}
+			if hasUDP {
+				if pa.udpPort, ok = parsePort(udpStr); !ok || pa.udpPort == 0 {
+					return fail(errInvalidUDPPort)
+				}
+			}
+			if hasZone && !validZone(z) {
+				return fail(errInvalidZone)
+			}
+			return pa, nil
+		case hasUDP:
+			return fail(errInvalidIP)
+		}
+	}
+	mac, zone, host, port, err := parseAddr(address)
+	if err != nil {
+		return addrParts{}, err
+	}
+	return addrParts{mac: mac, zone: zone, host: host, port: port}, nil
 }
 
 // parseAddr splits address into its parts without consulting the system, so

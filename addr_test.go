@@ -208,7 +208,7 @@ func TestResolveAddr(t *testing.T) {
 			t.Errorf("ResolveAddr(%q, %q): %v", tt.network, tt.address, err)
 			continue
 		}
-		if diff := cmp.Diff(tt.want, got); diff != "" {
+		if diff := cmp.Diff(tt.want, got, cmpIP); diff != "" {
 			t.Errorf("ResolveAddr(%q, %q) mismatch (-want +got):\n%s", tt.network, tt.address, diff)
 		}
 	}
@@ -233,7 +233,7 @@ func TestResolveAddrInterface(t *testing.T) {
 			t.Errorf("ResolveAddr(%q): %v", tt.address, err)
 			continue
 		}
-		if diff := cmp.Diff(tt.want, got); diff != "" {
+		if diff := cmp.Diff(tt.want, got, cmpIP); diff != "" {
 			t.Errorf("ResolveAddr(%q) mismatch (-want +got):\n%s", tt.address, diff)
 		}
 	}
@@ -313,7 +313,7 @@ func TestAddrRoundTrip(t *testing.T) {
 			t.Errorf("ResolveAddr(%q): %v", s, err)
 			continue
 		}
-		if diff := cmp.Diff(a, got); diff != "" {
+		if diff := cmp.Diff(a, got, cmpIP); diff != "" {
 			t.Errorf("ResolveAddr(%q) mismatch (-want +got):\n%s", s, diff)
 		}
 	}
@@ -325,7 +325,7 @@ func TestAddrClone(t *testing.T) {
 	}
 	a := &Addr{HardwareAddr: mustMAC(t, "02:00:5e:10:00:01"), Port: 80, Zone: "eth0"}
 	c := a.clone()
-	if diff := cmp.Diff(a, c); diff != "" {
+	if diff := cmp.Diff(a, c, cmpIP); diff != "" {
 		t.Fatalf("clone mismatch (-want +got):\n%s", diff)
 	}
 	c.HardwareAddr[0] = 0xff

@@ -31,6 +31,7 @@ type Conn struct {
 	b             *binding // the port; shared with the listener for accepted conns
 	local, remote *Addr
 	cid           uint64  // our connection ID: the demultiplexing key
+	msg           bool    // a message connection (msgconn.go): its SYN says so
 	peer          [6]byte // the peer's MAC
 	src           [6]byte // ours when the connection began: its frames' source
 
@@ -67,7 +68,7 @@ func newConn(s *stack, ep *endpoint, b *binding, cid uint64, remote *Addr) *Conn
 		b:        b,
 		cid:      cid,
 		remote:   remote,
-		local:    &Addr{HardwareAddr: net.HardwareAddr(ep.hwaddrSlice()), Port: b.port, Zone: ep.name},
+		local:    ep.addr(b.port),
 		linger:   -1,
 		readable: make(chan struct{}, 1),
 		writable: make(chan struct{}, 1),

@@ -2,6 +2,8 @@ package myproto
 
 import (
 	"time"
+
+	"github.com/myproto/myproto/internal/stream"
 )
 
 // A connTx gathers what several connections on one endpoint have to send
@@ -68,6 +70,9 @@ func (q *connTx) add(c *Conn) {
 			bl, flags, dst := c.e.NextPacket(now, buf[offBody:size])
 			if bl == 0 {
 				break
+			}
+			if c.msg && flags&stream.FlagSYN != 0 {
+				flags |= flagMessage
 			}
 			h := header{dst: c.peer, src: c.src, etherType: c.s.etherType, typ: typeStream,
 				flags: flags, srcPort: c.local.Port, dstPort: c.remote.Port, connID: dst}

@@ -114,6 +114,10 @@ func (ep *endpoint) controlInput(frame []byte) {
 			reason = ep.s.discInput(ep, &h, body)
 		case typeStream:
 			reason = ep.s.controlStream(ep, &h, body)
+		case typeDatagram:
+			// A UDP bearer's multicast group passes broadcast datagrams
+			// here; a packet socket's control filter never does.
+			reason = ep.s.demux(ep, &h, body)
 		default:
 			reason = dropNoSocket
 		}
@@ -134,6 +138,12 @@ func (s *stack) controlStream(ep *endpoint, h *header, body []byte) dropReason {
 	case h.flags&stream.FlagSYN != 0 && b != nil:
 		// Ours, but nobody listens: a client port, a datagram socket's,
 		// or a listener on another interface.
+		if s.refuse.allow(time.Now()) {
+			s.refuseSYN(ep, h, body)
+		}
+	case h.flags&stream.FlagSYN != 0 && ep.udp != nil:
+		// A UDP bearer's address is this process's alone: nobody else
+		// will answer.
 		if s.refuse.allow(time.Now()) {
 			s.refuseSYN(ep, h, body)
 		}

@@ -35,6 +35,12 @@ func (s *stack) demux(ep *endpoint, h *header, body []byte) dropReason {
 		}
 		b := s.lookup(h.dstPort)
 		if b == nil {
+			if ep.udp != nil && s.resets.allow(time.Now()) {
+				// A UDP bearer's address is this process's alone, so
+				// this process answers, as a host agent does for a
+				// port nobody holds.
+				ep.statelessReset(h, body, nil)
+			}
 			return dropNoSocket // another process's, or a stale filter's
 		}
 		if b.ln != nil && (b.ifindex == 0 || b.ifindex == ep.index) {

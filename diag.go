@@ -284,7 +284,7 @@ func (s *stack) wireSockets(info bool) []wireSocket {
 		for _, b := range m {
 			local := &Addr{Port: b.port}
 			if len(b.eps) == 1 {
-				local.HardwareAddr, local.Zone = b.eps[0].hwaddrSlice(), b.eps[0].name
+				local = b.eps[0].addr(b.port)
 			}
 			bs = append(bs, bound{b, local})
 		}
@@ -300,7 +300,7 @@ func (s *stack) wireSockets(info bool) []wireSocket {
 			if isClosedChan(ln.closed) {
 				continue
 			}
-			out = append(out, wireSocket{Proto: "stream", State: "LISTEN", Local: toWireAddr(e.local), RecvQ: q, SendQ: ln.backlog})
+			out = append(out, wireSocket{Proto: ln.proto(), State: "LISTEN", Local: toWireAddr(e.local), RecvQ: q, SendQ: ln.backlog})
 		case b.pc != nil:
 			pc := b.pc
 			pc.mu.Lock()
@@ -315,7 +315,7 @@ func (s *stack) wireSockets(info bool) []wireSocket {
 	s.conns.Range(func(_, v any) bool {
 		c := v.(*Conn)
 		ci := c.Info()
-		ws := wireSocket{Proto: "stream", State: ci.State, Local: toWireAddr(c.local), Remote: toWireAddr(c.remote),
+		ws := wireSocket{Proto: c.proto(), State: ci.State, Local: toWireAddr(c.local), Remote: toWireAddr(c.remote),
 			RecvQ: ci.RecvBuffered, SendQ: ci.SendBuffered}
 		if info {
 			w := toWireInfo(&ci)

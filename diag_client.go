@@ -42,7 +42,8 @@ type Process struct {
 type SocketInfo struct {
 	// Process is the process that owns it.
 	Process Process
-	// Proto is "stream" (Listener, Conn) or "datagram" (PacketConn).
+	// Proto is "stream" (Listener, Conn), "message" (MsgListener, MsgConn)
+	// or "datagram" (PacketConn).
 	Proto string
 	// State is "LISTEN" for a listener, "UNCONN" for a datagram socket,
 	// and TCP's name of the state for a connection ("ESTABLISHED",

@@ -3,6 +3,7 @@ package myproto
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"time"
 )
@@ -63,18 +64,23 @@ func (w *wireProcess) process() Process {
 
 // wireAddr is an *Addr.
 type wireAddr struct {
-	MAC  string `json:"mac,omitempty"`
-	Zone string `json:"zone,omitempty"`
-	Port uint16 `json:"port"`
+	MAC     string `json:"mac,omitempty"`
+	IP      string `json:"ip,omitempty"`       // a UDP bearer station's
+	UDPPort uint16 `json:"udp_port,omitempty"` // when not the bearer port
+	Zone    string `json:"zone,omitempty"`
+	Port    uint16 `json:"port"`
 }
 
 func toWireAddr(a *Addr) *wireAddr {
 	if a == nil {
 		return nil
 	}
-	w := &wireAddr{Zone: a.Zone, Port: a.Port}
+	w := &wireAddr{Zone: a.Zone, Port: a.Port, UDPPort: a.UDPPort}
 	if len(a.HardwareAddr) > 0 {
 		w.MAC = a.HardwareAddr.String()
+	}
+	if a.IP.IsValid() {
+		w.IP = a.IP.String()
 	}
 	return w
 }
@@ -83,9 +89,12 @@ func (w *wireAddr) addr() *Addr {
 	if w == nil {
 		return nil
 	}
-	a := &Addr{Zone: w.Zone, Port: w.Port}
+	a := &Addr{Zone: w.Zone, Port: w.Port, UDPPort: w.UDPPort}
 	if w.MAC != "" {
 		a.HardwareAddr, _ = net.ParseMAC(w.MAC)
+	}
+	if w.IP != "" {
+		a.IP, _ = netip.ParseAddr(w.IP)
 	}
 	return a
 }
@@ -164,6 +173,7 @@ type wireNeighbor struct {
 	Interface string `json:"dev"`
 	Name      string `json:"name"`
 	MAC       string `json:"lladdr"`
+	Addr      string `json:"addr,omitempty"` // a UDP bearer neighbour's IP:port
 	MTU       int    `json:"mtu"`
 	NodeID    string `json:"node_id"`
 	State     string `json:"state"`
@@ -172,13 +182,18 @@ type wireNeighbor struct {
 }
 
 func toWireNeighbor(n *Neighbor, now time.Time) wireNeighbor {
-	return wireNeighbor{Interface: n.Interface, Name: n.Name, MAC: n.HardwareAddr.String(), MTU: n.MTU,
+	w := wireNeighbor{Interface: n.Interface, Name: n.Name, MAC: n.HardwareAddr.String(), MTU: n.MTU,
 		NodeID: nodeIDString(n.NodeID), State: n.State, Expires: us(n.Expires.Sub(now)), Confirmed: us(now.Sub(n.Confirmed))}
+	if n.Addr.IsValid() {
+		w.Addr = n.Addr.String()
+	}
+	return w
 }
 
 func (w *wireNeighbor) neighbor(now time.Time) Neighbor {
 	mac, _ := net.ParseMAC(w.MAC)
-	return Neighbor{Interface: w.Interface, Name: w.Name, HardwareAddr: mac, MTU: w.MTU,
+	ap, _ := netip.ParseAddrPort(w.Addr)
+	return Neighbor{Interface: w.Interface, Name: w.Name, HardwareAddr: mac, Addr: ap, MTU: w.MTU,
 		NodeID: parseNodeID(w.NodeID), State: w.State, Expires: now.Add(fromUS(w.Expires)),
 		Confirmed: now.Add(-fromUS(w.Confirmed))}
 }

@@ -37,11 +37,16 @@ type Dialer struct {
 	// Resolver resolves node names ("nodeb:80"); nil means DefaultResolver
 	// (its Config is not used: names are looked up by the Dialer's stack).
 	Resolver *Resolver
+
+	msg bool // DialMsg: a message connection
 }
 
 // Dial connects to the address on the named network, which must be
 // "myproto". The address is "[mac]:port" or "[mac%iface]:port"; the zone
 // picks the outgoing interface and may be left out when there is only one.
+// A station of a UDP bearer is its IP address, "[192.0.2.7%udp]:port",
+// "[2001:db8::7%udp]:port" or, with one UDP bearer, "192.0.2.7:port"; a
+// node name ("nodeb:port") is looked up on every interface (see Resolver).
 // Dialing a port nobody on that host listens on fails at once with an error
 // for which errors.Is(err, syscall.ECONNREFUSED) holds.
 func Dial(network, address string) (*Conn, error) {
@@ -102,6 +107,10 @@ func (s *stack) dial(ctx context.Context, d *Dialer, netw, address string) (*Con
 		s.release(b)
 		return nil, opError("dial", nil, remote, os.NewSyscallError("connect", syscall.ENETDOWN))
 	}
+	if remote, err = b.eps[0].remoteAddr(remote); err != nil {
+		s.release(b)
+		return nil, opError("dial", nil, nil, err)
+	}
 	cid, err := s.newCID()
 	if err != nil {
 		s.release(b)
@@ -112,6 +121,7 @@ func (s *stack) dial(ctx context.Context, d *Dialer, netw, address string) (*Con
 	now := time.Now()
 	cfg.HandshakeTimeout = max(deadline.Sub(now), time.Nanosecond)
 	c.e = stream.NewClient(cfg, cid, now)
+	c.msg = d.msg
 	s.conns.Store(cid, c)
 	c.flush() // the SYN
 
@@ -144,10 +154,14 @@ func (s *stack) dial(ctx context.Context, d *Dialer, netw, address string) (*Con
 
 // resolveRemote parses a remote address and picks the interface to reach it.
 func (s *stack) resolveRemote(ctx context.Context, r *Resolver, netw, address string) (*Addr, *net.Interface, error) {
-	mac, zone, host, port, err := s.parseLocal(netw, address)
+	pa, err := s.parseLocal(netw, address)
 	if err != nil {
 		return nil, nil, err
 	}
+	if pa.ip.IsValid() {
+		return s.resolveUDP(pa, address)
+	}
+	mac, zone, host, port := pa.mac, pa.zone, pa.host, pa.port
 	if mac == nil && host == "" {
 		return nil, nil, &net.AddrError{Err: "missing host", Addr: address}
 	}

@@ -212,6 +212,9 @@ func (s *stack) claimAgain() {
 // sendGone tells every link the stack with node ID node died on this host.
 func (s *stack) sendGone(node uint64) {
 	for _, ep := range s.endpointsSnapshot() {
+		if ep.udp != nil {
+			continue // no other process speaks from this address
+		}
 		ep.disc.send(broadcastMAC, &discMsg{op: discGone, nodeID: node})
 	}
 }

@@ -411,7 +411,7 @@ func TestDiscoveryPeerRestart(t *testing.T) {
 		var b2 *stack
 		if h.kind == "mem" {
 			b2 = newStack(Config{EtherType: DefaultEtherType, Name: "host-b"},
-				&memProvider{seg: h.seg, name: "mem1", mac: h.bMAC, mtu: 1500, host: h.b.prov.(*memProvider).host})
+				&memProvider{seg: h.seg, name: "mem1", mac: h.bMAC, mtu: 1500, host: h.b.baseProvider().(*memProvider).host})
 		} else {
 			b2 = newStack(Config{Name: "host-b"}, packetProvider{ns: h.pair.NetnsB})
 		}

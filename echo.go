@@ -276,9 +276,15 @@ func (s *stack) newPinger(ctx context.Context, address string, c *PingConfig) (*
 	if c == nil {
 		c = &PingConfig{}
 	}
-	mac, zone, name, err := parsePingAddr(address)
+	mac, zone, name, ip, err := parsePingAddr(address)
 	if err != nil {
 		return nil, opError("ping", nil, nil, err)
+	}
+	if ip.IP.IsValid() && zone == "" {
+		// A UDP bearer station: the only UDP bearer.
+		if zone, err = s.udpInterface(address); err != nil {
+			return nil, opError("ping", nil, nil, err)
+		}
 	}
 	// Hold the interfaces through the lookup, so they are not opened
 	// twice (with their name claims and goodbyes) for one ping.
@@ -317,7 +323,15 @@ func (s *stack) newPinger(ctx context.Context, address string, c *PingConfig) (*
 		return nil, opError("ping", nil, remote, err)
 	}
 	ep := eps[0]
-	local := &Addr{HardwareAddr: ep.hwaddrSlice(), Zone: ep.name}
+	if ip.IP.IsValid() {
+		remote.IP, remote.UDPPort = ip.IP, ip.UDPPort
+	}
+	if remote, err = ep.remoteAddr(remote); err != nil {
+		release()
+		return nil, opError("ping", nil, nil, err)
+	}
+	mac = remote.HardwareAddr
+	local := ep.addr(0)
 	size := c.Size
 	switch {
 	case size == 0:
@@ -351,27 +365,29 @@ func (s *stack) newPinger(ctx context.Context, address string, c *PingConfig) (*
 }
 
 // parsePingAddr splits a Pinger's address into a hardware address and its
+// zone, or a UDP bearer station's IP address (ip.IP, ip.UDPPort) and its
 // zone, or a name. Errors are *net.AddrError naming address.
-func parsePingAddr(address string) (mac net.HardwareAddr, zone, name string, err error) {
+func parsePingAddr(address string) (mac net.HardwareAddr, zone, name string, ip Addr, err error) {
 	host, _, err := net.SplitHostPort(address)
 	if err != nil {
 		// No port: a bare name or MAC, perhaps in brackets.
 		host = strings.TrimSuffix(strings.TrimPrefix(address, "["), "]")
 	}
 	if host == "" {
-		return nil, "", "", &net.AddrError{Err: "missing host", Addr: address}
+		return nil, "", "", Addr{}, &net.AddrError{Err: "missing host", Addr: address}
 	}
-	mac, zone, name, _, err = parseAddr(net.JoinHostPort(host, "0"))
+	pa, err := parseAddress(net.JoinHostPort(host, "0"))
 	if ae, ok := errors.AsType[*net.AddrError](err); ok {
-		return nil, "", "", &net.AddrError{Err: ae.Err, Addr: address}
+		return nil, "", "", Addr{}, &net.AddrError{Err: ae.Err, Addr: address}
 	}
 	if err != nil {
-		return nil, "", "", err
+		return nil, "", "", Addr{}, err
 	}
+	mac, zone, name = pa.mac, pa.zone, pa.host
 	if mac != nil && mac[0]&1 != 0 {
-		return nil, "", "", &net.AddrError{Err: "not a station's address (group or broadcast)", Addr: address}
+		return nil, "", "", Addr{}, &net.AddrError{Err: "not a station's address (group or broadcast)", Addr: address}
 	}
-	return mac, zone, name, nil
+	return mac, zone, name, Addr{IP: pa.ip, UDPPort: pa.udpPort}, nil
 }
 
 // Addr returns the neighbour's address: its hardware address and the

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/myproto/myproto/internal/link"
+	"github.com/myproto/myproto/internal/sys"
 )
 
 // rxBatch is how many frames one ReadBatch may return: recvmmsg(2) amortises
@@ -18,9 +19,12 @@ const rxBatch = 64
 // by every socket of the process on that interface, and the goroutine that
 // reads it and demultiplexes frames to sockets.
 type endpoint struct {
-	s     *stack
-	l     link.Link // the data socket: everything but SYNs and discovery
-	ctl   link.Link // the control socket: SYNs and discovery (see controlLoop)
+	s   *stack
+	l   link.Link // the data socket: everything but SYNs and discovery
+	ctl link.Link // the control socket: SYNs and discovery (see controlLoop)
+	// udp is l when the endpoint is a UDP bearer (bearer.go): a station of
+	// its own, which no other process shares.
+	udp   *sys.UDPLink
 	name  string
 	index int
 	// mac is the interface MAC in the low 48 bits; it changes only with a
@@ -89,6 +93,7 @@ func newEndpoint(s *stack, ifi *net.Interface, l, ctl link.Link) *endpoint {
 		groups: make(map[[6]byte]int),
 	}
 	ep.rxTx.ep = ep
+	ep.udp, _ = l.(*sys.UDPLink)
 	ep.setHwaddr(l.HardwareAddr())
 	ep.mtu.Store(int64(l.MTU()))
 	ep.ctlOut.ep = ep

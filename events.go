@@ -137,7 +137,7 @@ type Event struct {
 	State string
 	// MTU is the new MTU of EventLinkMTU, the neighbour's of a name event.
 	MTU int
-	// Proto is "stream" or "datagram" for socket events.
+	// Proto is "stream", "message" or "datagram" for socket events.
 	Proto string
 	// Local and Remote are the addresses of socket and connection events.
 	Local, Remote *Addr
@@ -364,7 +364,7 @@ func (s *stack) connEvent(typ EventType, c *Conn, err error) {
 	if !s.events.active() {
 		return
 	}
-	ev := Event{Type: typ, Proto: "stream", Local: c.local.clone(), Remote: c.remote.clone(), Interface: c.ep.name}
+	ev := Event{Type: typ, Proto: c.proto(), Local: c.local.clone(), Remote: c.remote.clone(), Interface: c.ep.name}
 	if err != nil {
 		ev.Reason = errText(err)
 	}

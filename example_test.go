@@ -203,3 +203,105 @@ func selfSigned(name string) (tls.Certificate, *x509.CertPool) {
 	pool.AddCert(leaf)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
 }
+
+// Two stacks over UDP bearers, one on 127.0.0.1 and one on 127.0.0.2 in
+// place of two hosts on different IP networks: a name found by discovery
+// over UDP, a stream to it, and IP addresses for its ends. No packet
+// socket is opened, so this needs no privilege.
+func Example_udpBearer() {
+	server, err := myproto.NewStack(&myproto.Config{Name: "udp-server",
+		Bearers: []myproto.Bearer{{Media: myproto.MediaUDP, Local: "127.0.0.2"}}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer server.Close()
+	client, err := myproto.NewStack(&myproto.Config{Name: "udp-client",
+		Bearers: []myproto.Bearer{{Media: myproto.MediaUDP, Local: "127.0.0.1", Peers: []string{"127.0.0.2"}}}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer client.Close()
+
+	ln, err := server.Listen("myproto", "udp:7007")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("listening on", ln.Addr())
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		io.Copy(c, c)
+		c.Close()
+	}()
+
+	c, err := client.Dial("myproto", "udp-server:7007")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Println("connected to", c.RemoteAddr())
+	if _, err := c.Write([]byte("hello over UDP\n")); err != nil {
+		log.Fatal(err)
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Print(line)
+	// Output:
+	// listening on [127.0.0.2%udp]:7007
+	// connected to [127.0.0.2%udp]:7007
+	// hello over UDP
+}
+
+// A message connection: each Write arrives as one message, whole and apart,
+// whatever its length; ReadMsg reports a message longer than the buffer.
+func Example_messages() {
+	ln, err := myproto.ListenMsg("myproto", "myproto1:7008")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := ln.AcceptMsg()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 16)
+		for {
+			n, size, err := c.ReadMsg(buf)
+			if err == io.EOF {
+				fmt.Println("end of messages")
+				return
+			}
+			if err != nil {
+				log.Fatal(err)
+			}
+			fmt.Printf("%d of %d bytes: %q\n", n, size, buf[:n])
+		}
+	}()
+
+	c, err := myproto.DialMsg("myproto", peerOf(ln))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	for _, m := range []string{"one", "two", "", "a message longer than the buffer"} {
+		if _, err := c.Write([]byte(m)); err != nil {
+			log.Fatal(err)
+		}
+	}
+	c.CloseWrite()
+	<-done
+	// Output:
+	// 3 of 3 bytes: "one"
+	// 3 of 3 bytes: "two"
+	// 0 of 0 bytes: ""
+	// 16 of 32 bytes: "a message longer"
+	// end of messages
+}

@@ -28,6 +28,7 @@ type Listener struct {
 	local *Addr
 	keep  time.Duration // ListenConfig.KeepAlive
 	user  time.Duration // ListenConfig.UserTimeout
+	msg   bool          // a message listener (msgconn.go): SYNs must say so
 	// jar answers SYNs; it is made once the port is bound (its parameters
 	// depend on the interface), and frames that come before are dropped.
 	jar atomic.Pointer[stream.CookieJar]
@@ -58,6 +59,8 @@ type ListenConfig struct {
 	Config *Config
 	// Stack, if set, is the stack to listen on; Config is then unused.
 	Stack *Stack
+
+	msg bool // ListenMsg: a message listener
 }
 
 // Listen announces on the local address and returns a stream listener, as
@@ -115,6 +118,7 @@ func (s *stack) listen(lc *ListenConfig, netw, address string) (*Listener, error
 		keep:    lc.KeepAlive,
 		user:    lc.UserTimeout,
 		backlog: lc.Backlog,
+		msg:     lc.msg,
 		ready:   make(chan struct{}, 1),
 		closed:  make(chan struct{}),
 		dl:      makeDeadline(),
@@ -131,7 +135,7 @@ func (s *stack) listen(lc *ListenConfig, netw, address string) (*Listener, error
 	// The cookie carries no state, so the SYN-ACK's parameters must be
 	// the ones every connection of this listener starts with.
 	ln.jar.Store(stream.NewCookieJar(nil, s.engineConfig(ln.eps[0], ln.keep, ln.user)))
-	s.socketEvent(EventListen, "stream", ln.local)
+	s.socketEvent(EventListen, ln.proto(), ln.local)
 	return ln, nil
 }
 
@@ -139,6 +143,14 @@ func (s *stack) listen(lc *ListenConfig, netw, address string) (*Listener, error
 func (ln *Listener) inputSYN(ep *endpoint, h *header, body []byte) dropReason {
 	jar := ln.jar.Load()
 	if jar == nil || isClosedChan(ln.closed) {
+		return dropNoSocket
+	}
+	if (h.flags&flagMessage != 0) != ln.msg {
+		// A stream client at a message listener, or the reverse: as
+		// nobody listened on the port.
+		if ln.s.refuse.allow(time.Now()) {
+			ln.s.refuseSYN(ep, h, body)
+		}
 		return dropNoSocket
 	}
 	if ln.full() {
@@ -169,9 +181,10 @@ func (ln *Listener) input(ep *endpoint, h *header, body []byte) dropReason {
 	if ln.full() {
 		return dropQueueFull
 	}
-	remote := &Addr{HardwareAddr: net.HardwareAddr(append([]byte(nil), h.src[:]...)), Port: h.srcPort, Zone: ep.name}
+	remote := ep.peerAddr(h.src, h.srcPort)
 	ln.s.retain(ln.b)
 	c := newConn(ln.s, ep, ln.b, h.connID, remote)
+	c.msg = ln.msg
 	c.e = stream.NewServer(ln.s.engineConfig(ep, ln.keep, ln.user), h.connID, params, now)
 	if _, loaded := ln.s.conns.LoadOrStore(h.connID, c); loaded {
 		ln.s.release(ln.b)
@@ -250,7 +263,7 @@ func (ln *Listener) Close() error {
 			c.SetLinger(0)
 			c.Close()
 		}
-		ln.s.socketEvent(EventListenClose, "stream", ln.local)
+		ln.s.socketEvent(EventListenClose, ln.proto(), ln.local)
 		ln.s.release(ln.b)
 	})
 	if !first {

@@ -14,13 +14,19 @@
 //     grpc.WithContextDialer.
 //   - *PacketConn implements net.PacketConn: unreliable datagrams, with
 //     broadcast and multicast (ListenPacket, ListenConfig.ListenPacket).
+//   - *MsgConn implements net.Conn and *MsgListener net.Listener: message
+//     connections, SOCK_SEQPACKET's semantics over the stream (DialMsg,
+//     ListenMsg): each Write is one message, each Read returns one whole.
 //   - *Addr implements net.Addr: a hardware address, a port and a zone
-//     naming the interface, as for IPv6 link-local addresses.
+//     naming the interface, as for IPv6 link-local addresses; on a UDP
+//     bearer, an IP address in place of the hardware address.
 //   - Resolver finds neighbours' node names on the link (neighbour
 //     discovery, as ARP and NDP), and Watch waits for one to appear.
-//   - Config sets up a stack: EtherType, node name, buffers. The
-//     package-level functions use a default stack per EtherType; *Stack
-//     (NewStack) is one of their own, which Close releases at once.
+//   - Config sets up a stack: EtherType, node name, buffers, and its
+//     Bearers: the Ethernet interfaces, and UDP bearers, which carry the
+//     same frames in UDP datagrams where only IP goes. The package-level
+//     functions use a default stack per EtherType; *Stack (NewStack) is one
+//     of their own, which Close releases at once.
 //
 // Streams and datagrams have separate port spaces, as TCP and UDP do.
 //
@@ -31,7 +37,10 @@
 // this process's own stack.
 //
 // It needs no IP configuration: hosts on one segment reach each other by
-// hardware address.
+// hardware address. Beyond one segment, a UDP bearer carries the frames in
+// UDP datagrams over IPv4 or IPv6, with segmentation offload (UDP_SEGMENT
+// and UDP_GRO, udp(7)), as TIPC's UDP bearer does beside its Ethernet one:
+// Dial("myproto", "[192.0.2.7%udp]:443").
 //
 // The kernel adds a protocol with sock_register, proto_ops and skbuffs; this
 // package is that stack in user space. One stack per process and EtherType
@@ -48,9 +57,12 @@
 // Dial fail with a *net.OpError of that operation wrapping EPERM, for which
 // errors.Is(err, os.ErrPermission) holds, whose message says so: "listen
 // myproto eth0:80: packet sockets need CAP_NET_RAW: run as root, ...:
-// socket: operation not permitted". The diagnostic functions (Sockets and
-// the like) need no privilege, but other users' processes answer only to
-// root.
+// socket: operation not permitted". UDP bearers need no privilege: a
+// stack whose Config.Bearers lists no Ethernet bearer never opens a packet
+// socket, and with the default Bearers a program without CAP_NET_RAW still
+// dials IP addresses and resolves names over UDP. The diagnostic functions
+// (Sockets and the like) need no privilege, but other users' processes
+// answer only to root.
 //
 // Only Linux is supported; elsewhere the package builds and every socket
 // call fails with an error wrapping errors.ErrUnsupported.
@@ -100,6 +112,17 @@ type Config struct {
 	// NameLifetime is how long neighbours keep our names without hearing
 	// from us; we re-announce every third of it. 0 means 60 s.
 	NameLifetime time.Duration
+	// Bearers are the media the stack runs on, as TIPC's bearers: Ethernet
+	// interfaces (MediaEthernet) and UDP bearers (MediaUDP), which carry the
+	// same frames in UDP datagrams across routed networks (SPEC.md §18). nil
+	// means every up Ethernet interface, plus a UDP bearer named "udp" on
+	// the host's address that only addresses naming it use
+	// ("[192.0.2.7%udp]:80", "192.0.2.7:80", "udp:80"); with a list, an
+	// address naming no interface (":80", a name lookup) uses every bearer
+	// in it. A list without MediaEthernet never opens a packet socket, so
+	// the stack needs no privilege.
+	Bearers []Bearer
+
 	// OnNameConflict is called (from the stack's receive goroutine: do
 	// not block) when another station on a link holds or claims one of our
 	// names: a station that finds the name taken when it starts gives it up

@@ -2,6 +2,7 @@ package myproto
 
 import (
 	"net"
+	"net/netip"
 	"slices"
 	"sync"
 	"time"
@@ -25,6 +26,9 @@ type Neighbor struct {
 	Name string
 	// HardwareAddr is its MAC address.
 	HardwareAddr net.HardwareAddr
+	// Addr, on a UDP bearer, is the neighbour's IP address and UDP port;
+	// the zero value elsewhere.
+	Addr netip.AddrPort
 	// MTU is the MTU it announced.
 	MTU int
 	// NodeID identifies the neighbour's stack; a new one for a known name

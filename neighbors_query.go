@@ -65,7 +65,13 @@ wait:
 	now := time.Now()
 	var out []Neighbor
 	for _, ep := range eps {
-		out = append(out, ep.disc.table.snapshot(now)...)
+		ns := ep.disc.table.snapshot(now)
+		if ep.udp != nil {
+			for i := range ns {
+				ns[i].Addr, _ = ep.udp.AddrOf([6]byte(ns[i].HardwareAddr))
+			}
+		}
+		out = append(out, ns...)
 	}
 	slices.SortFunc(out, func(a, b Neighbor) int {
 		return strings.Compare(a.Interface+"/"+a.Name, b.Interface+"/"+b.Name)

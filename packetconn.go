@@ -147,7 +147,9 @@ func (q *dgramQueue) pop() *datagram {
 // as net.ListenPacket does. The network must be "myproto". The address is
 // "iface:port" (one interface), "[mac]:port" or "[mac%iface]:port" (the
 // interface with that hardware address), or ":port" (every up Ethernet
-// interface); port 0 picks an ephemeral port.
+// interface, and the UDP bearers when Config.Bearers lists them); a UDP
+// bearer is "udp:port" or its IP address, "192.0.2.7:port". Port 0 picks an
+// ephemeral port.
 //
 // The port is owned host-wide: no other datagram socket in this or any
 // other process in the network namespace can bind it until this one is
@@ -180,12 +182,12 @@ func (s *stack) listenPacket(netw, address string) (*PacketConn, error) {
 	return c, nil
 }
 
-// parseLocal checks the network and splits a local address.
-func (s *stack) parseLocal(netw, address string) (mac []byte, zone, host string, port uint16, err error) {
+// parseLocal checks the network and splits an address.
+func (s *stack) parseLocal(netw, address string) (addrParts, error) {
 	if netw != network {
-		return nil, "", "", 0, net.UnknownNetworkError(netw)
+		return addrParts{}, net.UnknownNetworkError(netw)
 	}
-	return parseAddr(address)
+	return parseAddress(address)
 }
 
 // deliver queues a datagram received on ep, or says why it can't.
@@ -254,11 +256,7 @@ func (c *PacketConn) readFrom(p []byte) (int, *Addr, error) {
 		c.mu.Unlock()
 		if d != nil {
 			n := copy(p, d.buf[:d.n])
-			addr := &Addr{
-				HardwareAddr: net.HardwareAddr(append([]byte(nil), d.src[:]...)),
-				Port:         d.port,
-				Zone:         d.ep.name,
-			}
+			addr := d.ep.peerAddr(d.src, d.port)
 			putDatagram(d)
 			return n, addr, nil
 		}
@@ -271,8 +269,9 @@ func (c *PacketConn) readFrom(p []byte) (int, *Addr, error) {
 }
 
 // WriteTo implements the net.PacketConn WriteTo method. addr must be an
-// *Addr with a hardware address; its zone picks the interface, and may be
-// left out when the socket is on only one. A payload larger than the
+// *Addr with a hardware address, or an IP address for a station of a UDP
+// bearer; its zone picks the interface, and may be left out when the socket
+// is on only one (or on one UDP bearer, for an IP address). A payload larger than the
 // interface MTU less the 24-byte header fails with EMSGSIZE, and sending to
 // the broadcast address needs SetBroadcast(true) first (EACCES otherwise),
 // both as for UDP.
@@ -300,7 +299,7 @@ func (c *PacketConn) writeTo(p []byte, a *Addr) error {
 		return net.ErrClosed
 	case c.wd.expired():
 		return os.ErrDeadlineExceeded
-	case len(a.HardwareAddr) != 6:
+	case len(a.HardwareAddr) != 6 && !a.IP.IsValid():
 		return &net.AddrError{Err: "missing or invalid hardware address", Addr: a.String()}
 	}
 	ep, err := c.route(a)
@@ -311,7 +310,14 @@ func (c *PacketConn) writeTo(p []byte, a *Addr) error {
 		return os.NewSyscallError("sendmmsg", syscall.ENETDOWN)
 	}
 	h := header{typ: typeDatagram, srcPort: c.local.Port, dstPort: a.Port}
-	copy(h.dst[:], a.HardwareAddr)
+	if a.IP.IsValid() {
+		// A UDP bearer station.
+		if h.dst, err = ep.udpPeerMAC(a); err != nil {
+			return err
+		}
+	} else {
+		copy(h.dst[:], a.HardwareAddr)
+	}
 	if h.dst == broadcastMAC {
 		c.mu.Lock()
 		ok := c.bcast
@@ -329,6 +335,9 @@ func (c *PacketConn) route(a *Addr) (*endpoint, error) {
 	if a.Zone == "" {
 		if len(eps) == 1 {
 			return eps[0], nil
+		}
+		if ep := onlyUDP(eps); ep != nil && a.IP.IsValid() {
+			return ep, nil
 		}
 		return nil, &net.AddrError{Err: "zone needed to choose among several interfaces", Addr: a.String()}
 	}

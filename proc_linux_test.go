@@ -819,6 +819,9 @@ func startPeer(t testing.TB, ns *sys.Netns, env ...string) *peerProc {
 	}
 	cmd.Stderr = &peerLog{p: p}
 	cmd.WaitDelay = time.Second
+	if slices.Contains(env, peerUnprivileged) {
+		cmd.SysProcAttr = unprivilegedAttr()
+	}
 	p.stdin = stdin
 	if ns == nil {
 		err = cmd.Start()

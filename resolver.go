@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -198,7 +199,7 @@ func (s *stack) lookupName(ctx context.Context, r *Resolver, name, zone string) 
 	now := time.Now()
 	for _, ep := range eps {
 		if n, ok := ep.disc.table.lookup(canon, now); ok {
-			return &Addr{HardwareAddr: net.HardwareAddr(append([]byte(nil), n.mac[:]...)), Zone: ep.name}, nil
+			return ep.peerAddr(n.mac, 0), nil
 		}
 	}
 	// Then the link.
@@ -207,7 +208,7 @@ func (s *stack) lookupName(ctx context.Context, r *Resolver, name, zone string) 
 		return nil, err
 	}
 	a := as[0]
-	return &Addr{HardwareAddr: net.HardwareAddr(append([]byte(nil), a.mac[:]...)), Zone: a.ep.name}, nil
+	return a.ep.peerAddr(a.mac, 0), nil
 }
 
 // lookupAddr finds the names of mac.
@@ -318,8 +319,15 @@ func (s *stack) holdEndpoints(zone string) ([]*endpoint, func(), error) {
 	}
 	b := &binding{}
 	s.mu.Lock()
+	var denied error
 	for i := range ifis {
 		ep, err := s.acquireEndpoint(&ifis[i])
+		if err != nil && zone == "" && errors.Is(err, os.ErrPermission) {
+			// Without CAP_NET_RAW a lookup everywhere still works on
+			// the UDP bearers.
+			denied = err
+			continue
+		}
 		if err != nil {
 			closing := s.releaseLocked(b)
 			s.mu.Unlock()
@@ -329,6 +337,10 @@ func (s *stack) holdEndpoints(zone string) ([]*endpoint, func(), error) {
 			return nil, nil, err
 		}
 		b.eps = append(b.eps, ep)
+	}
+	if len(b.eps) == 0 && denied != nil {
+		s.mu.Unlock()
+		return nil, nil, denied
 	}
 	eps := slices.Clone(b.eps)
 	s.mu.Unlock()
@@ -355,14 +367,22 @@ func Neighbors(cfg *Config) []Neighbor {
 func (s *stack) neighbors() []Neighbor {
 	s.mu.Lock()
 	tables := make([]*neighborTable, 0, len(s.tables))
-	for _, t := range s.tables {
+	var where []func([6]byte) netip.AddrPort // each table's UDP addresses, if a UDP bearer's
+	for idx, t := range s.tables {
 		tables = append(tables, t)
+		where = append(where, s.udpAddrOf(idx))
 	}
 	s.mu.Unlock()
 	now := time.Now()
 	var out []Neighbor
-	for _, t := range tables {
-		out = append(out, t.snapshot(now)...)
+	for i, t := range tables {
+		ns := t.snapshot(now)
+		if f := where[i]; f != nil {
+			for j := range ns {
+				ns[j].Addr = f([6]byte(ns[j].HardwareAddr))
+			}
+		}
+		out = append(out, ns...)
 	}
 	slices.SortFunc(out, func(a, b Neighbor) int {
 		return strings.Compare(a.Interface+"/"+a.Name, b.Interface+"/"+b.Name)

@@ -146,6 +146,13 @@ func newStack(cfg Config, prov provider) *stack {
 	}
 	s.timers = newTimerQueue(&s.wg)
 	s.names, s.err = stackNames(&cfg)
+	if bp, err := withBearers(&cfg, prov); err != nil {
+		if s.err == nil {
+			s.err = err
+		}
+	} else {
+		s.prov = bp
+	}
 	empty := map[uint16]*binding{}
 	s.table.Store(&empty)
 	s.dtable.Store(&empty)
@@ -218,7 +225,7 @@ func (s *stack) selectInterfaces(mac net.HardwareAddr, name string) ([]net.Inter
 				continue
 			case mac != nil && !slices.Equal(ifi.HardwareAddr, mac):
 				continue
-			case name == "" && mac == nil && !usable(&ifi):
+			case name == "" && mac == nil && !s.byDefault(&ifi):
 				continue
 			}
 			out = append(out, ifi)
@@ -254,9 +261,16 @@ func errNoInterface(what string) error {
 // local address: without hardware address or zone when it is on every
 // interface. Its errors are ready to return.
 func (s *stack) bindLocal(netw, address string, b *binding) (*Addr, error) {
-	mac, zone, host, port, err := s.parseLocal(netw, address)
+	pa, err := s.parseLocal(netw, address)
 	if err != nil {
 		return nil, opError("listen", nil, nil, err)
+	}
+	mac, zone, host, port := pa.mac, pa.zone, pa.host, pa.port
+	if pa.ip.IsValid() {
+		// A UDP bearer's own IP address names the bearer.
+		if zone, err = s.udpLocal(pa.ip, zone, address); err != nil {
+			return nil, opError("listen", nil, nil, err)
+		}
 	}
 	if zone == "" {
 		zone = host
@@ -272,8 +286,7 @@ func (s *stack) bindLocal(netw, address string, b *binding) (*Addr, error) {
 	}
 	local := &Addr{Port: b.port}
 	if len(ifis) == 1 {
-		local.HardwareAddr = ifis[0].HardwareAddr
-		local.Zone = ifis[0].Name
+		local = b.eps[0].addr(b.port)
 	}
 	return local, nil
 }

@@ -6,9 +6,10 @@
 #
 # Builds myproto and quicperf, makes two network namespaces joined by a veth
 # pair (mpb_a/mpb_va <-> mpb_b/mpb_vb, 198.51.100.1/24 <-> .2/24, addresses
-# that exist only inside them), starts `myproto perf -s` and `quicperf -s`
-# in mpb_b and runs every client in mpb_a, each a process of its own with
-# the default GOMAXPROCS. Each test runs RUNS times at each MTU; the table
+# that exist only inside them), starts `myproto perf -s` (on Ethernet and the
+# UDP bearer; a second one on the UDP bearer without offload) and `quicperf
+# -s` in mpb_b and runs every client in mpb_a, each a process of its own
+# with the default GOMAXPROCS. NA and NB rename the namespaces. Each test runs RUNS times at each MTU; the table
 # shows medians, and every run's JSON is kept in bench/results/STAMP/.
 # The namespaces go away on exit, Ctrl-C included.
 #
@@ -42,17 +43,22 @@ mkdir -p "$BIN"
 go build -o "$BIN/myproto" ./cmd/myproto
 (cd bench/quic && go build -o "../../$BIN/quicperf" .)
 
-NA=mpb_a NB=mpb_b VA=mpb_va VB=mpb_vb
+NA=${NA:-mpb_a} NB=${NB:-mpb_b} VA=mpb_va VB=mpb_vb
 MACB=02:42:00:00:00:02
 IPB=198.51.100.2
-SRV="" QSRV=""
+SRV="" QSRV="" USRV=""
 PERFC=("$BIN/myproto" perf -c "[$MACB]")
+# The UDP bearer: the server's IP address, at the bearer port; the second
+# server's bearer without GSO/GRO is at 34998, its myproto port 5202.
+PERFU=("$BIN/myproto" perf -c "$IPB")
+PERFUN=("$BIN/myproto" perf -c "[$IPB#34998%udp]" -p 5202 --no-offload)
 inA() { nsenter --net=/run/netns/$NA "$@"; }
 
 cleanup() {
 	[ -n "$SRV" ] && kill "$SRV" 2>/dev/null && wait "$SRV" 2>/dev/null
 	[ -n "$QSRV" ] && kill "$QSRV" 2>/dev/null && wait "$QSRV" 2>/dev/null
-	SRV="" QSRV=""
+	[ -n "$USRV" ] && kill "$USRV" 2>/dev/null && wait "$USRV" 2>/dev/null
+	SRV="" QSRV="" USRV=""
 	ip netns del $NA 2>/dev/null || true # deleting a namespace deletes its end of the pair
 	ip netns del $NB 2>/dev/null || true
 }
@@ -114,6 +120,27 @@ loss() {
 	done
 }
 
+# lossudp PERCENT: drop that share of the IPv4 UDP datagrams (the UDP
+# bearer's) arriving on either end.
+lossudp() {
+	for ns in $NA:$VA $NB:$VB; do
+		local n=${ns%%:*} dev=${ns##*:}
+		nsenter --net=/run/netns/$n nft -f - <<-EOF
+			table netdev mpblossu
+			delete table netdev mpblossu
+		EOF
+		[ "$1" -gt 0 ] || continue
+		nsenter --net=/run/netns/$n nft -f - <<-EOF
+			table netdev mpblossu {
+				chain ingress {
+					type filter hook ingress device "$dev" priority 0; policy accept;
+					meta protocol ip ip protocol udp numgen random mod 100 < $1 drop
+				}
+			}
+		EOF
+	done
+}
+
 # j FILE FILTER: a number from a JSON report ("" when the file is missing).
 j() { [ -n "$1" ] && jq -r "$2 // empty" "$1" || true; }
 
@@ -122,13 +149,17 @@ for MTU in $MTUS; do
 	ip -n $NA link set $VA mtu "$MTU"
 	ip -n $NB link set $VB mtu "$MTU"
 	# nsenter execs the program, so $! is the server's own pid.
-	MYPROTO_NAME=bench-server nsenter --net=/run/netns/$NB "$BIN/myproto" perf -s --tcp-listen $IPB:5201 \
+	MYPROTO_NAME=bench-server nsenter --net=/run/netns/$NB "$BIN/myproto" perf -s --udp --tcp-listen $IPB:5201 \
 		>"$OUT/server-$MTU.log" 2>&1 &
 	SRV=$!
+	MYPROTO_NAME=bench-server-nooffload MYPROTO_UDP_LOCAL=$IPB:34998 nsenter --net=/run/netns/$NB \
+		"$BIN/myproto" perf -s -p 5202 --udp --no-offload >"$OUT/server-nooffload-$MTU.log" 2>&1 &
+	USRV=$!
 	nsenter --net=/run/netns/$NB "$BIN/quicperf" -s $IPB:4433 -certfile "$OUT/quic.der" >"$OUT/quic-$MTU.log" 2>&1 &
 	QSRV=$!
 	for _ in $(seq 50); do
-		grep -q "listening on tcp" "$OUT/server-$MTU.log" && grep -q listening "$OUT/quic-$MTU.log" && break
+		grep -q "listening on tcp" "$OUT/server-$MTU.log" && grep -q listening "$OUT/quic-$MTU.log" &&
+			grep -q "UDP bearer" "$OUT/server-nooffload-$MTU.log" && break
 		sleep 0.1
 	done
 	for RUN in $(seq "$RUNS"); do
@@ -191,10 +222,31 @@ for MTU in $MTUS; do
 		loss 0
 		add loss_bps "$MTU" "$(j "$f" .myproto.receiver.bits_per_second)"
 		add loss_retx "$MTU" "$(j "$f" .myproto.sender.retransmits)"
+
+		# The UDP bearer (SPEC.md §18), against the same TCP and quic-go.
+		f=$(client udp "$MTU" "${PERFU[@]}" -t "$T" -J)
+		add udp_bps "$MTU" "$(j "$f" .myproto.receiver.bits_per_second)"
+		add udp_retx "$MTU" "$(j "$f" .myproto.sender.retransmits)"
+		add udp_cpu_client "$MTU" "$(j "$f" .myproto.cpu.client.cpu_ns_per_frame)"
+		add udp_cpu_server "$MTU" "$(j "$f" .myproto.cpu.server.cpu_ns_per_frame)"
+		f=$(client udp-nooffload "$MTU" "${PERFUN[@]}" -t "$T" -J)
+		add udpn_bps "$MTU" "$(j "$f" .myproto.receiver.bits_per_second)"
+		add udpn_cpu_client "$MTU" "$(j "$f" .myproto.cpu.client.cpu_ns_per_frame)"
+		add udpn_cpu_server "$MTU" "$(j "$f" .myproto.cpu.server.cpu_ns_per_frame)"
+		f=$(client udp-tls "$MTU" "${PERFU[@]}" --tls -t "$T" -J)
+		add udptls_bps "$MTU" "$(j "$f" .myproto.receiver.bits_per_second)"
+		f=$(client udp-rr "$MTU" "${PERFU[@]}" --rr -t "$T" -J)
+		add udp_rr50 "$MTU" "$(j "$f" .myproto.latency.p50_us)"
+		add udp_rr99 "$MTU" "$(j "$f" .myproto.latency.p99_us)"
+		lossudp 5
+		f=$(client udp-loss5 "$MTU" "${PERFU[@]}" -n "$LOSS_BYTES" -J)
+		lossudp 0
+		add udp_loss_bps "$MTU" "$(j "$f" .myproto.receiver.bits_per_second)"
+		add udp_loss_retx "$MTU" "$(j "$f" .myproto.sender.retransmits)"
 	done
-	kill "$SRV" "$QSRV" 2>/dev/null || true
-	wait "$SRV" "$QSRV" 2>/dev/null || true
-	SRV="" QSRV=""
+	kill "$SRV" "$QSRV" "$USRV" 2>/dev/null || true
+	wait "$SRV" "$QSRV" "$USRV" 2>/dev/null || true
+	SRV="" QSRV="" USRV=""
 done
 
 # med METRIC MTU: the median of the runs' values, "" if none.
@@ -242,6 +294,12 @@ c_cpu() { echo "$(fmt ns "$(med cpu_client $1)") / $(fmt ns "$(med cpu_server $1
 c_ctx() { echo "$(fmt f "$(med ctx_client $1)") / $(fmt f "$(med ctx_server $1)")"; }
 c_sys() { echo "$(fmt f "$(med sys_client $1)") / $(fmt f "$(med sys_server $1)")"; }
 c_tcpcpu() { echo "$(fmt ns "$(med tcp_cpu_client $1)") / $(fmt ns "$(med tcp_cpu_server $1)")"; }
+c_udp() { echo "$(fmt gbit "$(med udp_bps $1)");$(ratio "$(med udp_bps $1)" "$(med mp_bps $1)") the Ethernet bearer,$(ratio "$(med udp_bps $1)" "$(med tcp_bps $1)") kernel TCP; $(fmt n "$(med udp_retx $1)") retransmissions"; }
+c_udpn() { echo "$(fmt gbit "$(med udpn_bps $1)"); with offload$(ratio "$(med udp_bps $1)" "$(med udpn_bps $1)") this"; }
+c_udptls() { echo "$(fmt gbit "$(med udptls_bps $1)");$(ratio "$(med udptls_bps $1)" "$(med quic_bps $1)") quic-go,$(ratio "$(med udptls_bps $1)" "$(med tcptls_bps $1)") TLS over TCP"; }
+c_udprr() { echo "$(fmt us "$(med udp_rr50 $1)") / $(fmt us "$(med udp_rr99 $1)")"; }
+c_udploss() { echo "$(fmt gbit "$(med udp_loss_bps $1)"), $(fmt n "$(med udp_loss_retx $1)") retransmissions"; }
+c_udpcpu() { echo "$(fmt ns "$(med udp_cpu_client $1)") / $(fmt ns "$(med udp_cpu_server $1)"); no offload $(fmt ns "$(med udpn_cpu_client $1)") / $(fmt ns "$(med udpn_cpu_server $1)")"; }
 c_rawcpu() { echo "$(fmt ns "$(med raw_cpu_snd $1)") / $(fmt ns "$(med raw_cpu_rcv $1)")"; }
 
 {
@@ -268,6 +326,12 @@ c_rawcpu() { echo "$(fmt ns "$(med raw_cpu_snd $1)") / $(fmt ns "$(med raw_cpu_r
 	row "myproto bulk: system calls per frame, sender / receiver" c_sys
 	row "kernel TCP bulk: CPU per GSO packet, sender / receiver" c_tcpcpu
 	row "raw flood: CPU per frame, sender / receiver" c_rawcpu
+	row "UDP bearer bulk, 1 connection (GSO/GRO)" c_udp
+	row "UDP bearer bulk, no offload" c_udpn
+	row "TLS 1.3 over myproto, UDP bearer" c_udptls
+	row "UDP bearer 1-byte request/response p50 / p99" c_udprr
+	row "UDP bearer bulk at 5 % loss (nft, both ends), $LOSS_BYTES" c_udploss
+	row "UDP bearer bulk: CPU per frame, sender / receiver" c_udpcpu
 	echo
 	echo "Frames are counted in the busier direction. On veth the receive softirq mostly runs on the"
 	echo "sender's CPU and is charged to the sender. JSON of every run: $OUT/"

@@ -40,6 +40,7 @@ type neighEntry struct {
 	Dst       string   `json:"dst"`
 	Dev       string   `json:"dev,omitempty"`
 	LLAddr    string   `json:"lladdr"`
+	Addr      string   `json:"addr,omitempty"` // on a UDP bearer: IP:port
 	MTU       int      `json:"mtu,omitempty"`
 	NodeID    string   `json:"node_id,omitempty"`
 	State     string   `json:"state,omitempty"`
@@ -101,6 +102,9 @@ func neighCmd(args []string, stdout, stderr io.Writer) int {
 			line += " dev " + e.Dev
 		}
 		line += " lladdr " + e.LLAddr
+		if e.Addr != "" {
+			line += " addr " + e.Addr
+		}
 		if e.MTU != 0 {
 			line += fmt.Sprintf(" mtu %d", e.MTU)
 		}
@@ -137,10 +141,14 @@ func neighShow(dev string, wait time.Duration) ([]neighEntry, error) {
 	var out []neighEntry
 	for _, n := range ns {
 		age, exp := ms(now.Sub(n.Confirmed)), ms(n.Expires.Sub(now))
-		out = append(out, neighEntry{
+		e := neighEntry{
 			Dst: n.Name, Dev: n.Interface, LLAddr: n.HardwareAddr.String(), MTU: n.MTU,
 			NodeID: fmt.Sprintf("%016x", n.NodeID), State: n.State, AgeMS: &age, ExpiresMS: &exp,
-		})
+		}
+		if n.Addr.IsValid() {
+			e.Addr = n.Addr.String()
+		}
+		out = append(out, e)
 	}
 	return out, nil
 }

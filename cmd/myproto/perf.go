@@ -9,9 +9,12 @@ import (
 	"io"
 	"math"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/myproto/myproto"
 )
 
 // myproto perf is iperf3 for myproto: a server that stays up for many
@@ -27,12 +30,15 @@ ceiling. The server stays up for many tests; the client runs one.
 Server:
   -s                 serve tests on myproto ADDR (default: every interface,
                      port 5201)
+  --udp              also serve them on the UDP bearer ("udp:PORT"), for
+                     clients' -c IP
   --tcp-listen ADDR  also serve tests over kernel TCP on ADDR (HOST:PORT or
                      :PORT), for clients' --tcp
 
 Client:
   -c ADDR            the server's myproto address: [MAC]:PORT,
-                     [MAC%IFACE]:PORT or NAME:PORT; the port defaults to 5201
+                     [MAC%IFACE]:PORT, NAME:PORT, or over the UDP bearer
+                     IP:PORT, [IP%udp]:PORT; the port defaults to 5201
   -t DURATION        test length (default 10s; a plain number is seconds)
   -n N               bytes to send instead (bulk; K, M, G suffixes), or
                      transactions (--rr) or connections (--crr)
@@ -52,6 +58,8 @@ Client:
   -i DURATION        interval between reports (default 1s; 0: none)
   -J                 print one JSON object instead of text
   -p PORT            the myproto port (default 5201)
+  --no-offload       the UDP bearer without segmentation offload
+                     (UDP_SEGMENT, UDP_GRO), to measure what they bring
 
 CPU figures are each process's getrusage(2) over the test: CPU time, and
 context switches, per frame in the busier direction (myproto's frame
@@ -83,6 +91,8 @@ type perfOptions struct {
 	server    bool
 	listen    string // -s ADDR
 	tcpListen string
+	udp       bool   // -s: also on the UDP bearer
+	noOffload bool   // the UDP bearer without GSO and GRO
 	client    string // -c ADDR
 	port      int
 
@@ -145,6 +155,8 @@ func parsePerf(args []string, stderr io.Writer) (*perfOptions, error) {
 	fs.SetOutput(io.Discard)
 	fs.BoolVar(&o.server, "s", false, "")
 	fs.StringVar(&o.tcpListen, "tcp-listen", "", "")
+	fs.BoolVar(&o.udp, "udp", false, "")
+	fs.BoolVar(&o.noOffload, "no-offload", false, "")
 	fs.StringVar(&o.client, "c", "", "")
 	fs.IntVar(&o.port, "p", perfPort, "")
 	dur := durationFlag(10 * time.Second)
@@ -420,3 +432,14 @@ func readJSONLine(br *bufio.Reader, v any) error {
 
 // perfCertName is the name in the certificate the server makes for --tls.
 const perfCertName = "myproto-perf"
+
+// perfBearers is the stack's configuration for --udp and --no-offload:
+// Ethernet and a UDP bearer, which an address naming no interface (the
+// server's ":5201") then includes; nil, the defaults, otherwise.
+func perfBearers(o *perfOptions) []myproto.Bearer {
+	if !o.udp && !o.noOffload {
+		return nil
+	}
+	return []myproto.Bearer{{Media: myproto.MediaEthernet},
+		{Media: myproto.MediaUDP, Local: os.Getenv("MYPROTO_UDP_LOCAL"), NoOffload: o.noOffload}}
+}

@@ -60,6 +60,9 @@ func runPerfServer(o *perfOptions, stdout, stderr io.Writer) error {
 		stderr:  stderr,
 		tests:   make(map[string]*serverTest),
 	}
+	if bs := perfBearers(o); bs != nil {
+		myproto.LinkStats(&myproto.Config{Bearers: bs})
+	}
 	ln, err := myproto.Listen("myproto", o.listen)
 	if err != nil {
 		return err
@@ -102,8 +105,22 @@ func runPerfServer(o *perfOptions, stdout, stderr io.Writer) error {
 // listenAddrs lists the addresses a listener on a is reachable at, with
 // the interface of each: every up Ethernet interface when a names none.
 func listenAddrs(a *myproto.Addr) []string {
-	ifs, _ := net.Interfaces()
+	if a.IP.IsValid() {
+		return []string{a.String()} // a UDP bearer
+	}
 	var out []string
+	if a.HardwareAddr == nil && (a.Zone == "" || a.Zone == myproto.MediaUDP) {
+		for _, st := range myproto.LinkStats(nil) {
+			if st.Interface != myproto.MediaUDP {
+				continue
+			}
+			ua, err := myproto.ResolveAddr("myproto", fmt.Sprintf("%s:%d", st.Interface, a.Port))
+			if err == nil {
+				out = append(out, ua.String()+" (the UDP bearer)")
+			}
+		}
+	}
+	ifs, _ := net.Interfaces()
 	for _, ifi := range ifs {
 		if ifi.Flags&net.FlagUp == 0 || ifi.Flags&net.FlagLoopback != 0 || len(ifi.HardwareAddr) != 6 {
 			continue

@@ -64,7 +64,7 @@ func newPerfHosts(t *testing.T) *perfHosts {
 		t.Fatal(err)
 	}
 
-	cmd := perfCmd("perf", "-s", "--tcp-listen", h.tcp)
+	cmd := perfCmd("perf", "-s", "--udp", "--tcp-listen", h.tcp)
 	cmd.Env = append(cmd.Env, "MYPROTO_NAME=perf-server")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -111,7 +111,13 @@ func perfCmd(args ...string) *exec.Cmd {
 // namespace, and returns its standard output.
 func (h *perfHosts) client(t *testing.T, args ...string) string {
 	t.Helper()
-	cmd := perfCmd(append([]string{"perf", "-c", h.mac}, args...)...)
+	return h.clientTo(t, h.mac, args...)
+}
+
+// clientTo runs perf -c ADDR with args.
+func (h *perfHosts) clientTo(t *testing.T, addr string, args ...string) string {
+	t.Helper()
+	cmd := perfCmd(append([]string{"perf", "-c", addr}, args...)...)
 	var out, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &stderr
 	cmd.WaitDelay = time.Second
@@ -121,7 +127,7 @@ func (h *perfHosts) client(t *testing.T, args ...string) string {
 	timer := time.AfterFunc(time.Minute, func() { cmd.Process.Kill() })
 	defer timer.Stop()
 	if err := cmd.Wait(); err != nil {
-		t.Fatalf("perf -c %s %q: %v\nstdout:\n%s\nstderr:\n%s", h.mac, args, err, &out, &stderr)
+		t.Fatalf("perf -c %s %q: %v\nstdout:\n%s\nstderr:\n%s", addr, args, err, &out, &stderr)
 	}
 	return out.String()
 }
@@ -198,6 +204,18 @@ func TestIntegrationPerf(t *testing.T) {
 		} {
 			if !regexp.MustCompile(re).MatchString(out) {
 				t.Errorf("output does not match %q", re)
+			}
+		}
+	})
+	t.Run("udp", func(t *testing.T) {
+		// The UDP bearer: the server's IP address, as -c takes it and in
+		// brackets with the bearer's zone, with and without offload.
+		for _, args := range [][]string{{"192.0.2.2"}, {"[192.0.2.2%udp]", "--no-offload"}} {
+			out := h.clientTo(t, args[0], append(args[1:], "-t", "0.5", "-i", "0")...)
+			t.Logf("\n%s", out)
+			re := `to \[?192\.0\.2\.2(%udp\])?:5201 over myproto[^\n]*\n(.*\n)*.* [0-9.]+ [kMG]bit/s +receiver`
+			if !regexp.MustCompile(re).MatchString(out) {
+				t.Errorf("perf -c %s: output does not match %q", args[0], re)
 			}
 		}
 	})

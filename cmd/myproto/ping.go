@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -120,6 +121,10 @@ func pingCmd(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	who := fmt.Sprintf("[%v%%%s]", addr.HardwareAddr, addr.Zone)
+	if addr.IP.IsValid() {
+		// A UDP bearer station: its IP address, port 0 left out.
+		who = strings.TrimSuffix(addr.String(), ":0")
+	}
 	if p.Name() != "" {
 		show("PING %s %s: %d data bytes\n", p.Name(), who, *size)
 	} else {

@@ -24,7 +24,7 @@ only to root.
 By default connections are shown; -l shows listeners and datagram
 sockets (LISTEN, UNCONN), -a both.
 
-Columns: Netid (str: stream, dgr: datagram), State, Recv-Q and Send-Q (a
+Columns: Netid (str: stream, msg: message, dgr: datagram), State, Recv-Q and Send-Q (a
 connection's buffered bytes; a listener's waiting connections and
 backlog; a datagram socket's queued bytes), the local and peer addresses,
 and with -p the process.
@@ -101,7 +101,7 @@ func ssCmd(args []string, stdout, stderr io.Writer) int {
 	for _, si := range socks {
 		listener := si.State == "LISTEN" || si.State == "UNCONN"
 		switch {
-		case *streams && !*dgrams && si.Proto != "stream", *dgrams && !*streams && si.Proto != "datagram":
+		case *streams && !*dgrams && si.Proto == "datagram", *dgrams && !*streams && si.Proto != "datagram":
 			continue
 		case *all:
 		case *listening != listener:
@@ -166,8 +166,11 @@ func ssCmd(args []string, stdout, stderr io.Writer) int {
 }
 
 func netid(proto string) string {
-	if proto == "datagram" {
+	switch proto {
+	case "datagram":
 		return "dgr"
+	case "message":
+		return "msg"
 	}
 	return "str"
 }

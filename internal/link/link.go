@@ -1,6 +1,7 @@
 // Package link defines how the myproto stack moves Ethernet frames: a small
-// interface with two implementations, the packet-socket link in internal/sys
-// and the in-memory link with deterministic impairments in internal/memlink.
+// interface with its implementations: the packet-socket link and the UDP
+// bearer's link in internal/sys, and the in-memory link with deterministic
+// impairments in internal/memlink.
 //
 // The stack above never learns which one it runs on, which is what lets the
 // stream engine be tested without privileges and the real path be tested with
@@ -41,8 +42,11 @@ type Stats struct {
 type Link interface {
 	// ReadBatch blocks until at least one frame has arrived, then fills up to
 	// len(ms) messages and returns how many it filled. Frames longer than a
-	// message's Buf are truncated to it. After Close it returns an error that
-	// wraps net.ErrClosed.
+	// message's Buf are truncated to it. A link may instead point a
+	// message's Buf at memory of its own, valid until the next ReadBatch
+	// (the UDP link hands out received super-datagrams cut into frames so):
+	// callers use Buf[:N] and are done with it before they call again.
+	// After Close it returns an error that wraps net.ErrClosed.
 	ReadBatch(ms []Message) (int, error)
 
 	// WriteBatch sends every message's Buf[:N] and returns how many were

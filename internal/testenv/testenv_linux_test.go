@@ -3,6 +3,8 @@ package testenv_test
 import (
 	"encoding/binary"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -217,5 +219,65 @@ func TestIntegrationDropShare(t *testing.T) {
 	}
 	if share := throughDrop(t, p, 0x88b5, 200); share != 1 {
 		t.Errorf("%.3f of frames passed after cleanup", share)
+	}
+}
+
+// TestNewRouted: A reaches B across the router over IPv4 (and IPv6), and
+// Loss drops a share of the forwarded datagrams.
+func TestNewRouted(t *testing.T) {
+	r := testenv.NewRouted(t, 0)
+	for _, ips := range [][2]netip.Addr{{r.A4, r.B4}, {r.A6, r.B6}} {
+		if !ips[0].IsValid() {
+			t.Log("no IPv6")
+			continue
+		}
+		var srv *net.UDPConn
+		if err := r.B.Do(func() (err error) {
+			srv, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ips[1], 0)))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer srv.Close()
+		var cli *net.UDPConn
+		if err := r.A.Do(func() (err error) {
+			cli, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ips[0], 0)))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer cli.Close()
+		send := func(n int) int {
+			for range n {
+				if _, err := cli.WriteTo([]byte("x"), srv.LocalAddr()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got := 0
+			buf := make([]byte, 10)
+			for {
+				srv.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+				_, from, err := srv.ReadFromUDPAddrPort(buf)
+				if err != nil {
+					return got
+				}
+				if from.Addr() != ips[0] {
+					t.Fatalf("from %v, want %v", from, ips[0])
+				}
+				got++
+			}
+		}
+		if got := send(100); got != 100 {
+			t.Fatalf("%v to %v: %d of 100 arrived", ips[0], ips[1], got)
+		}
+		r.Loss(t, 50)
+		got := 0
+		for range 10 {
+			got += send(100) // in rounds, so that no socket buffer overflows
+		}
+		if got < 350 || got > 650 {
+			t.Errorf("50%% loss: %d of 1000 arrived", got)
+		}
+		r.Loss(t, 0)
 	}
 }
