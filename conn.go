@@ -61,9 +61,15 @@ type Conn struct {
 	rd, wd    deadline
 }
 
-func newConn(s *stack, ep *endpoint, b *binding, cid uint64, remote *Addr) *Conn {
+// newConn makes the Conn around engine e (a client's, or a server's made
+// from a SYN) for connection ID cid on binding b; msg marks a message
+// connection. Every field is set here, before the Conn is published in
+// the stack's table, so the receive path never sees one half made.
+func newConn(s *stack, ep *endpoint, b *binding, cid uint64, remote *Addr, e *stream.Engine, msg bool) *Conn {
 	c := &Conn{
 		s:        s,
+		e:        e,
+		msg:      msg,
 		ep:       ep,
 		b:        b,
 		cid:      cid,

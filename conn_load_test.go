@@ -179,7 +179,7 @@ func loadManyConns(t *testing.T, h *testHosts, n int, size int64, seed int64) {
 				defer s.Close()
 				hs := sha256.New()
 				if _, err := io.CopyBuffer(hs, s, make([]byte, 64<<10)); err != nil {
-					t.Errorf("server read from %v: %v", s.RemoteAddr(), err)
+					t.Errorf("server read from %v: %v (cid %x: %s)", s.RemoteAddr(), err, s.cid, infoLine(s.Info()))
 					return
 				}
 				if _, err := s.Write(hs.Sum(nil)); err != nil {
@@ -220,7 +220,7 @@ func loadManyConns(t *testing.T, h *testHosts, n int, size int64, seed int64) {
 			}
 			got, err := io.ReadAll(c)
 			if err != nil {
-				r.err = fmt.Errorf("conn %d: read: %w", i, err)
+				r.err = fmt.Errorf("conn %d: read: %w (cid %x: %s)", i, err, c.cid, infoLine(c.Info()))
 				return
 			}
 			if want := hs.Sum(nil); !bytes.Equal(got, want) {
@@ -236,7 +236,7 @@ func loadManyConns(t *testing.T, h *testHosts, n int, size int64, seed int64) {
 	for range n {
 		r := <-results
 		if r.err != nil {
-			if failed < 10 {
+			if failed < 100 {
 				t.Error(r.err)
 			}
 			failed++
@@ -246,7 +246,7 @@ func loadManyConns(t *testing.T, h *testHosts, n int, size int64, seed int64) {
 	}
 	d := time.Since(start)
 	if failed > 0 {
-		t.Errorf("%d of %d connections failed", failed, n)
+		t.Errorf("%d of %d connections failed; client host %+v; server host %+v; segment %+v", failed, n, h.a.stats(), h.b.stats(), h.seg.Stats())
 	}
 	t.Logf("%d connections × %d KiB in %v: %.1f Mbit/s in all; client packets sent %d, lost %d, retransmitted %d",
 		n, size>>10, d.Round(time.Millisecond), float64(int64(n)*size)*8/d.Seconds()/1e6, sent, lost, retx)
@@ -264,4 +264,10 @@ func TestIntegrationConnLoadManyConnsVeth(t *testing.T) {
 	testenv.Watchdog(t, 4*time.Minute)
 	seed := testenv.Seed(t)
 	loadManyConns(t, vethHosts(t, 1500), 1000, 1<<20, seed)
+}
+
+// infoLine is the part of a connection's Info that tells why it failed.
+func infoLine(in ConnInfo) string {
+	return fmt.Sprintf("%s, srtt %v, pto %v, sent %d pkts %d B, received %d pkts %d B, lost %d, PTOs %d, in flight %d, send window %d",
+		in.State, in.SRTT, in.PTO, in.PacketsSent, in.BytesSent, in.PacketsReceived, in.BytesReceived, in.PacketsLost, in.ProbeTimeouts, in.BytesInFlight, in.SendWindow)
 }

@@ -116,12 +116,10 @@ func (s *stack) dial(ctx context.Context, d *Dialer, netw, address string) (*Con
 		s.release(b)
 		return nil, opError("dial", nil, remote, err)
 	}
-	c := newConn(s, b.eps[0], b, cid, remote)
 	cfg := s.engineConfig(b.eps[0], d.KeepAlive, d.UserTimeout)
 	now := time.Now()
 	cfg.HandshakeTimeout = max(deadline.Sub(now), time.Nanosecond)
-	c.e = stream.NewClient(cfg, cid, now)
-	c.msg = d.msg
+	c := newConn(s, b.eps[0], b, cid, remote, stream.NewClient(cfg, cid, now), d.msg)
 	s.conns.Store(cid, c)
 	c.flush() // the SYN
 

@@ -125,6 +125,13 @@ type discovery struct {
 	lastConfirmAt time.Time
 }
 
+// newDiscovery makes the discovery of endpoint ep, which keeps what it
+// learns in t (the interface's table, which outlives the endpoint).
+func newDiscovery(ep *endpoint, t *neighborTable) *discovery {
+	return &discovery{ep: ep, table: t, names: make(map[string]nameState),
+		answer: rateLimiter{rate: answerRate, burst: answerBurst}}
+}
+
 type nameState uint8
 
 const (

@@ -183,9 +183,8 @@ func (ln *Listener) input(ep *endpoint, h *header, body []byte) dropReason {
 	}
 	remote := ep.peerAddr(h.src, h.srcPort)
 	ln.s.retain(ln.b)
-	c := newConn(ln.s, ep, ln.b, h.connID, remote)
-	c.msg = ln.msg
-	c.e = stream.NewServer(ln.s.engineConfig(ep, ln.keep, ln.user), h.connID, params, now)
+	e := stream.NewServer(ln.s.engineConfig(ep, ln.keep, ln.user), h.connID, params, now)
+	c := newConn(ln.s, ep, ln.b, h.connID, remote, e, ln.msg)
 	if _, loaded := ln.s.conns.LoadOrStore(h.connID, c); loaded {
 		ln.s.release(ln.b)
 		return dropNoSocket

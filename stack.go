@@ -520,8 +520,7 @@ func (s *stack) acquireEndpoint(ifi *net.Interface) (*endpoint, error) {
 		t.events = &s.events
 		s.tables[ifi.Index] = t
 	}
-	ep.disc = &discovery{ep: ep, table: t, names: make(map[string]nameState),
-		answer: rateLimiter{rate: answerRate, burst: answerBurst}}
+	ep.disc = newDiscovery(ep, t)
 	s.goroutine(ep.readLoop)
 	s.goroutine(ep.controlLoop)
 	s.watchLinksLocked()

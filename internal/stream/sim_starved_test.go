@@ -2,6 +2,7 @@ package stream
 
 import (
 	"bytes"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -135,24 +136,38 @@ func TestSimStarvedListener(t *testing.T) {
 // smoothed RTT at most, so the second round leaves 24 s after the first
 // flight and its answer comes back 36 s after it: past the 30 s user timeout,
 // but within four smoothed RTTs, the timeout's floor. The live peer must not
-// be given up on.
+// be given up on, with keepalive on (the root package's default) or off: a
+// loss probe is not a keepalive probe, whose own timeout (5 s) would
+// otherwise end the connection 5 s after the probe at 36 s.
 func TestSimUserTimeoutLongRTT(t *testing.T) {
+	for _, ka := range []time.Duration{0, 15 * time.Second} {
+		for _, size := range []int64{64 << 10, 1 << 10} {
+			t.Run(fmt.Sprintf("keepalive=%v/%dB", ka, size), func(t *testing.T) { testUserTimeoutLongRTT(t, ka, size) })
+		}
+	}
+}
+
+// testUserTimeoutLongRTT: a write of size bytes; a small one leaves
+// nothing new to send, so the probes are PINGs.
+func testUserTimeoutLongRTT(t *testing.T, keepAlive time.Duration, size int64) {
 	seed := simSeed(t, 22)
-	p := newSimPair(t, seed, defaultSimConfig())
+	cfg := defaultSimConfig()
+	cfg.KeepAlive = keepAlive
+	p := newSimPair(t, seed, cfg)
 	ab, ba := p.n.link(p.a, p.b), p.n.link(p.b, p.a)
 	ab.delay, ba.delay = 6*time.Second, 6*time.Second
 	// The SYN passes; what the client sends once established at 12 s is
-	// lost until 25 s: the first flight and the probe at 24 s.
+	// lost until 30 s: the first flight and the probe at 24 s.
 	lost := 0
 	ab.drop = func(sp *simPacket) bool {
-		if sp.flags&FlagSYN == 0 && p.n.now < 25*time.Second {
+		if sp.flags&FlagSYN == 0 && p.n.now < 30*time.Second {
 			lost++
 			return true
 		}
 		return false
 	}
-	p.dial(defaultSimConfig())
-	p.client.stream(64<<10, seed, true)
+	p.dial(cfg)
+	p.client.stream(size, seed, true)
 	ok := p.n.run(2*time.Minute, func() bool {
 		return p.client.e.Err() != nil || p.server != nil && p.server.e.EOF()
 	})
@@ -163,5 +178,12 @@ func TestSimUserTimeoutLongRTT(t *testing.T) {
 	}
 	if !sameHash(p.client.sendHash, p.server.recvHash) {
 		t.Fatal("data corrupted")
+	}
+	// The server's acknowledgement reaches the client 6 s later; the
+	// half-closed connection then idles, its keepalive PINGs answered
+	// after 12 s each. Nothing may fail it.
+	p.n.run(time.Minute, func() bool { return p.client.e.Err() != nil })
+	if err := p.client.e.Err(); err != nil {
+		t.Fatalf("live peer given up on after the transfer: %v at %v", err, p.n.now)
 	}
 }

@@ -937,7 +937,9 @@ func (e *Engine) buildPacket(t time.Duration, out []byte) (n int, probe bool) {
 	}
 	if rec.flags&spPing != 0 {
 		e.pingSend, e.probeSend = false, false
-		if e.kaProbeAt == 0 && e.cfg.KeepAlive > 0 && t-e.lastRecv >= e.keepAliveIdle() {
+		// Only an idle connection's PING is a keepalive probe: with data
+		// in flight, a PING is a loss probe, and the user timeout rules.
+		if e.kaProbeAt == 0 && e.elicitInFlight == 0 && e.cfg.KeepAlive > 0 && t-e.lastRecv >= e.keepAliveIdle() {
 			e.kaProbeAt = t
 		}
 	}
@@ -1024,7 +1026,7 @@ func (e *Engine) NextTimer() time.Time {
 		}
 		if ka := e.cfg.KeepAlive; ka > 0 {
 			if e.kaProbeAt != 0 {
-				at(e.kaProbeAt + min(ka, keepAliveProbeTimeout))
+				at(e.kaProbeAt + e.keepAliveTimeout())
 			} else if e.elicitInFlight == 0 {
 				at(e.lastRecv + e.keepAliveIdle())
 			}
@@ -1062,7 +1064,7 @@ func (e *Engine) OnTimer(now time.Time) {
 	}
 	e.compact(t)
 	if ka := e.cfg.KeepAlive; ka > 0 {
-		if e.kaProbeAt != 0 && t-e.kaProbeAt >= min(ka, keepAliveProbeTimeout) {
+		if e.kaProbeAt != 0 && t-e.kaProbeAt >= e.keepAliveTimeout() {
 			e.Fail(ErrTimeout)
 			return
 		}
@@ -1094,6 +1096,15 @@ func (e *Engine) OnTimer(now time.Time) {
 func (e *Engine) keepAliveIdle() time.Duration {
 	ka := e.cfg.KeepAlive
 	return ka - time.Duration(mix64(e.localCID^uint64(e.lastRecv))%uint64(ka/8+1))
+}
+
+// keepAliveTimeout is how long a keepalive probe may go unanswered: the
+// keepalive period or keepAliveProbeTimeout, whichever is shorter, but as
+// the user timeout, never under userTimeoutRTTs smoothed RTTs. On a host
+// starved of CPU, RTT samples reach seconds; a probe timeout shorter than
+// the RTT would fail a live connection whose answer is merely queued.
+func (e *Engine) keepAliveTimeout() time.Duration {
+	return max(min(e.cfg.KeepAlive, keepAliveProbeTimeout), userTimeoutRTTs*e.rtt.smoothed)
 }
 
 // mix64 is splitmix64's finaliser: a cheap, well-spread hash.
