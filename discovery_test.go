@@ -589,7 +589,10 @@ func testDiscoveryFlood(t *testing.T, h *testHosts) {
 		t.Fatal(err)
 	}
 	defer pa.Close()
-	if a, err := h.b.lookupName(context.Background(), nil, "host-a", ""); err != nil || a.HardwareAddr.String() != h.aMAC.String() {
+	// The flood may still be queued on both stacks' control paths (under
+	// -race on a busy machine, for seconds): give the lookup longer than
+	// its default half second.
+	if a, err := h.b.lookupName(context.Background(), &Resolver{Timeout: 10 * time.Second}, "host-a", ""); err != nil || a.HardwareAddr.String() != h.aMAC.String() {
 		t.Fatalf("after the flood, host-a resolves to %v, %v", a, err)
 	}
 }
