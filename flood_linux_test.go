@@ -576,8 +576,17 @@ func TestIntegrationSYNFlood(t *testing.T) {
 			if ratio < 0.5 {
 				t.Errorf("under the flood the transfers ran at %.2f× their unflooded rate, want 0.5× at least", ratio)
 			}
-			if st.dataDrops > 0 {
-				t.Errorf("the kernel dropped %d frames on %s's data socket", st.dataDrops, sc.target.label)
+			// With the 32 MiB buffer the stack asks for, the data socket
+			// drops nothing. In a user namespace of its own (a normal
+			// user's run) it gets net.core.rmem_max, a few hundred
+			// kilobytes, which a reader slowed by the flood's share of the
+			// CPU can overrun now and then: there, 1 % of the data.
+			allowed := int64(0)
+			if testenv.InUserNamespace() {
+				allowed = st.data / 100
+			}
+			if st.dataDrops > allowed {
+				t.Errorf("the kernel dropped %d frames on %s's data socket (%d allowed)", st.dataDrops, sc.target.label, allowed)
 			}
 			// The process the flood is not aimed at, while it has nothing
 			// else to do: the bystander throughout, the listener while the

@@ -3,6 +3,7 @@ package testenv
 import (
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 
@@ -96,4 +97,19 @@ func Available() (ok bool, reason string) {
 		return false, probe.reason
 	}
 	return true, ""
+}
+
+// InUserNamespace reports whether the binary runs in a user namespace of
+// its own (as a normal user's tests are re-executed): there, capabilities
+// hold only for the namespace, so socket buffers cannot be forced past
+// net.core.rmem_max and wmem_max (SO_RCVBUFFORCE needs CAP_NET_ADMIN in the
+// initial namespace) and stay a few hundred kilobytes.
+func InUserNamespace() bool {
+	b, err := os.ReadFile("/proc/self/uid_map")
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b))
+	// The initial namespace maps every ID onto itself: "0 0 4294967295".
+	return !(len(f) == 3 && f[0] == "0" && f[1] == "0" && f[2] == "4294967295")
 }

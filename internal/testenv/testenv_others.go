@@ -61,3 +61,6 @@ func Nft(t testing.TB, ns *sys.Netns, args ...string) string {
 	t.Skip("testenv: " + unsupported)
 	return ""
 }
+
+// InUserNamespace reports false: user namespaces are Linux's.
+func InUserNamespace() bool { return false }
