@@ -246,7 +246,10 @@ func loadManyConns(t *testing.T, h *testHosts, n int, size int64, seed int64) {
 	}
 	d := time.Since(start)
 	if failed > 0 {
-		t.Errorf("%d of %d connections failed; client host %+v; server host %+v; segment %+v", failed, n, h.a.stats(), h.b.stats(), h.seg.Stats())
+		t.Errorf("%d of %d connections failed; client host %+v; server host %+v", failed, n, h.a.stats(), h.b.stats())
+		if h.seg != nil {
+			t.Logf("segment: %+v", h.seg.Stats())
+		}
 	}
 	t.Logf("%d connections × %d KiB in %v: %.1f Mbit/s in all; client packets sent %d, lost %d, retransmitted %d",
 		n, size>>10, d.Round(time.Millisecond), float64(int64(n)*size)*8/d.Seconds()/1e6, sent, lost, retx)
@@ -254,26 +257,29 @@ func loadManyConns(t *testing.T, h *testHosts, n int, size int64, seed int64) {
 	serving.Wait()
 }
 
+// loadManySize is how much each of the 1,000 connections sends. Both stacks
+// share this process's CPU, and the race detector makes every frame cost
+// ten times as much: with busy loops beside it, 1 GiB took two minutes, the
+// ACKs' receiver fell seconds behind and dropped a quarter of its frames,
+// and connections hit the 30 s user timeout (see issue 8). Under -race the
+// same 1,000 concurrent connections each send a quarter of the data.
+func loadManySize() int64 {
+	if raceEnabled {
+		return 256 << 10
+	}
+	return 1 << 20
+}
+
 func TestConnLoadManyConnsMem(t *testing.T) {
 	testenv.Watchdog(t, 4*time.Minute)
 	seed := testenv.Seed(t)
-	// Both stacks share this process's CPU. The race detector makes every
-	// frame cost ten times as much: with busy loops beside it, 1 GiB took
-	// two minutes, the ACKs' receiver fell seconds behind and dropped a
-	// quarter of its frames, and connections hit the 30 s user timeout
-	// (see issue 8). Under -race the same 1,000 concurrent connections
-	// each send a quarter of the data.
-	size := int64(1 << 20)
-	if raceEnabled {
-		size = 256 << 10
-	}
-	loadManyConns(t, memHosts(t, memlink.Config{Seed: seed}), 1000, size, seed)
+	loadManyConns(t, memHosts(t, memlink.Config{Seed: seed}), 1000, loadManySize(), seed)
 }
 
 func TestIntegrationConnLoadManyConnsVeth(t *testing.T) {
 	testenv.Watchdog(t, 4*time.Minute)
 	seed := testenv.Seed(t)
-	loadManyConns(t, vethHosts(t, 1500), 1000, 1<<20, seed)
+	loadManyConns(t, vethHosts(t, 1500), 1000, loadManySize(), seed)
 }
 
 // infoLine is the part of a connection's Info that tells why it failed.

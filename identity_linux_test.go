@@ -9,6 +9,17 @@ import (
 	"github.com/myproto/myproto/internal/testenv"
 )
 
+// resetWithin bounds how long after a kill the peer's blocked calls get
+// ECONNRESET when another myproto process on the killed one's host answers
+// for it: 100 ms (they take 2-6 ms). Race-instrumented processes beside a
+// busy CPU were measured at 150 ms, so -race gets 500 ms.
+var resetWithin = func() time.Duration {
+	if raceEnabled {
+		return 500 * time.Millisecond
+	}
+	return 100 * time.Millisecond
+}()
+
 // Issue 7: a connection must only ever be failed by evidence about its peer
 // stack. Several processes share a host's MAC and its node name's claim;
 // restart detection must be per process (per stack), not per MAC, and a
@@ -131,8 +142,8 @@ func TestIntegrationRestartFailsOnlyItsConns(t *testing.T) {
 	} else {
 		d := ck.at.Sub(killed)
 		t.Logf("the stream to p1 failed %v after the kill: %s (%s)", d.Round(time.Millisecond), ck.errno, ck.text)
-		if ck.errno != "ECONNRESET" || d > 100*time.Millisecond {
-			t.Errorf("the stream to p1 failed with %s %v after the kill, want ECONNRESET within 100ms", ck.errno, d.Round(time.Millisecond))
+		if ck.errno != "ECONNRESET" || d > resetWithin {
+			t.Errorf("the stream to p1 failed with %s %v after the kill, want ECONNRESET within %v", ck.errno, d.Round(time.Millisecond), resetWithin)
 		}
 	}
 	if r, ok := waitReply(idleErr, 3*time.Second); !ok {
@@ -141,8 +152,8 @@ func TestIntegrationRestartFailsOnlyItsConns(t *testing.T) {
 		e := parseReadErr(t, r)
 		d := e.at.Sub(killed)
 		t.Logf("a Read on an idle conn to p1 failed %v after the kill: %s (%s)", d.Round(time.Millisecond), e.errno, e.text)
-		if e.errno != "ECONNRESET" || d > 100*time.Millisecond {
-			t.Errorf("a Read on an idle conn to p1 failed with %s %v after the kill, want ECONNRESET within 100ms", e.errno, d.Round(time.Millisecond))
+		if e.errno != "ECONNRESET" || d > resetWithin {
+			t.Errorf("a Read on an idle conn to p1 failed with %s %v after the kill, want ECONNRESET within %v", e.errno, d.Round(time.Millisecond), resetWithin)
 		}
 	}
 
@@ -329,8 +340,8 @@ func TestIntegrationDeadPeerDetection(t *testing.T) {
 		e := parseReadErr(t, r)
 		d := e.at.Sub(srv.killTime())
 		t.Logf("Read failed %v after the kill: %s (%s)", d.Round(time.Millisecond), e.errno, e.text)
-		if e.errno != "ECONNRESET" || d > 100*time.Millisecond {
-			t.Errorf("Read failed with %s %v after the kill, want ECONNRESET within 100ms", e.errno, d.Round(time.Millisecond))
+		if e.errno != "ECONNRESET" || d > resetWithin {
+			t.Errorf("Read failed with %s %v after the kill, want ECONNRESET within %v", e.errno, d.Round(time.Millisecond), resetWithin)
 		}
 	})
 	// With no myproto process left on the server's host nothing can answer:

@@ -103,7 +103,12 @@ import (
 const envPeer = "MYPROTO_PEER"
 
 // peerTimeout bounds a request's wait for its reply in peerProc.do.
-const peerTimeout = 10 * time.Second
+var peerTimeout = func() time.Duration {
+	if raceEnabled {
+		return 30 * time.Second // race-instrumented peers on a busy CPU
+	}
+	return 10 * time.Second
+}()
 
 // peerPattern is the byte at offset off of every stream the peers write.
 func peerPattern(off int64) byte {

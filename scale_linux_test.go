@@ -168,7 +168,10 @@ func mibs(b int64) float64 { return float64(b) / (1 << 20) }
 func TestIntegrationManyConns(t *testing.T) {
 	n := 100_000
 	if raceEnabled {
-		n = 25_000
+		// Race-instrumented peers cost ten times the CPU per frame; beside
+		// busy loops on the two vCPUs, 25,000 connections' keepalives
+		// outran them and connections timed out while held.
+		n = 5_000
 	}
 	if s := os.Getenv(envConns); s != "" {
 		var err error
@@ -297,6 +300,9 @@ func TestIntegrationManyConns(t *testing.T) {
 // few filter updates, not one each.
 func TestIntegrationMassClose(t *testing.T) {
 	n := 10_000
+	if raceEnabled {
+		n = 2_500 // see TestIntegrationManyConns
+	}
 	if s := os.Getenv(envConns); s != "" {
 		var err error
 		if n, err = strconv.Atoi(s); err != nil || n < 1 {
@@ -318,7 +324,10 @@ func TestIntegrationMassClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("dialmany: %s", s)
-	const ports = 2000
+	ports := int64(2000)
+	if raceEnabled {
+		ports = 500
+	}
 	cli.must(t, fmt.Sprintf("bindmany %s:0 %d", a.Interface.Name, ports))
 	waitHeld(t, cli, srv, n+1)
 
