@@ -25,6 +25,8 @@ type PacketConfig struct {
 	// ReadBuffer and WriteBuffer are the socket's buffer sizes in bytes;
 	// zero means 32 MiB.
 	ReadBuffer, WriteBuffer int
+	// SendSocket sends on a second socket outside the poller.
+	SendSocket bool
 }
 
 var _ link.Link = (*PacketLink)(nil)
