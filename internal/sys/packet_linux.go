@@ -252,7 +252,10 @@ func (l *PacketLink) ReadBatch(ms []link.Message) (int, error) {
 func (l *PacketLink) recvmmsg(fd uintptr) bool {
 	rd := &l.rd
 	for {
-		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&rd.msg[0])),
+		// MSG_DONTWAIT never sleeps, so the raw form: entering and
+		// leaving the scheduler's syscall state per batch costs more
+		// than the call, and invites sysmon to hand the P away.
+		r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&rd.msg[0])),
 			uintptr(rd.n), unix.MSG_DONTWAIT, 0, 0)
 		switch e {
 		case 0:

@@ -110,8 +110,15 @@ func (s *sendSocket) writeBatch(w *writeScratch, ms []link.Message, backoffs *at
 				err = net.ErrClosed
 				break
 			}
-			r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&w.msg[off])),
-				uintptr(len(batch)-off), 0, 0, 0)
+			// First without waiting, in the raw form (see
+			// PacketLink.recvmmsg); only a full buffer makes it a
+			// blocking call the scheduler knows of.
+			r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&w.msg[off])),
+				uintptr(len(batch)-off), unix.MSG_DONTWAIT, 0, 0)
+			if e == unix.EAGAIN {
+				r, _, e = unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&w.msg[off])),
+					uintptr(len(batch)-off), 0, 0, 0)
+			}
 			switch e {
 			case 0:
 				off += int(r)
