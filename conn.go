@@ -16,7 +16,7 @@ import (
 var _ net.Conn = &Conn{}
 
 // txBatchLen is how many frames one flush sends with one sendmmsg(2).
-const txBatchLen = 32
+const txBatchLen = 64
 
 // A Conn is a myproto stream connection. It implements net.Conn, with the
 // extras *net.TCPConn offers (CloseRead, CloseWrite, SetNoDelay, buffers,
@@ -96,7 +96,7 @@ func (c *Conn) input(ep *endpoint, h *header, body []byte) dropReason {
 		c.mu.Unlock()
 		return dropNoSocket
 	}
-	c.e.Receive(time.Now(), h.flags, body)
+	c.e.Receive(ep.rxNow, h.flags, body) // the batch's time (readBatch)
 	c.mu.Unlock()
 	if !c.pending.Swap(true) {
 		ep.pending = append(ep.pending, c)
@@ -297,6 +297,12 @@ func (c *Conn) Read(b []byte) (int, error) {
 }
 
 func (c *Conn) read(b []byte) (int, error) {
+	drove := false
+	defer func() {
+		if drove {
+			c.ep.letGo()
+		}
+	}()
 	for {
 		switch {
 		case isClosedChan(c.closed):
@@ -329,6 +335,11 @@ func (c *Conn) read(b []byte) (int, error) {
 		if err != nil || len(b) == 0 {
 			return 0, err
 		}
+		ok, d := c.drive(c.readable, &c.rd)
+		drove = drove || d
+		if ok {
+			continue
+		}
 		select {
 		case <-c.readable:
 		case <-c.rd.wait():
@@ -349,6 +360,12 @@ func (c *Conn) Write(b []byte) (int, error) {
 
 func (c *Conn) write(b []byte) (int, error) {
 	written := 0
+	drove := false
+	defer func() {
+		if drove {
+			c.ep.letGo()
+		}
+	}()
 	for {
 		switch {
 		case isClosedChan(c.closed):
@@ -380,6 +397,11 @@ func (c *Conn) write(b []byte) (int, error) {
 		if written == len(b) {
 			return written, nil
 		}
+		ok, d := c.drive(c.writable, &c.wd)
+		drove = drove || d
+		if ok {
+			continue
+		}
 		select {
 		case <-c.writable:
 		case <-c.wd.wait():
@@ -397,6 +419,7 @@ func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
 		first = true
 		close(c.closed)
+		c.ep.kickDriver()
 		c.mu.Lock()
 		c.wrShut = true
 		linger := c.linger
@@ -446,6 +469,7 @@ func (c *Conn) CloseRead() error {
 		return opError("close", c.local, c.remote, net.ErrClosed)
 	}
 	c.rdShut.Store(true)
+	c.ep.kickDriver()
 	c.wake()  // discards what is buffered and wakes a blocked Read
 	c.flush() // tells the peer its window opened
 	return nil
@@ -464,6 +488,7 @@ func (c *Conn) SetDeadline(t time.Time) error {
 	}
 	c.rd.set(t)
 	c.wd.set(t)
+	c.ep.kickDriver()
 	return nil
 }
 
@@ -473,6 +498,7 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 		return err
 	}
 	c.rd.set(t)
+	c.ep.kickDriver()
 	return nil
 }
 
@@ -483,6 +509,7 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 		return err
 	}
 	c.wd.set(t)
+	c.ep.kickDriver()
 	return nil
 }
 

@@ -247,6 +247,14 @@ func (l *PacketLink) ReadBatch(ms []link.Message) (int, error) {
 	return rd.got, nil
 }
 
+// SetReadDeadline sets the deadline for ReadBatch: once it passes, a
+// waiting or later ReadBatch fails with an error wrapping
+// os.ErrDeadlineExceeded. A deadline in the past cuts a waiting ReadBatch
+// short; the zero time means none.
+func (l *PacketLink) SetReadDeadline(t time.Time) error {
+	return l.opError("set", l.conn.SetReadDeadline(t))
+}
+
 // recvmmsg is the syscall.RawConn Read callback of ReadBatch. It reports
 // false, so the poller waits, only when nothing is queued.
 func (l *PacketLink) recvmmsg(fd uintptr) bool {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	"golang.org/x/net/bpf"
 
@@ -46,6 +47,9 @@ func (l *PacketLink) ReadBatch(ms []link.Message) (int, error) { return 0, errPa
 
 // WriteBatch implements the link.Link WriteBatch method.
 func (l *PacketLink) WriteBatch(ms []link.Message) (int, error) { return 0, errPacketUnsupported }
+
+// SetReadDeadline sets the deadline for ReadBatch.
+func (l *PacketLink) SetReadDeadline(t time.Time) error { return errPacketUnsupported }
 
 // SetFilter implements the link.Link SetFilter method.
 func (l *PacketLink) SetFilter(prog []bpf.RawInstruction) error { return errPacketUnsupported }
