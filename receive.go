@@ -44,13 +44,17 @@ type rxState struct {
 	// reads.
 	dl deadlineLink
 
-	mu sync.Mutex     // held to read the link and handle what came
-	ms []link.Message // the batch's buffers, under mu
+	mu   sync.Mutex     // held to read the link and handle what came
+	ms   []link.Message // the batch's buffers, under mu
+	size int            // the frame size they were made for
 
 	waiters atomic.Int32  // calls waiting to drive
 	gen     atomic.Uint64 // counts drives, so the read loop sees activity
 	loopIn  atomic.Bool   // the read loop holds mu and reads
+	driving atomic.Bool   // a call holds mu and reads
+	aside   atomic.Bool   // the read loop stands aside (sleeps)
 	free    chan struct{} // a token when the link was let go with callers waiting
+	wake    chan struct{} // a token to end the read loop's standing aside
 }
 
 // deadlineLink is a link whose ReadBatch can be cut short by a read deadline,
@@ -66,6 +70,25 @@ var aLongTimeAgo = time.Unix(1, 0)
 func (rx *rxState) init(l link.Link) {
 	rx.dl, _ = l.(deadlineLink)
 	rx.free = make(chan struct{}, 1)
+	rx.wake = make(chan struct{}, 1)
+}
+
+// needReader makes sure someone reads the link soon: a call about to wait
+// for frames that only the read loop would handle (a handshake's, a
+// datagram's) ends its standing aside.
+func (ep *endpoint) needReader() {
+	if ep.rx.aside.Load() {
+		signal(ep.rx.wake)
+	}
+}
+
+// needReaders is needReader for every endpoint of the stack.
+func (s *stack) needReaders() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ep := range s.endpoints {
+		ep.needReader()
+	}
 }
 
 // readLoop reads frames in batches until the link closes, standing aside
@@ -84,8 +107,19 @@ func (ep *endpoint) readLoop() {
 				} else {
 					idle.Reset(driveGrace)
 				}
-				<-idle.C
-				continue
+				rx.aside.Store(true)
+				woken := false
+				select {
+				case <-idle.C:
+				case <-rx.wake:
+					woken = true
+				}
+				rx.aside.Store(false)
+				if !woken {
+					continue
+				}
+				// Asked to read: read until a caller drives again.
+				seen = rx.gen.Load()
 			}
 		}
 		rx.mu.Lock()
@@ -114,8 +148,10 @@ func (ep *endpoint) readLoop() {
 // socket, then the answers of the whole batch. The caller holds rx.mu.
 func (ep *endpoint) readBatch() error {
 	rx := &ep.rx
-	// Size buffers for the current MTU; it can grow with link events.
-	if fs := ep.frameSize(); len(rx.ms) == 0 || len(rx.ms[0].Buf) < fs {
+	// Size buffers for the current MTU; it can grow with link events. (A
+	// link may point Buf at memory of its own: the size is kept apart.)
+	if fs := ep.frameSize(); fs > rx.size {
+		rx.size = fs
 		rx.ms = make([]link.Message, rxBatch)
 		for i := range rx.ms {
 			rx.ms[i].Buf = make([]byte, fs)
@@ -173,7 +209,9 @@ func (c *Conn) drive(ready <-chan struct{}, d *deadline) (ok, drove bool) {
 		}
 		var err error
 		if err = rx.dl.SetReadDeadline(limit); err == nil {
+			rx.driving.Store(true)
 			err = c.ep.readBatch()
+			rx.driving.Store(false)
 		}
 		rx.mu.Unlock()
 		if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
@@ -207,7 +245,7 @@ func (ep *endpoint) letGo() {
 // kickDriver cuts short a wait in the poller, so that a driving call sees
 // Close or a new deadline at once.
 func (ep *endpoint) kickDriver() {
-	if ep.rx.dl != nil && !ep.rx.loopIn.Load() {
+	if ep.rx.dl != nil && ep.rx.driving.Load() {
 		_ = ep.rx.dl.SetReadDeadline(aLongTimeAgo)
 	}
 }
