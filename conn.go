@@ -143,6 +143,10 @@ func (c *Conn) wake() {
 	if w {
 		signal(c.writable)
 	}
+	if r || w {
+		// A call driving the link waits in the poller, not for these.
+		c.kickDriver()
+	}
 	if est {
 		c.estOnce.Do(func() { close(c.estab) })
 	}
@@ -298,11 +302,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 
 func (c *Conn) read(b []byte) (int, error) {
 	drove := false
-	defer func() {
-		if drove {
-			c.ep.letGo()
-		}
-	}()
+	defer func() { c.ep.letGo(drove) }()
 	for {
 		switch {
 		case isClosedChan(c.closed):
@@ -335,9 +335,7 @@ func (c *Conn) read(b []byte) (int, error) {
 		if err != nil || len(b) == 0 {
 			return 0, err
 		}
-		ok, d := c.drive(c.readable, &c.rd)
-		drove = drove || d
-		if ok {
+		if c.drive(c.readable, &c.rd, &drove) {
 			continue
 		}
 		select {
@@ -361,11 +359,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 func (c *Conn) write(b []byte) (int, error) {
 	written := 0
 	drove := false
-	defer func() {
-		if drove {
-			c.ep.letGo()
-		}
-	}()
+	defer func() { c.ep.letGo(drove) }()
 	for {
 		switch {
 		case isClosedChan(c.closed):
@@ -397,9 +391,7 @@ func (c *Conn) write(b []byte) (int, error) {
 		if written == len(b) {
 			return written, nil
 		}
-		ok, d := c.drive(c.writable, &c.wd)
-		drove = drove || d
-		if ok {
+		if c.drive(c.writable, &c.wd, &drove) {
 			continue
 		}
 		select {
@@ -419,7 +411,7 @@ func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
 		first = true
 		close(c.closed)
-		c.ep.kickDriver()
+		c.kickDriver()
 		c.mu.Lock()
 		c.wrShut = true
 		linger := c.linger
@@ -469,7 +461,7 @@ func (c *Conn) CloseRead() error {
 		return opError("close", c.local, c.remote, net.ErrClosed)
 	}
 	c.rdShut.Store(true)
-	c.ep.kickDriver()
+	c.kickDriver()
 	c.wake()  // discards what is buffered and wakes a blocked Read
 	c.flush() // tells the peer its window opened
 	return nil
@@ -488,7 +480,7 @@ func (c *Conn) SetDeadline(t time.Time) error {
 	}
 	c.rd.set(t)
 	c.wd.set(t)
-	c.ep.kickDriver()
+	c.kickDriver()
 	return nil
 }
 
@@ -498,7 +490,7 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 		return err
 	}
 	c.rd.set(t)
-	c.ep.kickDriver()
+	c.kickDriver()
 	return nil
 }
 
@@ -509,7 +501,7 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 		return err
 	}
 	c.wd.set(t)
-	c.ep.kickDriver()
+	c.kickDriver()
 	return nil
 }
 

@@ -225,4 +225,5 @@ func (ep *endpoint) close() {
 	ep.disc.stop()
 	ep.l.Close()
 	ep.ctl.Close()
+	ep.needReader() // the read loop may stand aside: it must see the close
 }
