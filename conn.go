@@ -16,7 +16,7 @@ import (
 var _ net.Conn = &Conn{}
 
 // txBatchLen is how many frames one flush sends with one sendmmsg(2).
-const txBatchLen = 32
+const txBatchLen = 64
 
 // A Conn is a myproto stream connection. It implements net.Conn, with the
 // extras *net.TCPConn offers (CloseRead, CloseWrite, SetNoDelay, buffers,
@@ -102,7 +102,7 @@ func (c *Conn) input(ep *endpoint, h *header, body []byte) dropReason {
 		c.mu.Unlock()
 		return dropNoSocket
 	}
-	c.e.Receive(time.Now(), h.flags, body)
+	c.e.Receive(ep.rxNow, h.flags, body) // the batch's time (readBatch)
 	c.mu.Unlock()
 	if !c.pending.Swap(true) {
 		ep.pending = append(ep.pending, c)
@@ -148,6 +148,10 @@ func (c *Conn) wake() {
 	}
 	if w {
 		signal(c.writable)
+	}
+	if r || w {
+		// A call driving the link waits in the poller, not for these.
+		c.kickDriver()
 	}
 	if est {
 		c.estOnce.Do(func() { close(c.estab) })
@@ -303,6 +307,8 @@ func (c *Conn) Read(b []byte) (int, error) {
 }
 
 func (c *Conn) read(b []byte) (int, error) {
+	drove := false
+	defer func() { c.ep.letGo(drove) }()
 	for {
 		switch {
 		case isClosedChan(c.closed):
@@ -335,6 +341,9 @@ func (c *Conn) read(b []byte) (int, error) {
 		if err != nil || len(b) == 0 {
 			return 0, err
 		}
+		if c.drive(c.readable, &c.rd, &drove) {
+			continue
+		}
 		select {
 		case <-c.readable:
 		case <-c.rd.wait():
@@ -355,6 +364,8 @@ func (c *Conn) Write(b []byte) (int, error) {
 
 func (c *Conn) write(b []byte) (int, error) {
 	written := 0
+	drove := false
+	defer func() { c.ep.letGo(drove) }()
 	for {
 		switch {
 		case isClosedChan(c.closed):
@@ -386,6 +397,9 @@ func (c *Conn) write(b []byte) (int, error) {
 		if written == len(b) {
 			return written, nil
 		}
+		if c.drive(c.writable, &c.wd, &drove) {
+			continue
+		}
 		select {
 		case <-c.writable:
 		case <-c.wd.wait():
@@ -403,6 +417,7 @@ func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
 		first = true
 		close(c.closed)
+		c.kickDriver()
 		c.mu.Lock()
 		c.wrShut = true
 		linger := c.linger
@@ -452,6 +467,7 @@ func (c *Conn) CloseRead() error {
 		return opError("close", c.local, c.remote, net.ErrClosed)
 	}
 	c.rdShut.Store(true)
+	c.kickDriver()
 	c.wake()  // discards what is buffered and wakes a blocked Read
 	c.flush() // tells the peer its window opened
 	return nil
@@ -470,6 +486,7 @@ func (c *Conn) SetDeadline(t time.Time) error {
 	}
 	c.rd.set(t)
 	c.wd.set(t)
+	c.kickDriver()
 	return nil
 }
 
@@ -479,6 +496,7 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 		return err
 	}
 	c.rd.set(t)
+	c.kickDriver()
 	return nil
 }
 
@@ -489,6 +507,7 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 		return err
 	}
 	c.wd.set(t)
+	c.kickDriver()
 	return nil
 }
 

@@ -16,6 +16,7 @@ import (
 // (idle ones held by the thousand) allocates none.
 type deadline struct {
 	mu     sync.Mutex
+	at     time.Time // the deadline set; zero: none
 	timer  *time.Timer
 	cancel chan struct{} // closed when the deadline has passed; nil while none was set
 }
@@ -28,6 +29,7 @@ func makeDeadline() deadline {
 func (d *deadline) set(t time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.at = t
 
 	// A timer that already fired has closed cancel; one we stop in time has not.
 	if d.timer != nil && !d.timer.Stop() {
@@ -68,6 +70,13 @@ func (d *deadline) wait() <-chan struct{} {
 		d.cancel = make(chan struct{})
 	}
 	return d.cancel
+}
+
+// when returns the deadline set, the zero time for none.
+func (d *deadline) when() time.Time {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.at
 }
 
 // expired reports whether the deadline has passed.

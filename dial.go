@@ -123,6 +123,7 @@ func (s *stack) dial(ctx context.Context, d *Dialer, netw, address string) (*Con
 	s.conns.Store(cid, c)
 	c.flush() // the SYN
 
+	c.ep.needReader() // the answer comes on the data socket
 	select {
 	case <-c.estab:
 	case <-ctx.Done():

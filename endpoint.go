@@ -1,7 +1,6 @@
 package myproto
 
 import (
-	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -54,15 +53,21 @@ type endpoint struct {
 	// events after.
 	mtu atomic.Int64
 
+	// rx is who reads the link: the endpoint's read loop, or a blocked
+	// Read or Write that drives it (receive.go).
+	rx rxState
+
 	// pending are connections that received frames in the current batch;
-	// the reader flushes each once after the batch, all in rxTx. Reader
-	// goroutine only.
+	// the reader flushes each once after the batch, all in rxTx. Under
+	// rx.mu.
 	pending []*Conn
 	rxTx    connTx
 	// heard and heardFrom: a valid packet came in this batch, and the last
-	// one's sender. Reader goroutine only.
+	// one's sender. Under rx.mu.
 	heard     bool
 	heardFrom [6]byte
+	// rxNow is when the current batch was read. Under rx.mu.
+	rxNow time.Time
 }
 
 // endpointStats are the per-interface counters behind Stats.
@@ -93,6 +98,7 @@ func newEndpoint(s *stack, ifi *net.Interface, l, ctl link.Link) *endpoint {
 		groups: make(map[[6]byte]int),
 	}
 	ep.rxTx.ep = ep
+	ep.rx.init(l)
 	ep.udp, _ = l.(*sys.UDPLink)
 	ep.setHwaddr(l.HardwareAddr())
 	ep.mtu.Store(int64(l.MTU()))
@@ -127,51 +133,6 @@ func (ep *endpoint) frameSize() int {
 // maxPayload is the largest body a frame on this link can carry.
 func (ep *endpoint) maxPayload() int {
 	return min(int(ep.mtu.Load())-headerLen, maxBodyLen)
-}
-
-// readLoop reads frames in batches until the link closes.
-func (ep *endpoint) readLoop() {
-	defer close(ep.done)
-	ms := make([]link.Message, rxBatch)
-	size := 0
-	for {
-		// Size buffers for the current MTU; it can grow with link events.
-		if fs := ep.frameSize(); fs > size {
-			size = fs
-			for i := range ms {
-				ms[i].Buf = make([]byte, size)
-			}
-		}
-		n, err := ep.l.ReadBatch(ms)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// A transient failure (an interface going down, say): don't spin.
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
-		for i := range n {
-			ep.input(ms[i].Buf[:ms[i].N])
-		}
-		if ep.heard {
-			// Reachability is confirmed once a batch, for its last
-			// sender: one clock read, not one per frame.
-			ep.disc.confirmFrom(ep.heardFrom, time.Now())
-			ep.heard = false
-		}
-		// The answers of the whole batch go out together, and a
-		// connection busy elsewhere is left to whoever is at it: the
-		// reader never waits for a connection.
-		for i, c := range ep.pending {
-			c.pending.Store(false)
-			ep.rxTx.add(c)
-			ep.pending[i] = nil
-		}
-		ep.pending = ep.pending[:0]
-		ep.rxTx.send()
-
-	}
 }
 
 // input decodes one frame and hands it to its socket.
@@ -264,4 +225,5 @@ func (ep *endpoint) close() {
 	ep.disc.stop()
 	ep.l.Close()
 	ep.ctl.Close()
+	ep.needReader() // the read loop may stand aside: it must see the close
 }

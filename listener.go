@@ -238,6 +238,7 @@ func (ln *Listener) AcceptMyproto() (*Conn, error) {
 		if c != nil {
 			return c, nil
 		}
+		ln.s.needReaders() // handshakes end on the data sockets
 		select {
 		case <-ln.ready:
 		case <-ln.closed:

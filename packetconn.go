@@ -260,6 +260,7 @@ func (c *PacketConn) readFrom(p []byte) (int, *Addr, error) {
 			putDatagram(d)
 			return n, addr, nil
 		}
+		c.s.needReaders()
 		select {
 		case <-c.notify:
 		case <-c.rd.wait():

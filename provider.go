@@ -78,6 +78,9 @@ func (p packetProvider) open(ifi *net.Interface, etherType uint16, filter []bpf.
 			Filter:      filter,
 			ReadBuffer:  readBuffer,
 			WriteBuffer: writeBuffer,
+			// Frames sent on the polled socket would wake the
+			// poller with EPOLLOUT as they leave.
+			SendSocket: true,
 		})
 		if errors.Is(err, syscall.EPERM) {
 			return errNoRawSocket

@@ -29,7 +29,10 @@ type timerQueue struct {
 	mu      sync.Mutex
 	h       timerHeap
 	running bool
-	kick    chan struct{} // the earliest deadline moved earlier
+	kick    chan struct{} // the queue emptied: the goroutine may go
+	// t is the running goroutine's timer, reset under mu by whoever
+	// moves the earliest deadline: moving it earlier wakes nobody.
+	t *time.Timer
 }
 
 // timerSlot is a connection's place in the queue; guarded by the queue's mu.
@@ -109,34 +112,36 @@ func (q *timerQueue) set(c *Conn, at time.Time) {
 			defer q.wg.Done()
 			q.run()
 		}()
-	} else if q.h[0].c == c {
-		select {
-		case q.kick <- struct{}{}:
-		default:
-		}
+	} else if q.h[0].c == c && q.t != nil {
+		q.t.Reset(time.Duration(max(ns-int64(time.Since(timerEpoch)), 0)))
 	}
 }
 
 // run fires due timers until none is armed.
 func (q *timerQueue) run() {
 	t := time.NewTimer(time.Hour)
+	q.mu.Lock()
+	q.t = t
+	q.mu.Unlock()
 	defer t.Stop()
 	due := make([]*Conn, 0, timerBatch)
 	for {
 		q.mu.Lock()
 		if len(q.h) == 0 {
 			q.running = false
+			q.t = nil
 			q.mu.Unlock()
 			return
 		}
 		now := int64(time.Since(timerEpoch))
 		if wait := q.h[0].at - now; wait > 0 {
-			q.mu.Unlock()
+			// Since Go 1.23 no stale tick survives Reset or Stop.
 			t.Reset(time.Duration(wait))
+			q.mu.Unlock()
 			select {
 			case <-t.C:
 			case <-q.kick:
-				t.Stop() // since Go 1.23 no stale tick survives Stop or Reset
+				t.Stop()
 			}
 			continue
 		}

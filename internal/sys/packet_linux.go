@@ -49,6 +49,13 @@ type PacketConfig struct {
 	// ReadBuffer and WriteBuffer are the socket's buffer sizes in bytes
 	// (SO_RCVBUF and SO_SNDBUF, socket(7)); zero means 32 MiB.
 	ReadBuffer, WriteBuffer int
+	// SendSocket makes WriteBatch send on a second packet socket, bound to
+	// the interface with protocol 0 (so it receives nothing) and never
+	// registered with the runtime's poller, with blocking sendmmsg(2). A
+	// socket in the poller wakes it with EPOLLOUT whenever sent frames free
+	// buffer space, which under a stream of sends is once per batch (see
+	// DESIGN.md, "The data path").
+	SendSocket bool
 }
 
 var _ link.Link = (*PacketLink)(nil)
@@ -83,6 +90,9 @@ type PacketLink struct {
 
 	// backoffs counts the sleeps on ENOBUFS, for tests.
 	backoffs atomic.Uint64
+
+	// snd is the send socket of PacketConfig.SendSocket; nil without one.
+	snd *sendSocket
 }
 
 // mmsghdr is struct mmsghdr of recvmmsg(2) and sendmmsg(2). Go pads the
@@ -132,6 +142,9 @@ func OpenPacket(ifi *net.Interface, cfg PacketConfig) (*PacketLink, error) {
 		return nil, fmt.Errorf("sys: open packet link on %s: %w", ifi.Name, err)
 	}
 	l, err := newPacketLink(conn, ifi, rcvbuf, sndbuf)
+	if err == nil && cfg.SendSocket {
+		l.snd, err = openSendSocket(ifi, sndbuf)
+	}
 	if err != nil {
 		_ = conn.Close()
 		return nil, fmt.Errorf("sys: open packet link on %s: %w", ifi.Name, err)
@@ -234,12 +247,23 @@ func (l *PacketLink) ReadBatch(ms []link.Message) (int, error) {
 	return rd.got, nil
 }
 
+// SetReadDeadline sets the deadline for ReadBatch: once it passes, a
+// waiting or later ReadBatch fails with an error wrapping
+// os.ErrDeadlineExceeded. A deadline in the past cuts a waiting ReadBatch
+// short; the zero time means none.
+func (l *PacketLink) SetReadDeadline(t time.Time) error {
+	return l.opError("set", l.conn.SetReadDeadline(t))
+}
+
 // recvmmsg is the syscall.RawConn Read callback of ReadBatch. It reports
 // false, so the poller waits, only when nothing is queued.
 func (l *PacketLink) recvmmsg(fd uintptr) bool {
 	rd := &l.rd
 	for {
-		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&rd.msg[0])),
+		// MSG_DONTWAIT never sleeps, so the raw form: entering and
+		// leaving the scheduler's syscall state per batch costs more
+		// than the call, and invites sysmon to hand the P away.
+		r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&rd.msg[0])),
 			uintptr(rd.n), unix.MSG_DONTWAIT, 0, 0)
 		switch e {
 		case 0:
@@ -267,6 +291,13 @@ func (l *PacketLink) WriteBatch(ms []link.Message) (int, error) {
 	}
 	s := l.writers.Get().(*writeScratch)
 	defer l.writers.Put(s)
+	if l.snd != nil {
+		n, err := l.snd.writeBatch(s, ms, &l.backoffs)
+		if err != nil {
+			err = l.opError("write", err)
+		}
+		return n, err
+	}
 
 	sent := 0
 	for sent < len(ms) {
@@ -439,6 +470,9 @@ func (l *PacketLink) SocketBuffers() (rcv, snd int, err error) {
 func (l *PacketLink) Close() error {
 	if !l.closed.CompareAndSwap(false, true) {
 		return l.opError("close", net.ErrClosed)
+	}
+	if l.snd != nil {
+		l.snd.close()
 	}
 	if err := l.conn.Close(); err != nil {
 		return l.opError("close", err)

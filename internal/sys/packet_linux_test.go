@@ -745,3 +745,56 @@ func BenchmarkIntegrationPacketLink(b *testing.B) {
 	st, _ := rx.Stats()
 	b.ReportMetric(float64(st.Drops)/float64(max(st.Packets, 1)), "drops/frame")
 }
+
+// TestIntegrationPacketLinkSendSocket sends from several goroutines on a
+// link with a send socket of its own, then closes it: every frame arrives,
+// and writes after Close fail with net.ErrClosed.
+func TestIntegrationPacketLinkSendSocket(t *testing.T) {
+	packetWatchdog(t, time.Minute)
+	n := startPacketTestNet(t)
+	_, rx := n.openPair(t)
+	tx := n.open(t, n.a, PacketConfig{EtherType: testEtherType, SendSocket: true})
+
+	const writers, perWriter = 4, 500
+	resc := make(chan [][]byte, 1)
+	go func() {
+		frames, err := readFrames(rx, writers*perWriter, 64, 2000)
+		if err != nil {
+			t.Error(err)
+		}
+		resc <- frames
+	}()
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := 0; i < perWriter; i += 50 {
+				ms := make([]link.Message, 50)
+				for j := range ms {
+					seq := uint32(w*perWriter + i + j)
+					b := putFrame(make([]byte, 1514), n.b.HardwareAddr, n.a.HardwareAddr, testEtherType, 80, seq, frameSize(int(seq), 1500))
+					ms[j] = link.Message{Buf: b, N: len(b)}
+				}
+				if n, err := tx.WriteBatch(ms); n != len(ms) || err != nil {
+					t.Errorf("WriteBatch = %d, %v", n, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	frames := <-resc
+	seen := make(map[uint32]bool)
+	for _, f := range frames {
+		seen[binary.BigEndian.Uint32(f[38:])] = true
+	}
+	if len(seen) != writers*perWriter {
+		t.Errorf("received %d distinct frames, want %d", len(seen), writers*perWriter)
+	}
+	if err := tx.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	ms := []link.Message{{Buf: make([]byte, 64), N: 64}}
+	if _, err := tx.WriteBatch(ms); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("WriteBatch after Close: %v, want net.ErrClosed", err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	"golang.org/x/net/bpf"
 
@@ -25,6 +26,8 @@ type PacketConfig struct {
 	// ReadBuffer and WriteBuffer are the socket's buffer sizes in bytes;
 	// zero means 32 MiB.
 	ReadBuffer, WriteBuffer int
+	// SendSocket sends on a second socket outside the poller.
+	SendSocket bool
 }
 
 var _ link.Link = (*PacketLink)(nil)
@@ -44,6 +47,9 @@ func (l *PacketLink) ReadBatch(ms []link.Message) (int, error) { return 0, errPa
 
 // WriteBatch implements the link.Link WriteBatch method.
 func (l *PacketLink) WriteBatch(ms []link.Message) (int, error) { return 0, errPacketUnsupported }
+
+// SetReadDeadline sets the deadline for ReadBatch.
+func (l *PacketLink) SetReadDeadline(t time.Time) error { return errPacketUnsupported }
 
 // SetFilter implements the link.Link SetFilter method.
 func (l *PacketLink) SetFilter(prog []bpf.RawInstruction) error { return errPacketUnsupported }

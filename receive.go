@@ -1,0 +1,283 @@
+package myproto
+
+import (
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/myproto/myproto/internal/link"
+)
+
+// Who reads an endpoint's link.
+//
+// Each endpoint has a read loop (readLoop) that reads the link in batches and
+// hands every frame to its socket. A Read that finds nothing to read, or a
+// Write that finds the send buffer full, would then wait for the read loop to
+// wake it: a hand-off between goroutines per batch, which on a small machine
+// costs a futex wake and often a context switch (DESIGN.md, "The data
+// path"). Where the link can cut a wait short (SetReadDeadline), such a call
+// drives the link itself instead: it takes the receive lock, reads one batch,
+// runs every frame of it through the stack exactly as the read loop would,
+// and looks again at its own connection. So the goroutine the poller wakes
+// for a frame is the one that wants it.
+//
+// The read loop stands aside, asleep, while a call drives and for a grace
+// period after the last one returned: a Read returns, the application
+// handles the data and calls Read again, and the link waits for it
+// meanwhile. Whoever waits for frames that only the read loop would handle
+// (a Dial, an Accept, a datagram read) ends that at once (needReader). A
+// call that wants the link while the read loop reads cuts the read loop's
+// wait short with a read deadline in the past, as Close, a new deadline or
+// a wake-up of a connection do for a driving call.
+
+// driveGrace is how long the read loop stays aside after the last driving
+// call returned.
+const driveGrace = time.Millisecond
+
+// rxState is an endpoint's receive side.
+type rxState struct {
+	// dl is the link, when it can cut a read short; nil: only the read
+	// loop reads.
+	dl deadlineLink
+
+	mu   sync.Mutex     // held to read the link and handle what came
+	ms   []link.Message // the batch's buffers, under mu
+	size int            // the frame size they were made for
+
+	active  atomic.Int32         // calls that drove and have not returned yet
+	waiters atomic.Int32         // calls waiting to drive
+	loopIn  atomic.Bool          // the read loop holds mu and reads
+	driver  atomic.Pointer[Conn] // whose call waits in ReadBatch
+	needed  atomic.Bool          // the read loop is asked to read
+	lastGo  atomic.Int64         // when the last driving call returned (ns since timerEpoch)
+
+	free  chan struct{} // a token when the read loop let go with callers waiting
+	wake  chan struct{} // a token to make the read loop look again
+	grace *time.Timer   // wakes the read loop driveGrace after a call let go
+}
+
+// deadlineLink is a link whose ReadBatch can be cut short by a read deadline,
+// failing with an error that wraps os.ErrDeadlineExceeded.
+type deadlineLink interface {
+	link.Link
+	SetReadDeadline(t time.Time) error
+}
+
+// aLongTimeAgo is a read deadline that has passed.
+var aLongTimeAgo = time.Unix(1, 0)
+
+func (rx *rxState) init(l link.Link) {
+	rx.dl, _ = l.(deadlineLink)
+	rx.free = make(chan struct{}, 1)
+	rx.wake = make(chan struct{}, 1)
+	if rx.dl != nil {
+		rx.grace = time.AfterFunc(time.Hour, func() { signal(rx.wake) })
+		rx.grace.Stop()
+	}
+}
+
+// needReader makes sure someone reads the link soon: a call about to wait
+// for frames that only the read loop would handle (a handshake's, a
+// datagram's) ends its standing aside.
+func (ep *endpoint) needReader() {
+	if ep.rx.dl != nil {
+		ep.rx.lastGo.Store(0) // the grace period ends
+		ep.rx.needed.Store(true)
+		signal(ep.rx.wake)
+	}
+}
+
+// needReaders is needReader for every endpoint of the stack.
+func (s *stack) needReaders() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ep := range s.endpoints {
+		ep.needReader()
+	}
+}
+
+// aside reports whether the read loop should stand aside now.
+func (rx *rxState) aside() bool {
+	if rx.active.Load() > 0 {
+		return true
+	}
+	left := driveGrace - time.Duration(int64(time.Since(timerEpoch))-rx.lastGo.Load())
+	if left > 0 {
+		rx.grace.Reset(left)
+		return true
+	}
+	return false
+}
+
+// readLoop reads frames in batches until the link closes, standing aside
+// while calls drive it.
+func (ep *endpoint) readLoop() {
+	defer close(ep.done)
+	rx := &ep.rx
+	for {
+		if rx.dl != nil && !rx.needed.Swap(false) && rx.aside() {
+			<-rx.wake
+			continue
+		}
+		rx.mu.Lock()
+		rx.loopIn.Store(true)
+		err := ep.readBatch(false)
+		rx.loopIn.Store(false)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// Cut short for a caller (or a driver's deadline left
+			// behind): the read loop's reads have none. It stands
+			// aside for the grace period, for the caller to drive.
+			_ = rx.dl.SetReadDeadline(time.Time{})
+			if rx.waiters.Load() > 0 {
+				rx.lastGo.Store(int64(time.Since(timerEpoch)))
+			}
+			err = nil
+		}
+		rx.mu.Unlock()
+		if rx.waiters.Load() > 0 {
+			signal(rx.free)
+		}
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// A transient failure (an interface going down, say): don't spin.
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// readBatch reads one batch from the link and handles it: every frame to its
+// socket, then the answers of the whole batch. The caller holds rx.mu.
+func (ep *endpoint) readBatch(driver bool) error {
+	rx := &ep.rx
+	// Size buffers for the current MTU; it can grow with link events. (A
+	// link may point Buf at memory of its own: the size is kept apart.)
+	if fs := ep.frameSize(); fs > rx.size {
+		rx.size = fs
+		rx.ms = make([]link.Message, rxBatch)
+		for i := range rx.ms {
+			rx.ms[i].Buf = make([]byte, fs)
+		}
+	}
+	n, err := ep.l.ReadBatch(rx.ms)
+	if driver {
+		rx.driver.Store(nil)
+	}
+	if err != nil {
+		return err
+	}
+	// One clock read for the batch, not one per frame.
+	ep.rxNow = time.Now()
+	for i := range n {
+		ep.input(rx.ms[i].Buf[:rx.ms[i].N])
+	}
+	if ep.heard {
+		// Reachability is confirmed once a batch, for its last
+		// sender: one clock read, not one per frame.
+		ep.disc.confirmFrom(ep.heardFrom, ep.rxNow)
+		ep.heard = false
+	}
+	// The answers of the whole batch go out together, and a connection
+	// busy elsewhere is left to whoever is at it: the reader never waits
+	// for a connection.
+	for i, c := range ep.pending {
+		c.pending.Store(false)
+		ep.rxTx.add(c)
+		ep.pending[i] = nil
+	}
+	ep.pending = ep.pending[:0]
+	ep.rxTx.send()
+	return nil
+}
+
+// drive is what a call of c does instead of waiting for ready (a token
+// channel of c) while the link can be driven: it reads and handles one batch
+// itself if nobody else reads the link; or else, if the read loop reads it,
+// cuts that short, and waits for ready, the read loop letting go (rx.free),
+// d's deadline or Close. It reports false, having done nothing, where the link cannot be
+// driven or failed: the caller waits as before. *session says the call
+// drove; it must then call letGo as it returns.
+func (c *Conn) drive(ready <-chan struct{}, d *deadline, session *bool) bool {
+	rx := &c.ep.rx
+	if rx.dl == nil {
+		return false
+	}
+	// Counted before trying, so that a driver letting go meanwhile
+	// hands the link over (see letGo).
+	rx.waiters.Add(1)
+	if !rx.mu.TryLock() {
+		// Another call drives (and handles our frames too), or the
+		// read loop reads. While we wait we do not count as driving: if
+		// the other call leaves, the read loop takes over.
+		if *session {
+			*session = false
+			c.ep.letGo(true)
+		}
+		if rx.loopIn.Load() {
+			_ = rx.dl.SetReadDeadline(aLongTimeAgo)
+		}
+		select {
+		case <-ready:
+		case <-rx.free:
+		case <-d.wait():
+		case <-c.closed:
+		}
+		rx.waiters.Add(-1)
+		return true
+	}
+	rx.waiters.Add(-1)
+	if !*session {
+		*session = true
+		rx.active.Add(1)
+	}
+	// The wait lasts until frames come, d's deadline, or a kick
+	// (kickDriver) for Close, a new deadline or a wake-up of a
+	// connection: a kick looks at driver, so driver is set before the
+	// last look at what would end the wait.
+	err := rx.dl.SetReadDeadline(d.when())
+	if err == nil {
+		rx.driver.Store(c)
+		select {
+		case <-ready: // a hint, taken: the caller looks again
+			rx.driver.Store(nil)
+		case <-c.closed:
+			rx.driver.Store(nil)
+		case <-d.wait():
+			rx.driver.Store(nil)
+		default:
+			err = c.ep.readBatch(true)
+		}
+	}
+	rx.mu.Unlock()
+	if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		return true
+	}
+	// Closed or failing: leave the link to the read loop.
+	return false
+}
+
+// letGo ends the driving of a call that drove (session), as it returns:
+// unless a call drives again within the grace period, the read loop takes
+// the link over.
+func (ep *endpoint) letGo(session bool) {
+	if !session {
+		return
+	}
+	rx := &ep.rx
+	rx.lastGo.Store(int64(time.Since(timerEpoch)))
+	if rx.active.Add(-1) == 0 {
+		rx.grace.Reset(driveGrace)
+	}
+}
+
+// kickDriver cuts short the wait in the poller of a call of c driving the
+// link, so that it looks again at c (closed, a new deadline, woken).
+func (c *Conn) kickDriver() {
+	if rx := &c.ep.rx; rx.dl != nil && rx.driver.Load() == c {
+		_ = rx.dl.SetReadDeadline(aLongTimeAgo)
+	}
+}
