@@ -257,29 +257,16 @@ func loadManyConns(t *testing.T, h *testHosts, n int, size int64, seed int64) {
 	serving.Wait()
 }
 
-// loadManySize is how much each of the 1,000 connections sends. Both stacks
-// share this process's CPU, and the race detector makes every frame cost
-// ten times as much: with busy loops beside it, 1 GiB took two minutes, the
-// ACKs' receiver fell seconds behind and dropped a quarter of its frames,
-// and connections hit the 30 s user timeout (see issue 8). Under -race the
-// same 1,000 concurrent connections each send a quarter of the data.
-func loadManySize() int64 {
-	if raceEnabled {
-		return 256 << 10
-	}
-	return 1 << 20
-}
-
 func TestConnLoadManyConnsMem(t *testing.T) {
 	testenv.Watchdog(t, 4*time.Minute)
 	seed := testenv.Seed(t)
-	loadManyConns(t, memHosts(t, memlink.Config{Seed: seed}), 1000, loadManySize(), seed)
+	loadManyConns(t, memHosts(t, memlink.Config{Seed: seed}), 1000, 1<<20, seed)
 }
 
 func TestIntegrationConnLoadManyConnsVeth(t *testing.T) {
 	testenv.Watchdog(t, 4*time.Minute)
 	seed := testenv.Seed(t)
-	loadManyConns(t, vethHosts(t, 1500), 1000, loadManySize(), seed)
+	loadManyConns(t, vethHosts(t, 1500), 1000, 1<<20, seed)
 }
 
 // infoLine is the part of a connection's Info that tells why it failed.
