@@ -46,13 +46,9 @@ type BlockingLink struct {
 	mtu atomic.Int64
 
 	// fd and efd (an eventfd(2) that Close signals, so that a ReadBatch
-	// waiting in ppoll(2) returns) are closed when Close has been called
-	// and no call is using them any more: a number closed under a blocked
-	// system call could be reused by an unrelated file.
-	mu      sync.Mutex
+	// waiting in ppoll(2) returns), closed by guard.
 	fd, efd int
-	users   int
-	closing bool
+	guard   fdGuard
 	closed  atomic.Bool
 
 	// Read state, owned by the one goroutine in ReadBatch.
@@ -137,6 +133,11 @@ func openBlocking(ifi *net.Interface, cfg PacketConfig) (*BlockingLink, error) {
 		return fail(os.NewSyscallError("eventfd", err))
 	}
 	l := &BlockingLink{ifi: *ifi, fd: fd, efd: efd}
+	l.guard.release = func() {
+		unix.Close(l.fd)
+		unix.Close(l.efd)
+		l.fd, l.efd = -1, -1
+	}
 	l.ifi.HardwareAddr = slices.Clone(ifi.HardwareAddr)
 	l.mtu.Store(int64(ifi.MTU))
 	return l, nil
@@ -167,29 +168,13 @@ func attachFilter(fd int, prog []bpf.RawInstruction) error {
 // use returns the socket and eventfd for one call, or false once Close has
 // been called; done must follow a successful use.
 func (l *BlockingLink) use() (fd, efd int, ok bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closing {
+	if !l.guard.use() {
 		return -1, -1, false
 	}
-	l.users++
 	return l.fd, l.efd, true
 }
 
-func (l *BlockingLink) done() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.users--
-	l.closeIfIdleLocked()
-}
-
-func (l *BlockingLink) closeIfIdleLocked() {
-	if l.closing && l.users == 0 && l.fd >= 0 {
-		unix.Close(l.fd)
-		unix.Close(l.efd)
-		l.fd, l.efd = -1, -1
-	}
-}
+func (l *BlockingLink) done() { l.guard.done() }
 
 // ReadBatch implements the link.Link ReadBatch method with recvmmsg(2),
 // waiting in ppoll(2) on the calling thread while no frame is queued. It
@@ -380,17 +365,14 @@ func (l *BlockingLink) Stats() (link.Stats, error) {
 // WriteBatch (within 100 ms if the send buffer is full), which then return
 // errors wrapping net.ErrClosed, as does every later call, Close included.
 func (l *BlockingLink) Close() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closing {
+	if !l.guard.shut(func() {
+		l.closed.Store(true)
+		var one [8]byte
+		one[0] = 1 // the eventfd counter is host-endian; any non-zero value will do
+		unix.Write(l.efd, one[:])
+	}) {
 		return l.opError("close", net.ErrClosed)
 	}
-	l.closing = true
-	l.closed.Store(true)
-	var one [8]byte
-	one[0] = 1 // the eventfd counter is host-endian; any non-zero value will do
-	unix.Write(l.efd, one[:])
-	l.closeIfIdleLocked()
 	return nil
 }
 

@@ -5,7 +5,6 @@ package sys
 import (
 	"net"
 	"os"
-	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -21,14 +20,9 @@ import (
 // runtime's poller. Sends block in the kernel, on the calling thread, while
 // its buffer is full; SO_SNDTIMEO bounds each wait so that a Close ends it.
 type sendSocket struct {
-	// fd is closed when close has been called and no send is using it
-	// any more: a number closed under a blocked system call could be
-	// reused by an unrelated file.
-	mu      sync.Mutex
-	fd      int
-	users   int
-	closing bool
-	closed  atomic.Bool
+	fd     int
+	guard  fdGuard // closes fd
+	closed atomic.Bool
 }
 
 func openSendSocket(ifi *net.Interface, sndbuf int) (*sendSocket, error) {
@@ -47,39 +41,26 @@ func openSendSocket(ifi *net.Interface, sndbuf int) (*sendSocket, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	return &sendSocket{fd: fd}, nil
-}
-
-func (s *sendSocket) use() (int, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing {
-		return -1, false
-	}
-	s.users++
-	return s.fd, true
-}
-
-func (s *sendSocket) done() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.users--
-	s.closeIfIdleLocked()
-}
-
-func (s *sendSocket) closeIfIdleLocked() {
-	if s.closing && s.users == 0 && s.fd >= 0 {
+	s := &sendSocket{fd: fd}
+	s.guard.release = func() {
 		unix.Close(s.fd)
 		s.fd = -1
 	}
+	return s, nil
 }
+
+func (s *sendSocket) use() (int, bool) {
+	if !s.guard.use() {
+		return -1, false
+	}
+	return s.fd, true
+}
+
+func (s *sendSocket) done() { s.guard.done() }
 
 func (s *sendSocket) close() {
 	s.closed.Store(true)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.closing = true
-	s.closeIfIdleLocked()
+	s.guard.shut(nil)
 }
 
 // writeBatch sends every message's Buf[:N] with blocking sendmmsg(2), using
