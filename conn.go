@@ -307,9 +307,21 @@ func (c *Conn) Read(b []byte) (int, error) {
 }
 
 func (c *Conn) read(b []byte) (int, error) {
-	drove := false
+	drove, lent := false, false
 	defer func() { c.ep.letGo(drove) }()
 	for {
+		if lent {
+			// While we waited, in-order data may have gone straight
+			// into b (ReadInto): it is read, whatever else happened.
+			c.mu.Lock()
+			n := c.e.TakeRead()
+			c.mu.Unlock()
+			lent = false
+			if n > 0 && !c.rdShut.Load() {
+				c.flush() // the window may have opened enough to say so
+				return n, nil
+			}
+		}
 		switch {
 		case isClosedChan(c.closed):
 			return 0, net.ErrClosed
@@ -332,6 +344,12 @@ func (c *Conn) read(b []byte) (int, error) {
 			err = streamErr(c.e.Err())
 		case c.done:
 			err = net.ErrClosed
+		}
+		if n == 0 && err == nil && len(b) > 0 {
+			// Lend b to the engine for the wait: whoever handles our
+			// frames copies them there, once, not through the ring.
+			c.e.ReadInto(b)
+			lent = true
 		}
 		c.mu.Unlock()
 		if n > 0 {

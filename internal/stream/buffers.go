@@ -271,6 +271,22 @@ func (b *recvBuffer) read(p []byte) int {
 	return n
 }
 
+// consumeInOrder marks the next n bytes, which arrived in order and went
+// straight to the reader (Engine.ReadInto), as read: they never enter the
+// ring. Nothing may be buffered in [readOff, readOff+n).
+func (b *recvBuffer) consumeInOrder(n int) {
+	old := b.readOff
+	b.readOff += uint64(n)
+	b.have.removeBelow(b.readOff)
+	if len(b.ring.slots) == 0 {
+		return // no chunk was ever taken: nothing to release
+	}
+	b.ring.advance(old, b.readOff)
+	if b.have.empty() {
+		b.ring.releaseChunk(b.readOff)
+	}
+}
+
 // dropUnordered discards everything past the in-order prefix, as after a
 // reset: those bytes can never be read.
 func (b *recvBuffer) dropUnordered() {

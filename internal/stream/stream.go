@@ -166,7 +166,10 @@ type Engine struct {
 	persistCount int    // DATA_BLOCKED probes sent at this limit (their backoff)
 
 	// Receive stream.
-	rbuf           recvBuffer
+	rbuf recvBuffer
+	// direct is a blocked reader's buffer (ReadInto): in-order bytes go
+	// there, after its first len(direct), instead of through the ring.
+	direct         []byte
 	rcvMaxAdv      uint64 // Max Data advertised
 	rcvWindow      uint64 // current window (auto-tuned up to RecvBuffer)
 	maxDataPending bool
@@ -317,8 +320,29 @@ func (e *Engine) Read(p []byte) int {
 	return e.rbuf.read(p)
 }
 
-// Readable is how many bytes Read would return now.
-func (e *Engine) Readable() int { return e.rbuf.readable() }
+// ReadInto lends the engine a blocked reader's buffer p: until the caller
+// takes it back with TakeRead, data that arrives in order while nothing
+// else is readable is copied straight into p, saving the copy through the
+// receive buffer. Out-of-order data, and what does not fit, is buffered as
+// usual. p must not be touched until TakeRead.
+func (e *Engine) ReadInto(p []byte) {
+	if e.rbuf.readable() == 0 {
+		e.direct = p[:0:len(p)] // no further than len(p), whatever its capacity
+	}
+}
+
+// TakeRead takes back the buffer lent with ReadInto and returns how many
+// bytes went into it; they are read, as if by Read. Calling it with no
+// buffer lent returns 0.
+func (e *Engine) TakeRead() int {
+	n := len(e.direct)
+	e.direct = nil
+	return n
+}
+
+// Readable is how many bytes Read would return now, or are waiting in the
+// buffer lent with ReadInto.
+func (e *Engine) Readable() int { return e.rbuf.readable() + len(e.direct) }
 
 // EOF reports whether the peer's FIN has been reached by the reader.
 func (e *Engine) EOF() bool { return e.peerFin && e.rbuf.readOff == e.peerFinOff }
@@ -684,7 +708,24 @@ func (e *Engine) onStream(t time.Duration, f *wireFrame) {
 	if off != e.rbuf.contiguous() {
 		e.ackImmediate = true // out of order, or filling a hole
 	}
-	fresh, _ := e.rbuf.insert(off, f.data[:hi-off])
+	data := f.data[:hi-off]
+	if e.direct != nil && !e.appClosed && off <= e.rbuf.readOff && hi > e.rbuf.readOff && e.rbuf.readable() == 0 {
+		// The next bytes in order, nothing ahead of them to read, and
+		// a reader waiting: straight into its buffer, up to the first
+		// piece already buffered.
+		skip := e.rbuf.readOff - off
+		n := min(uint64(cap(e.direct)-len(e.direct)), hi-e.rbuf.readOff)
+		if !e.rbuf.have.empty() {
+			n = min(n, e.rbuf.have.first().lo-e.rbuf.readOff)
+		}
+		if n > 0 {
+			e.direct = append(e.direct, data[skip:skip+n]...)
+			e.rbuf.consumeInOrder(int(n))
+			e.stats.BytesRecv += n
+			data, off = data[skip+n:], off+skip+n
+		}
+	}
+	fresh, _ := e.rbuf.insert(off, data)
 	e.stats.BytesRecv += uint64(fresh)
 	if fresh > 0 && e.appClosed {
 		e.Abort() // data nobody will read: reset, as TCP does after close
