@@ -49,6 +49,7 @@ type Conn struct {
 	flushReq atomic.Bool // a flush was asked for: whoever holds sendMu does it
 
 	pending atomic.Bool // queued for the endpoint's post-batch flush
+	drv     driver      // the connection's calls, when they drive the link
 
 	readable chan struct{} // a token when Read may make progress
 	writable chan struct{} // a token when Write may make progress

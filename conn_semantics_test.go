@@ -131,6 +131,25 @@ func TestConnCloseUnblocks(t *testing.T) {
 				t.Fatalf("second Accept: %v", err)
 			}
 		})
+
+		// A deadline set while Accept waits (on one interface it waits
+		// reading the link itself) ends the wait; cleared, Accept takes
+		// the next connection.
+		t.Run("AcceptDeadline", func(t *testing.T) {
+			ln := listenB(t, h, nil)
+			ch := make(chan error, 1)
+			go func() {
+				_, err := ln.Accept()
+				ch <- err
+			}()
+			wantBlocked(t, "Accept", ch)
+			ln.SetDeadline(time.Now().Add(100 * time.Millisecond))
+			wantOpError(t, waitErr(t, "Accept", ch), "accept", os.ErrDeadlineExceeded)
+			ln.SetDeadline(time.Now().Add(time.Hour))
+			c, s := streamPair(t, h, ln)
+			c.Close()
+			s.Close()
+		})
 	})
 }
 

@@ -122,12 +122,7 @@ func (s *stack) dial(ctx context.Context, d *Dialer, netw, address string) (*Con
 	c := newConn(s, b.eps[0], b, cid, remote, stream.NewClient(cfg, cid, now), d.msg)
 	s.conns.Store(cid, c)
 	c.flush() // the SYN
-
-	c.ep.needReader() // the answer comes on the data socket
-	select {
-	case <-c.estab:
-	case <-ctx.Done():
-	}
+	c.awaitHandshake(ctx)
 	c.mu.Lock()
 	ok := c.e.Established() && c.e.Err() == nil && !c.done
 	err = streamErr(c.e.Err())
@@ -238,4 +233,29 @@ func (s *stack) engineConfig(ep *endpoint, keepAlive, userTimeout time.Duration)
 		cfg.KeepAlive = 0
 	}
 	return cfg
+}
+
+// awaitHandshake waits until the handshake ends or ctx is done. Where the
+// link can be driven (receive.go), the dialing goroutine reads the SYN-ACK
+// itself rather than waking the read loop to read it and being woken by it:
+// two hand-offs between goroutines fewer per dial.
+func (c *Conn) awaitHandshake(ctx context.Context) {
+	var dl deadline // ctx's end, for drive: set when ctx is done
+	stop := context.AfterFunc(ctx, func() {
+		dl.set(aLongTimeAgo)
+		c.kickDriver()
+	})
+	defer stop()
+	drove := false
+	defer func() { c.ep.letGo(drove) }()
+	for !isClosedChan(c.estab) && ctx.Err() == nil {
+		if !c.drive(c.estab, &dl, &drove) {
+			c.ep.needReader() // the answer comes on the data socket
+			select {
+			case <-c.estab:
+			case <-ctx.Done():
+			}
+			return
+		}
+	}
 }

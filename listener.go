@@ -40,6 +40,7 @@ type Listener struct {
 	closed  chan struct{}
 	once    sync.Once
 	dl      deadline
+	drv     driver // Accept, when it drives the link
 }
 
 // ListenConfig contains options for listening, as net.ListenConfig does:
@@ -194,7 +195,16 @@ func (ln *Listener) input(ep *endpoint, h *header, body []byte) dropReason {
 	ln.queue = append(ln.queue, c)
 	ln.mu.Unlock()
 	signal(ln.ready)
+	ln.kickAccept()
 	return dropNone
+}
+
+// kickAccept cuts short the wait of an Accept that drives a link, so that
+// it looks again (a connection queued, Close, a new deadline).
+func (ln *Listener) kickAccept() {
+	for _, ep := range ln.eps {
+		ep.kick(&ln.drv)
+	}
 }
 
 func (ln *Listener) full() bool {
@@ -216,6 +226,20 @@ func (ln *Listener) Accept() (net.Conn, error) {
 
 // AcceptMyproto accepts the next connection and returns it as a *Conn.
 func (ln *Listener) AcceptMyproto() (*Conn, error) {
+	// On one interface, Accept reads the link itself while it waits
+	// (receive.go): the handshake's last packet then queues the
+	// connection on the goroutine that takes it, not on the read loop
+	// that would wake it. On several, the read loops do.
+	var ep *endpoint
+	if len(ln.eps) == 1 {
+		ep = ln.eps[0]
+	}
+	drove := false
+	defer func() {
+		if ep != nil {
+			ep.letGo(drove)
+		}
+	}()
 	for {
 		switch {
 		case isClosedChan(ln.closed):
@@ -238,6 +262,9 @@ func (ln *Listener) AcceptMyproto() (*Conn, error) {
 		if c != nil {
 			return c, nil
 		}
+		if ep != nil && ep.drive(&ln.drv, ln.closed, ln.ready, &ln.dl, &drove) {
+			continue
+		}
 		ln.s.needReaders() // handshakes end on the data sockets
 		select {
 		case <-ln.ready:
@@ -255,6 +282,7 @@ func (ln *Listener) Close() error {
 	ln.once.Do(func() {
 		first = true
 		close(ln.closed)
+		ln.kickAccept()
 		ln.mu.Lock()
 		q := ln.queue
 		ln.queue = nil
@@ -281,5 +309,6 @@ func (ln *Listener) SetDeadline(t time.Time) error {
 		return opError("set", nil, ln.local, net.ErrClosed)
 	}
 	ln.dl.set(t)
+	ln.kickAccept()
 	return nil
 }

@@ -47,12 +47,12 @@ type rxState struct {
 	ms   []link.Message // the batch's buffers, under mu
 	size int            // the frame size they were made for
 
-	active  atomic.Int32         // calls that drove and have not returned yet
-	waiters atomic.Int32         // calls waiting to drive
-	loopIn  atomic.Bool          // the read loop holds mu and reads
-	driver  atomic.Pointer[Conn] // whose call waits in ReadBatch
-	needed  atomic.Bool          // the read loop is asked to read
-	lastGo  atomic.Int64         // when the last driving call returned (ns since timerEpoch)
+	active  atomic.Int32           // calls that drove and have not returned yet
+	waiters atomic.Int32           // calls waiting to drive
+	loopIn  atomic.Bool            // the read loop holds mu and reads
+	driver  atomic.Pointer[driver] // whose call waits in ReadBatch
+	needed  atomic.Bool            // the read loop is asked to read
+	lastGo  atomic.Int64           // when the last driving call returned (ns since timerEpoch)
 
 	free  chan struct{} // a token when the read loop let go with callers waiting
 	wake  chan struct{} // a token to make the read loop look again
@@ -194,15 +194,26 @@ func (ep *endpoint) readBatch(driver bool) error {
 	return nil
 }
 
+// A driver names a call that may drive an endpoint's link (a Read, Write
+// or Dial of a connection, an Accept), so that a kick reaches the right one.
+type driver struct{ _ byte } // not zero-sized: every driver has its own address
+
 // drive is what a call of c does instead of waiting for ready (a token
-// channel of c) while the link can be driven: it reads and handles one batch
-// itself if nobody else reads the link; or else, if the read loop reads it,
-// cuts that short, and waits for ready, the read loop letting go (rx.free),
-// d's deadline or Close. It reports false, having done nothing, where the link cannot be
-// driven or failed: the caller waits as before. *session says the call
-// drove; it must then call letGo as it returns.
+// channel of c) while the link can be driven (endpoint.drive).
 func (c *Conn) drive(ready <-chan struct{}, d *deadline, session *bool) bool {
-	rx := &c.ep.rx
+	return c.ep.drive(&c.drv, c.closed, ready, d, session)
+}
+
+// drive is what a call does instead of waiting for ready (a token channel
+// of who's, or a channel closed once) while the link can be driven: it reads
+// and handles one batch itself if nobody else reads the link; or else, if
+// the read loop reads it, cuts that short, and waits for ready, the read
+// loop letting go (rx.free), d's deadline or closed. It reports false,
+// having done nothing, where the link cannot be driven or failed: the caller
+// waits as before. *session says the call drove; it must then call letGo as
+// it returns.
+func (ep *endpoint) drive(who *driver, closed, ready <-chan struct{}, d *deadline, session *bool) bool {
+	rx := &ep.rx
 	if rx.dl == nil {
 		return false
 	}
@@ -215,7 +226,7 @@ func (c *Conn) drive(ready <-chan struct{}, d *deadline, session *bool) bool {
 		// the other call leaves, the read loop takes over.
 		if *session {
 			*session = false
-			c.ep.letGo(true)
+			ep.letGo(true)
 		}
 		if rx.loopIn.Load() {
 			_ = rx.dl.SetReadDeadline(aLongTimeAgo)
@@ -224,7 +235,7 @@ func (c *Conn) drive(ready <-chan struct{}, d *deadline, session *bool) bool {
 		case <-ready:
 		case <-rx.free:
 		case <-d.wait():
-		case <-c.closed:
+		case <-closed:
 		}
 		rx.waiters.Add(-1)
 		return true
@@ -235,21 +246,21 @@ func (c *Conn) drive(ready <-chan struct{}, d *deadline, session *bool) bool {
 		rx.active.Add(1)
 	}
 	// The wait lasts until frames come, d's deadline, or a kick
-	// (kickDriver) for Close, a new deadline or a wake-up of a
-	// connection: a kick looks at driver, so driver is set before the
-	// last look at what would end the wait.
+	// (kick) for Close, a new deadline or a wake-up: a kick looks at
+	// driver, so driver is set before the last look at what would end
+	// the wait.
 	err := rx.dl.SetReadDeadline(d.when())
 	if err == nil {
-		rx.driver.Store(c)
+		rx.driver.Store(who)
 		select {
 		case <-ready: // a hint, taken: the caller looks again
 			rx.driver.Store(nil)
-		case <-c.closed:
+		case <-closed:
 			rx.driver.Store(nil)
 		case <-d.wait():
 			rx.driver.Store(nil)
 		default:
-			err = c.ep.readBatch(true)
+			err = ep.readBatch(true)
 		}
 	}
 	rx.mu.Unlock()
@@ -276,8 +287,11 @@ func (ep *endpoint) letGo(session bool) {
 
 // kickDriver cuts short the wait in the poller of a call of c driving the
 // link, so that it looks again at c (closed, a new deadline, woken).
-func (c *Conn) kickDriver() {
-	if rx := &c.ep.rx; rx.dl != nil && rx.driver.Load() == c {
+func (c *Conn) kickDriver() { c.ep.kick(&c.drv) }
+
+// kick cuts short the wait in the poller of who, if who drives the link.
+func (ep *endpoint) kick(who *driver) {
+	if rx := &ep.rx; rx.dl != nil && rx.driver.Load() == who {
 		_ = rx.dl.SetReadDeadline(aLongTimeAgo)
 	}
 }
