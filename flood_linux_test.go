@@ -573,8 +573,14 @@ func TestIntegrationSYNFlood(t *testing.T) {
 					sc.target.label, ph.c[0], ph.c[0].Seconds()/ph.d.Seconds(), sc.other.label, ph.c[1], ph.c[2], ph.c[3])
 			}
 
-			if ratio < 0.5 {
-				t.Errorf("under the flood the transfers ran at %.2f× their unflooded rate, want 0.5× at least", ratio)
+			// On two vCPUs the flooder and the control loop's share
+			// (controlShare) take one between them, so the transfers get
+			// about half of what they had: medians of 0.50–0.55× were
+			// measured. A starved data path would show far less; 0.4×
+			// leaves room for the noise of a shared machine, which had
+			// 0.5× fail about one run in four.
+			if ratio < 0.4 {
+				t.Errorf("under the flood the transfers ran at %.2f× their unflooded rate, want 0.4× at least", ratio)
 			}
 			// With the 32 MiB buffer the stack asks for, the data socket
 			// drops nothing. In a user namespace of its own (a normal
