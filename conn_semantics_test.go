@@ -35,6 +35,16 @@ func readErr(c *Conn) <-chan error {
 	return ch
 }
 
+// acceptErr calls ln.Accept in the background and delivers its error.
+func acceptErr(ln *Listener) <-chan error {
+	ch := make(chan error, 1)
+	go func() {
+		_, err := ln.Accept()
+		ch <- err
+	}()
+	return ch
+}
+
 // wantBlocked fails unless nothing arrives on ch for a little while.
 func wantBlocked(t *testing.T, what string, ch <-chan error) {
 	t.Helper()
@@ -114,11 +124,7 @@ func TestConnCloseUnblocks(t *testing.T) {
 
 		t.Run("Accept", func(t *testing.T) {
 			ln := listenB(t, h, nil)
-			ch := make(chan error, 1)
-			go func() {
-				_, err := ln.Accept()
-				ch <- err
-			}()
+			ch := acceptErr(ln)
 			wantBlocked(t, "Accept", ch)
 			ln.Close()
 			err := waitErr(t, "Accept", ch)
@@ -137,11 +143,7 @@ func TestConnCloseUnblocks(t *testing.T) {
 		// the next connection.
 		t.Run("AcceptDeadline", func(t *testing.T) {
 			ln := listenB(t, h, nil)
-			ch := make(chan error, 1)
-			go func() {
-				_, err := ln.Accept()
-				ch <- err
-			}()
+			ch := acceptErr(ln)
 			wantBlocked(t, "Accept", ch)
 			ln.SetDeadline(time.Now().Add(100 * time.Millisecond))
 			wantOpError(t, waitErr(t, "Accept", ch), "accept", os.ErrDeadlineExceeded)
