@@ -80,78 +80,82 @@ func wantOpError(t *testing.T, err error, op string, target error) {
 }
 
 func TestConnCloseUnblocks(t *testing.T) {
-	onBothLinks(t, func(t *testing.T, h *testHosts) {
-		watchdog(t)
+	// The UDP bearer too: its calls read the link themselves as well.
+	t.Run("udp", func(t *testing.T) { testConnCloseUnblocks(t, udpHosts(t)) })
+	onBothLinks(t, testConnCloseUnblocks)
+}
+
+func testConnCloseUnblocks(t *testing.T, h *testHosts) {
+	watchdog(t)
+	ln := listenB(t, h, nil)
+
+	t.Run("Read", func(t *testing.T) {
+		c, s := streamPair(t, h, ln)
+		defer s.Close()
+		ch := readErr(c)
+		wantBlocked(t, "Read", ch)
+		c.Close()
+		wantOpError(t, waitErr(t, "Read", ch), "read", net.ErrClosed)
+		// And every call after Close.
+		_, err := c.Read(make([]byte, 1))
+		wantOpError(t, err, "read", net.ErrClosed)
+		_, err = c.Write([]byte("x"))
+		wantOpError(t, err, "write", net.ErrClosed)
+		wantOpError(t, c.Close(), "close", net.ErrClosed)
+		wantOpError(t, c.SetNoDelay(false), "set", net.ErrClosed)
+	})
+
+	t.Run("Write", func(t *testing.T) {
+		c, s := streamPair(t, h, ln)
+		defer s.Close()
+		// The peer never reads: Write blocks once both buffers are full.
+		c.SetWriteBuffer(64 << 10)
+		s.SetReadBuffer(64 << 10)
+		ch := make(chan error, 1)
+		var n atomic.Int64
+		go func() {
+			m, err := c.Write(make([]byte, 16<<20))
+			n.Store(int64(m))
+			ch <- err
+		}()
+		time.Sleep(300 * time.Millisecond)
+		wantBlocked(t, "Write", ch)
+		c.Close()
+		wantOpError(t, waitErr(t, "Write", ch), "write", net.ErrClosed)
+		if n.Load() >= 16<<20 {
+			t.Fatalf("Write wrote everything to a peer that does not read")
+		}
+	})
+
+	t.Run("Accept", func(t *testing.T) {
 		ln := listenB(t, h, nil)
+		ch := acceptErr(ln)
+		wantBlocked(t, "Accept", ch)
+		ln.Close()
+		err := waitErr(t, "Accept", ch)
+		wantOpError(t, err, "accept", net.ErrClosed)
+		// net/http's Serve retries a temporary error forever.
+		if te, ok := err.(interface{ Temporary() bool }); ok && te.Temporary() {
+			t.Fatalf("Accept after Close: %v is temporary", err)
+		}
+		if _, err := ln.Accept(); !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("second Accept: %v", err)
+		}
+	})
 
-		t.Run("Read", func(t *testing.T) {
-			c, s := streamPair(t, h, ln)
-			defer s.Close()
-			ch := readErr(c)
-			wantBlocked(t, "Read", ch)
-			c.Close()
-			wantOpError(t, waitErr(t, "Read", ch), "read", net.ErrClosed)
-			// And every call after Close.
-			_, err := c.Read(make([]byte, 1))
-			wantOpError(t, err, "read", net.ErrClosed)
-			_, err = c.Write([]byte("x"))
-			wantOpError(t, err, "write", net.ErrClosed)
-			wantOpError(t, c.Close(), "close", net.ErrClosed)
-			wantOpError(t, c.SetNoDelay(false), "set", net.ErrClosed)
-		})
-
-		t.Run("Write", func(t *testing.T) {
-			c, s := streamPair(t, h, ln)
-			defer s.Close()
-			// The peer never reads: Write blocks once both buffers are full.
-			c.SetWriteBuffer(64 << 10)
-			s.SetReadBuffer(64 << 10)
-			ch := make(chan error, 1)
-			var n atomic.Int64
-			go func() {
-				m, err := c.Write(make([]byte, 16<<20))
-				n.Store(int64(m))
-				ch <- err
-			}()
-			time.Sleep(300 * time.Millisecond)
-			wantBlocked(t, "Write", ch)
-			c.Close()
-			wantOpError(t, waitErr(t, "Write", ch), "write", net.ErrClosed)
-			if n.Load() >= 16<<20 {
-				t.Fatalf("Write wrote everything to a peer that does not read")
-			}
-		})
-
-		t.Run("Accept", func(t *testing.T) {
-			ln := listenB(t, h, nil)
-			ch := acceptErr(ln)
-			wantBlocked(t, "Accept", ch)
-			ln.Close()
-			err := waitErr(t, "Accept", ch)
-			wantOpError(t, err, "accept", net.ErrClosed)
-			// net/http's Serve retries a temporary error forever.
-			if te, ok := err.(interface{ Temporary() bool }); ok && te.Temporary() {
-				t.Fatalf("Accept after Close: %v is temporary", err)
-			}
-			if _, err := ln.Accept(); !errors.Is(err, net.ErrClosed) {
-				t.Fatalf("second Accept: %v", err)
-			}
-		})
-
-		// A deadline set while Accept waits (on one interface it waits
-		// reading the link itself) ends the wait; cleared, Accept takes
-		// the next connection.
-		t.Run("AcceptDeadline", func(t *testing.T) {
-			ln := listenB(t, h, nil)
-			ch := acceptErr(ln)
-			wantBlocked(t, "Accept", ch)
-			ln.SetDeadline(time.Now().Add(100 * time.Millisecond))
-			wantOpError(t, waitErr(t, "Accept", ch), "accept", os.ErrDeadlineExceeded)
-			ln.SetDeadline(time.Now().Add(time.Hour))
-			c, s := streamPair(t, h, ln)
-			c.Close()
-			s.Close()
-		})
+	// A deadline set while Accept waits (on one interface it waits
+	// reading the link itself) ends the wait; cleared, Accept takes
+	// the next connection.
+	t.Run("AcceptDeadline", func(t *testing.T) {
+		ln := listenB(t, h, nil)
+		ch := acceptErr(ln)
+		wantBlocked(t, "Accept", ch)
+		ln.SetDeadline(time.Now().Add(100 * time.Millisecond))
+		wantOpError(t, waitErr(t, "Accept", ch), "accept", os.ErrDeadlineExceeded)
+		ln.SetDeadline(time.Now().Add(time.Hour))
+		c, s := streamPair(t, h, ln)
+		c.Close()
+		s.Close()
 	})
 }
 

@@ -527,6 +527,14 @@ func (l *UDPLink) ReadBatch(ms []link.Message) (int, error) {
 	return n, nil
 }
 
+// SetReadDeadline sets the deadline for ReadBatch, which then fails with an
+// error wrapping os.ErrDeadlineExceeded. The stack's calls that wait for
+// frames use it to read the link themselves (the root package's receive.go)
+// and to cut each other's waits short.
+func (l *UDPLink) SetReadDeadline(t time.Time) error {
+	return l.opError("set", l.conn.SetReadDeadline(t))
+}
+
 // receive fills the reader's batch.
 func (l *UDPLink) receive() error {
 	r := &l.rd
