@@ -192,13 +192,7 @@ func (l *BlockingLink) ReadBatch(ms []link.Message) (int, error) {
 		return 0, nil
 	}
 	rd := &l.rd
-	for i := range n {
-		b := ms[i].Buf
-		rd.iov[i] = unix.Iovec{Base: unsafe.SliceData(b)}
-		rd.iov[i].SetLen(len(b))
-		rd.msg[i] = mmsghdr{Hdr: unix.Msghdr{Iov: &rd.iov[i]}}
-		rd.msg[i].Hdr.SetIovlen(1)
-	}
+	setRecv(rd.iov[:], rd.msg[:], ms[:n])
 	defer func() {
 		for i := range n {
 			rd.iov[i].Base = nil // do not keep the caller's buffers alive
@@ -250,13 +244,7 @@ func (l *BlockingLink) WriteBatch(ms []link.Message) (int, error) {
 	sent := 0
 	for sent < len(ms) {
 		batch := ms[sent:min(len(ms), sent+maxBatch)]
-		for i := range batch {
-			b := batch[i].Buf[:batch[i].N]
-			wr.iov[i] = unix.Iovec{Base: unsafe.SliceData(b)}
-			wr.iov[i].SetLen(len(b))
-			wr.msg[i] = mmsghdr{Hdr: unix.Msghdr{Iov: &wr.iov[i]}}
-			wr.msg[i].Hdr.SetIovlen(1)
-		}
+		setSend(wr.iov[:], wr.msg[:], batch)
 		off, backoff := 0, minBackoff
 		var err error
 		for off < len(batch) && err == nil {

@@ -103,6 +103,28 @@ type mmsghdr struct {
 	Len uint32
 }
 
+// setSend points msg[i] at the frame ms[i] holds, Buf[:N], with iov[i]
+// as its one iovec, for sendmmsg(2).
+func setSend(iov []unix.Iovec, msg []mmsghdr, ms []link.Message) {
+	for i := range ms {
+		setMsg(&iov[i], &msg[i], ms[i].Buf[:ms[i].N])
+	}
+}
+
+// setRecv points msg[i] at all of ms[i].Buf, for recvmmsg(2).
+func setRecv(iov []unix.Iovec, msg []mmsghdr, ms []link.Message) {
+	for i := range ms {
+		setMsg(&iov[i], &msg[i], ms[i].Buf)
+	}
+}
+
+func setMsg(iov *unix.Iovec, msg *mmsghdr, b []byte) {
+	*iov = unix.Iovec{Base: unsafe.SliceData(b)}
+	iov.SetLen(len(b))
+	*msg = mmsghdr{Hdr: unix.Msghdr{Iov: iov}}
+	msg.Hdr.SetIovlen(1)
+}
+
 // writeScratch is one WriteBatch call's system-call arguments. sendFn is
 // bound once, when the scratch is made, so reusing it allocates nothing.
 type writeScratch struct {
@@ -219,13 +241,7 @@ func (l *PacketLink) ReadBatch(ms []link.Message) (int, error) {
 		return 0, nil
 	}
 	rd := &l.rd
-	for i := range n {
-		b := ms[i].Buf
-		rd.iov[i] = unix.Iovec{Base: unsafe.SliceData(b)}
-		rd.iov[i].SetLen(len(b))
-		rd.msg[i] = mmsghdr{Hdr: unix.Msghdr{Iov: &rd.iov[i]}}
-		rd.msg[i].Hdr.SetIovlen(1)
-	}
+	setRecv(rd.iov[:], rd.msg[:], ms[:n])
 	rd.n, rd.got, rd.errno = n, 0, 0
 	err := l.rc.Read(l.readFn)
 	for i := range n {
@@ -302,13 +318,7 @@ func (l *PacketLink) WriteBatch(ms []link.Message) (int, error) {
 	sent := 0
 	for sent < len(ms) {
 		batch := ms[sent:min(len(ms), sent+maxBatch)]
-		for i := range batch {
-			b := batch[i].Buf[:batch[i].N]
-			s.iov[i] = unix.Iovec{Base: unsafe.SliceData(b)}
-			s.iov[i].SetLen(len(b))
-			s.msg[i] = mmsghdr{Hdr: unix.Msghdr{Iov: &s.iov[i]}}
-			s.msg[i].Hdr.SetIovlen(1)
-		}
+		setSend(s.iov[:], s.msg[:], batch)
 		s.off, s.n = 0, len(batch)
 		err := l.sendBatch(s)
 		sent += s.off

@@ -572,15 +572,23 @@ func TestIntegrationPacketLinkConcurrentWriters(t *testing.T) {
 		}
 		resc <- frames
 	}()
+	// Small batches, so that writers interleave.
+	writeConcurrently(t, tx, n, writers, perWriter, 10, func(int) int { return 200 })
+	wantDistinct(t, <-resc, writers*perWriter)
+}
+
+// writeConcurrently sends perWriter numbered frames from each of writers
+// goroutines over tx, in batches of batch, a frame of seq size(seq) bytes.
+func writeConcurrently(t *testing.T, tx *PacketLink, n *packetTestNet, writers, perWriter, batch int, size func(seq int) int) {
+	t.Helper()
 	var wg sync.WaitGroup
 	for w := range writers {
 		wg.Go(func() {
-			// Small batches, so that writers interleave.
-			for i := 0; i < perWriter; i += 10 {
-				ms := make([]link.Message, 10)
+			for i := 0; i < perWriter; i += batch {
+				ms := make([]link.Message, batch)
 				for j := range ms {
-					seq := uint32(w*perWriter + i + j)
-					b := putFrame(make([]byte, 200), n.b.HardwareAddr, n.a.HardwareAddr, testEtherType, 80, seq, 200)
+					seq := w*perWriter + i + j
+					b := putFrame(make([]byte, 1514), n.b.HardwareAddr, n.a.HardwareAddr, testEtherType, 80, uint32(seq), size(seq))
 					ms[j] = link.Message{Buf: b, N: len(b)}
 				}
 				if n, err := tx.WriteBatch(ms); n != len(ms) || err != nil {
@@ -591,13 +599,17 @@ func TestIntegrationPacketLinkConcurrentWriters(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	frames := <-resc
+}
+
+// wantDistinct checks that frames carry want distinct sequence numbers.
+func wantDistinct(t *testing.T, frames [][]byte, want int) {
+	t.Helper()
 	seen := make(map[uint32]bool)
 	for _, f := range frames {
 		seen[binary.BigEndian.Uint32(f[38:])] = true
 	}
-	if len(seen) != writers*perWriter {
-		t.Errorf("received %d distinct frames, want %d", len(seen), writers*perWriter)
+	if len(seen) != want {
+		t.Errorf("received %d distinct frames, want %d", len(seen), want)
 	}
 }
 
@@ -764,32 +776,8 @@ func TestIntegrationPacketLinkSendSocket(t *testing.T) {
 		}
 		resc <- frames
 	}()
-	var wg sync.WaitGroup
-	for w := range writers {
-		wg.Go(func() {
-			for i := 0; i < perWriter; i += 50 {
-				ms := make([]link.Message, 50)
-				for j := range ms {
-					seq := uint32(w*perWriter + i + j)
-					b := putFrame(make([]byte, 1514), n.b.HardwareAddr, n.a.HardwareAddr, testEtherType, 80, seq, frameSize(int(seq), 1500))
-					ms[j] = link.Message{Buf: b, N: len(b)}
-				}
-				if n, err := tx.WriteBatch(ms); n != len(ms) || err != nil {
-					t.Errorf("WriteBatch = %d, %v", n, err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	frames := <-resc
-	seen := make(map[uint32]bool)
-	for _, f := range frames {
-		seen[binary.BigEndian.Uint32(f[38:])] = true
-	}
-	if len(seen) != writers*perWriter {
-		t.Errorf("received %d distinct frames, want %d", len(seen), writers*perWriter)
-	}
+	writeConcurrently(t, tx, n, writers, perWriter, 50, func(seq int) int { return frameSize(seq, 1500) })
+	wantDistinct(t, <-resc, writers*perWriter)
 	if err := tx.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}

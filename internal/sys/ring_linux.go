@@ -433,13 +433,7 @@ func (s *Sender) WriteBatch(ms []link.Message) (int, error) {
 			return sent, s.opError("write", net.ErrClosed)
 		}
 		batch := ms[sent:min(len(ms), sent+maxBatch)]
-		for i := range batch {
-			b := batch[i].Buf[:batch[i].N]
-			s.iov[i] = unix.Iovec{Base: unsafe.SliceData(b)}
-			s.iov[i].SetLen(len(b))
-			s.msg[i] = mmsghdr{Hdr: unix.Msghdr{Iov: &s.iov[i]}}
-			s.msg[i].Hdr.SetIovlen(1)
-		}
+		setSend(s.iov[:], s.msg[:], batch)
 		off, backoff := 0, minBackoff
 		for off < len(batch) {
 			r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&s.msg[off])),

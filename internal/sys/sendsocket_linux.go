@@ -76,13 +76,7 @@ func (s *sendSocket) writeBatch(w *writeScratch, ms []link.Message, backoffs *at
 	sent := 0
 	for sent < len(ms) {
 		batch := ms[sent:min(len(ms), sent+maxBatch)]
-		for i := range batch {
-			b := batch[i].Buf[:batch[i].N]
-			w.iov[i] = unix.Iovec{Base: unsafe.SliceData(b)}
-			w.iov[i].SetLen(len(b))
-			w.msg[i] = mmsghdr{Hdr: unix.Msghdr{Iov: &w.iov[i]}}
-			w.msg[i].Hdr.SetIovlen(1)
-		}
+		setSend(w.iov[:], w.msg[:], batch)
 		w.n = len(batch)
 		off, backoff := 0, minBackoff
 		var err error
