@@ -365,7 +365,7 @@ func (s *stack) discInput(ep *endpoint, h *header, body []byte) dropReason {
 	case discGoodbye:
 		d.table.remove(m.name, h.src)
 	case discGone:
-		s.verifyPeers(ep, h.src, func(node uint64) bool { return node == m.nodeID })
+		s.verifyPeers(ep, h.src, h.src, func(node uint64) bool { return node == m.nodeID })
 	}
 	return dropNone
 }
@@ -447,8 +447,12 @@ func (d *discovery) onAdvertise(h *header, m *discMsg, now time.Time) {
 		// restarted, or moved, or someone says so falsely. Only the
 		// connections can tell: they probe their peer.
 		// The table may hold a forged node ID, so every connection to
-		// the old MAC but the announcer's own probes.
-		ep.s.verifyPeers(ep, old.mac, func(node uint64) bool { return node != m.nodeID })
+		// the old MAC but the announcer's own probes. So does every
+		// connection to the announcing MAC to another stack than the one
+		// announced: the table may name a forger's MAC by now (it
+		// claimed the name last), and the real neighbour's restart
+		// must still reach the connections to it.
+		ep.s.verifyPeers(ep, old.mac, h.src, func(node uint64) bool { return node != m.nodeID })
 	}
 	if w != nil {
 		select {
@@ -484,18 +488,18 @@ func (d *discovery) confirmFrom(mac [6]byte, now time.Time) {
 	d.table.confirm(mac, now)
 }
 
-// verifyPeers makes the connections on ep to mac whose peer stack match
-// selects probe their peer at once, on a hint that it is gone: a discovery
+// verifyPeers makes the connections on ep to MAC a or b whose peer stack
+// match selects probe their peer at once, on a hint that it is gone: a discovery
 // frame, which anyone can send. A live peer answers the probe and nothing
 // happens; a dead one's host agent answers with a stateless reset, which
 // fails the connection. Hints are rate-limited, and so are each
 // connection's probes, so forged hints cost a bounded number of frames.
-func (s *stack) verifyPeers(ep *endpoint, mac [6]byte, match func(node uint64) bool) {
+func (s *stack) verifyPeers(ep *endpoint, a, b [6]byte, match func(node uint64) bool) {
 	if !s.verify.allow(time.Now()) {
 		return
 	}
 	s.conns.Range(func(_, v any) bool {
-		if c := v.(*Conn); c.ep == ep && c.peer == mac && match(c.peerNode()) {
+		if c := v.(*Conn); c.ep == ep && (c.peer == a || c.peer == b) && match(c.peerNode()) {
 			c.verify()
 		}
 		return true
