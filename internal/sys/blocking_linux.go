@@ -86,6 +86,31 @@ func OpenBlocking(ifi *net.Interface, cfg PacketConfig) (*BlockingLink, error) {
 }
 
 func openBlocking(ifi *net.Interface, cfg PacketConfig) (*BlockingLink, error) {
+	fd, err := openRawPacket(ifi, cfg)
+	if err != nil {
+		return nil, err
+	}
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(fd)
+		return nil, os.NewSyscallError("eventfd", err)
+	}
+	l := &BlockingLink{ifi: *ifi, fd: fd, efd: efd}
+	l.guard.release = func() {
+		unix.Close(l.fd)
+		unix.Close(l.efd)
+		l.fd, l.efd = -1, -1
+	}
+	l.ifi.HardwareAddr = slices.Clone(ifi.HardwareAddr)
+	l.mtu.Store(int64(ifi.MTU))
+	return l, nil
+}
+
+// openRawPacket opens a packet socket outside the runtime's poller, bound to
+// cfg.EtherType on ifi with cfg.Filter attached first, as OpenPacket's is:
+// PACKET_IGNORE_OUTGOING, cfg's buffer sizes, and SO_SNDTIMEO so that a
+// blocked send ends for a Close.
+func openRawPacket(ifi *net.Interface, cfg PacketConfig) (int, error) {
 	rcvbuf, sndbuf := cfg.ReadBuffer, cfg.WriteBuffer
 	if rcvbuf == 0 {
 		rcvbuf = defaultSocketBuffer
@@ -97,15 +122,11 @@ func openBlocking(ifi *net.Interface, cfg PacketConfig) (*BlockingLink, error) {
 	// when the filter is in place.
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, os.NewSyscallError("socket", err)
+		return -1, os.NewSyscallError("socket", err)
 	}
-	efd := -1
-	fail := func(err error) (*BlockingLink, error) {
+	fail := func(err error) (int, error) {
 		unix.Close(fd)
-		if efd >= 0 {
-			unix.Close(efd)
-		}
-		return nil, err
+		return -1, err
 	}
 	if cfg.Filter != nil {
 		if err := attachFilter(fd, cfg.Filter); err != nil {
@@ -129,18 +150,7 @@ func openBlocking(ifi *net.Interface, cfg PacketConfig) (*BlockingLink, error) {
 	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifi.Index}); err != nil {
 		return fail(os.NewSyscallError("bind", err))
 	}
-	if efd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
-		return fail(os.NewSyscallError("eventfd", err))
-	}
-	l := &BlockingLink{ifi: *ifi, fd: fd, efd: efd}
-	l.guard.release = func() {
-		unix.Close(l.fd)
-		unix.Close(l.efd)
-		l.fd, l.efd = -1, -1
-	}
-	l.ifi.HardwareAddr = slices.Clone(ifi.HardwareAddr)
-	l.mtu.Store(int64(ifi.MTU))
-	return l, nil
+	return fd, nil
 }
 
 // htons converts a 16-bit value from host to network byte order, as
@@ -306,12 +316,18 @@ func (l *BlockingLink) membership(opt int, group net.HardwareAddr) error {
 		return l.opError("set", net.ErrClosed)
 	}
 	defer l.done()
+	return l.opError("set", setMembership(fd, l.ifi.Index, opt, group))
+}
+
+// setMembership adds (PACKET_ADD_MEMBERSHIP) or drops a multicast group of
+// the interface index to packet socket fd.
+func setMembership(fd, index, opt int, group net.HardwareAddr) error {
 	if len(group) > 8 {
-		return l.opError("set", os.NewSyscallError("setsockopt", unix.EINVAL))
+		return os.NewSyscallError("setsockopt", unix.EINVAL)
 	}
-	mreq := unix.PacketMreq{Ifindex: int32(l.ifi.Index), Type: unix.PACKET_MR_MULTICAST, Alen: uint16(len(group))}
+	mreq := unix.PacketMreq{Ifindex: int32(index), Type: unix.PACKET_MR_MULTICAST, Alen: uint16(len(group))}
 	copy(mreq.Address[:], group)
-	return l.opError("set", os.NewSyscallError("setsockopt", unix.SetsockoptPacketMreq(fd, unix.SOL_PACKET, opt, &mreq)))
+	return os.NewSyscallError("setsockopt", unix.SetsockoptPacketMreq(fd, unix.SOL_PACKET, opt, &mreq))
 }
 
 // Name implements the link.Link Name method.
@@ -340,13 +356,20 @@ func (l *BlockingLink) Stats() (link.Stats, error) {
 		return l.stats, l.opError("stats", net.ErrClosed)
 	}
 	defer l.done()
-	st, err := unix.GetsockoptTpacketStats(fd, unix.SOL_PACKET, unix.PACKET_STATISTICS)
+	err := addStats(fd, &l.stats)
+	return l.stats, l.opError("stats", err)
+}
+
+// addStats adds packet socket fd's PACKET_STATISTICS, which reset on every
+// read, to st.
+func addStats(fd int, st *link.Stats) error {
+	ps, err := unix.GetsockoptTpacketStats(fd, unix.SOL_PACKET, unix.PACKET_STATISTICS)
 	if err != nil {
-		return l.stats, l.opError("stats", os.NewSyscallError("getsockopt", err))
+		return os.NewSyscallError("getsockopt", err)
 	}
-	l.stats.Packets += uint64(st.Packets)
-	l.stats.Drops += uint64(st.Drops)
-	return l.stats, nil
+	st.Packets += uint64(ps.Packets)
+	st.Drops += uint64(ps.Drops)
+	return nil
 }
 
 // Close implements the link.Link Close method. It unblocks ReadBatch and
@@ -367,11 +390,18 @@ func (l *BlockingLink) Close() error {
 // opError wraps err as a *net.OpError naming the interface, as PacketLink
 // does, and returns nil for a nil err.
 func (l *BlockingLink) opError(op string, err error) error {
+	return rawOpError(&l.closed, l.ifi.HardwareAddr, op, err)
+}
+
+// rawOpError is the opError of the links on raw descriptors: err as a
+// *net.OpError naming the interface by hw, net.ErrClosed once closed is set,
+// nil for a nil err.
+func rawOpError(closed *atomic.Bool, hw net.HardwareAddr, op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	if l.closed.Load() && !errors.Is(err, net.ErrClosed) {
+	if closed.Load() && !errors.Is(err, net.ErrClosed) {
 		err = net.ErrClosed
 	}
-	return &net.OpError{Op: op, Net: "packet", Addr: &packet.Addr{HardwareAddr: l.ifi.HardwareAddr}, Err: err}
+	return &net.OpError{Op: op, Net: "packet", Addr: &packet.Addr{HardwareAddr: hw}, Err: err}
 }

@@ -27,12 +27,46 @@ func (n *packetTestNet) openBlocking(t testing.TB, ifi *net.Interface, cfg Packe
 	return l
 }
 
+// rawLink is a link on descriptors outside the poller: a BlockingLink or a
+// QuietLink.
+type rawLink interface {
+	link.Link
+	// closedFDs reports whether Close has closed every descriptor.
+	closedFDs() bool
+}
+
+func (l *BlockingLink) closedFDs() bool { return l.fd == -1 && l.efd == -1 }
+
+func (l *QuietLink) closedFDs() bool {
+	return l.fd == -1 && l.rc.Control(func(uintptr) {}) != nil
+}
+
+// rawLinks opens each kind of rawLink, for the tests they share.
+var rawLinks = []struct {
+	name string
+	open func(n *packetTestNet, t testing.TB, ifi *net.Interface, cfg PacketConfig) rawLink
+}{
+	{"blocking", func(n *packetTestNet, t testing.TB, ifi *net.Interface, cfg PacketConfig) rawLink {
+		return n.openBlocking(t, ifi, cfg)
+	}},
+	{"quiet", func(n *packetTestNet, t testing.TB, ifi *net.Interface, cfg PacketConfig) rawLink {
+		return n.openQuiet(t, ifi, cfg)
+	}},
+}
+
 // TestIntegrationBlockingLink moves frames of every size both ways between
-// a PacketLink and a BlockingLink, and checks what the filter, the binding
+// a PacketLink and each rawLink, and checks what the filter, the binding
 // and the multicast list let through.
 func TestIntegrationBlockingLink(t *testing.T) {
-	packetWatchdog(t, time.Minute)
-	n := startPacketTestNet(t)
+	for _, k := range rawLinks {
+		t.Run(k.name, func(t *testing.T) {
+			packetWatchdog(t, time.Minute)
+			testRawLink(t, startPacketTestNet(t), k.open)
+		})
+	}
+}
+
+func testRawLink(t *testing.T, n *packetTestNet, open func(n *packetTestNet, t testing.TB, ifi *net.Interface, cfg PacketConfig) rawLink) {
 	narrow, err := Filter(FilterConfig{EtherType: testEtherType, Version: testVersion, HardwareAddr: n.b.HardwareAddr,
 		Rules: []Rule{{Ports: []uint16{443}, InPorts: true}}})
 	if err != nil {
@@ -43,7 +77,7 @@ func TestIntegrationBlockingLink(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rx := n.openBlocking(t, n.b, PacketConfig{EtherType: testEtherType, Filter: narrow, ReadBuffer: 4 << 20})
+	rx := open(n, t, n.b, PacketConfig{EtherType: testEtherType, Filter: narrow, ReadBuffer: 4 << 20})
 	tx := n.open(t, n.a, PacketConfig{EtherType: testEtherType})
 	other := n.open(t, n.a, PacketConfig{EtherType: testEtherType + 1})
 	if rx.Name() != "mpa1" || rx.Index() != n.b.Index || rx.HardwareAddr().String() != n.b.HardwareAddr.String() || rx.MTU() != 1500 {
@@ -108,7 +142,7 @@ func TestIntegrationBlockingLink(t *testing.T) {
 		t.Errorf("Stats = %+v, %v; want %d packets, no drops", st, err, count+2)
 	}
 
-	// The other way: the BlockingLink sends, a PacketLink receives.
+	// The other way: the rawLink sends, a PacketLink receives.
 	back := n.open(t, n.a, PacketConfig{EtherType: testEtherType})
 	for i := range sent {
 		b := sent[i].Buf
@@ -116,7 +150,7 @@ func TestIntegrationBlockingLink(t *testing.T) {
 		copy(b[6:12], n.b.HardwareAddr)
 	}
 	if n, err := rx.WriteBatch(sent); n != count || err != nil {
-		t.Fatalf("WriteBatch from the blocking link = %d, %v", n, err)
+		t.Fatalf("WriteBatch from the raw link = %d, %v", n, err)
 	}
 	got, err = readFrames(back, count, 64, 1514)
 	if err != nil {
@@ -129,9 +163,16 @@ func TestIntegrationBlockingLink(t *testing.T) {
 // waiting for frames, and that every call after it fails with
 // net.ErrClosed.
 func TestIntegrationBlockingLinkClose(t *testing.T) {
-	packetWatchdog(t, time.Minute)
-	n := startPacketTestNet(t)
-	rx := n.openBlocking(t, n.b, PacketConfig{EtherType: testEtherType})
+	for _, k := range rawLinks {
+		t.Run(k.name, func(t *testing.T) {
+			packetWatchdog(t, time.Minute)
+			n := startPacketTestNet(t)
+			testRawLinkClose(t, k.open(n, t, n.b, PacketConfig{EtherType: testEtherType}))
+		})
+	}
+}
+
+func testRawLinkClose(t *testing.T, rx rawLink) {
 	errc := make(chan error, 1)
 	go func() {
 		_, err := rx.ReadBatch([]link.Message{{Buf: make([]byte, 1514)}})
@@ -169,8 +210,8 @@ func TestIntegrationBlockingLinkClose(t *testing.T) {
 			t.Errorf("%s after Close: %v, want net.ErrClosed", name, err)
 		}
 	}
-	if rx.fd != -1 || rx.efd != -1 {
-		t.Errorf("descriptors %d and %d still open after Close", rx.fd, rx.efd)
+	if !rx.closedFDs() {
+		t.Errorf("descriptors still open after Close")
 	}
 }
 

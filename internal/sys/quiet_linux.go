@@ -1,0 +1,367 @@
+//go:build linux
+
+package sys
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/myproto/myproto/internal/link"
+)
+
+var _ link.Link = (*QuietLink)(nil)
+
+// A QuietLink is a link.Link over an AF_PACKET socket that wakes the
+// runtime's poller only while a ReadBatch waits for it.
+//
+// A socket registered with the poller (a PacketLink's) is edge-triggered:
+// the kernel wakes the thread blocked in epoll_wait for every frame queued,
+// whether or not a goroutine waits for it. With GOMAXPROCS above 1 an idle
+// P's thread sits there, so a sender taking in acknowledgments between its
+// sends (TryReadBatch), or a reader busy with the last batch, has another
+// thread woken, and put to sleep again, for each frame that arrives: 5-9k
+// times a second in a bulk transfer on 2 vCPUs, where GOMAXPROCS=1 moved
+// 30 % more.
+//
+// So the socket stays out of the poller. The poller watches an epoll
+// instance of the link's own, in which the socket is registered with no
+// events except while a ReadBatch waits: it arms the registration
+// (EPOLLIN, EPOLLONESHOT) when it finds the socket empty, and disarms it
+// when it returns. That costs two epoll_ctl(2) calls and one recvmmsg(2)
+// per wait; read
+// deadlines, and a Close that unblocks a read, work as with any pollable
+// file. It sends on a second socket outside the poller, as a PacketLink
+// with PacketConfig.SendSocket does.
+type QuietLink struct {
+	ifi net.Interface // a copy; HardwareAddr is our own
+	mtu atomic.Int64
+
+	fd     int     // the packet socket, closed by guard
+	guard  fdGuard //
+	closed atomic.Bool
+
+	ep *os.File        // the epoll instance, in the poller
+	rc syscall.RawConn // ep's
+
+	// Read state, owned by the one goroutine in ReadBatch or
+	// TryReadBatch. The functions are bound once so that passing them to
+	// rc allocates nothing.
+	rd struct {
+		iov   [maxBatch]unix.Iovec
+		msg   [maxBatch]mmsghdr
+		n     int  // messages offered to recvmmsg
+		got   int  // messages filled
+		armed bool // the socket's registration in ep has EPOLLIN
+		err   error
+	}
+	readFn   func(epfd uintptr) bool
+	disarmFn func(epfd uintptr)
+
+	snd      *sendSocket
+	writers  sync.Pool // *writeScratch
+	backoffs atomic.Uint64
+
+	statsMu sync.Mutex
+	stats   link.Stats
+}
+
+// OpenQuiet opens a QuietLink on ifi bound to cfg.EtherType, with
+// cfg.Filter attached before bind(2) and the buffer sizes of cfg, as
+// OpenPacket does; cfg.SendSocket is implied. It needs CAP_NET_RAW; without
+// it the error wraps syscall.EPERM.
+func OpenQuiet(ifi *net.Interface, cfg PacketConfig) (*QuietLink, error) {
+	if ifi == nil {
+		return nil, errors.New("sys: open packet link: nil interface")
+	}
+	if cfg.EtherType == 0 {
+		return nil, fmt.Errorf("sys: open packet link on %s: EtherType must not be zero", ifi.Name)
+	}
+	l, err := openQuiet(ifi, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("sys: open packet link on %s: %w", ifi.Name, err)
+	}
+	return l, nil
+}
+
+func openQuiet(ifi *net.Interface, cfg PacketConfig) (*QuietLink, error) {
+	fd, err := openRawPacket(ifi, cfg)
+	if err != nil {
+		return nil, err
+	}
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		unix.Close(fd)
+		return nil, os.NewSyscallError("epoll_create1", err)
+	}
+	// Registered with no events: armed only while a read waits.
+	err = unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: 0})
+	if err == nil {
+		// Non-blocking, so that os.NewFile puts it in the poller.
+		err = unix.SetNonblock(epfd, true)
+	}
+	if err != nil {
+		unix.Close(fd)
+		unix.Close(epfd)
+		return nil, os.NewSyscallError("epoll_ctl", err)
+	}
+	l := &QuietLink{ifi: *ifi, fd: fd, ep: os.NewFile(uintptr(epfd), "packet-epoll")}
+	l.guard.release = func() {
+		unix.Close(l.fd)
+		l.fd = -1
+	}
+	fail := func(err error) (*QuietLink, error) {
+		l.ep.Close()
+		unix.Close(fd)
+		return nil, err
+	}
+	if l.rc, err = l.ep.SyscallConn(); err != nil {
+		return fail(err)
+	}
+	if l.snd, err = openSendSocket(ifi, cfg.WriteBuffer); err != nil {
+		return fail(err)
+	}
+	l.ifi.HardwareAddr = slices.Clone(ifi.HardwareAddr)
+	l.mtu.Store(int64(ifi.MTU))
+	l.readFn = l.recvmmsg
+	l.disarmFn = l.disarm
+	l.writers.New = func() any {
+		s := new(writeScratch)
+		s.sendFn = s.sendmmsg
+		return s
+	}
+	return l, nil
+}
+
+// ReadBatch implements the link.Link ReadBatch method with recvmmsg(2),
+// waiting in the runtime's poller while no frame is queued. It moves at most
+// 64 frames per call and allocates nothing. A frame longer than its
+// message's Buf is truncated and its N is len(Buf).
+func (l *QuietLink) ReadBatch(ms []link.Message) (int, error) {
+	return l.read(ms, true)
+}
+
+// TryReadBatch is ReadBatch that never waits: it returns 0 and no error when
+// no frame is queued, and ignores the read deadline.
+func (l *QuietLink) TryReadBatch(ms []link.Message) (int, error) {
+	return l.read(ms, false)
+}
+
+func (l *QuietLink) read(ms []link.Message, wait bool) (int, error) {
+	if !l.guard.use() {
+		return 0, l.opError("read", net.ErrClosed)
+	}
+	defer l.guard.done()
+	n := min(len(ms), maxBatch)
+	if n == 0 {
+		return 0, nil
+	}
+	rd := &l.rd
+	setRecv(rd.iov[:], rd.msg[:], ms[:n])
+	rd.n, rd.got, rd.err = n, 0, nil
+	var err error
+	if wait {
+		err = l.rc.Read(l.readFn)
+		if rd.armed {
+			// Cut short (a deadline, Close): no frame may wake the
+			// poller from now on.
+			_ = l.rc.Control(l.disarmFn)
+		}
+	} else {
+		l.try()
+	}
+	for i := range n {
+		rd.iov[i].Base = nil // do not keep the caller's buffers alive
+	}
+	if err == nil {
+		err = rd.err
+	}
+	if err != nil {
+		return 0, l.opError("read", err)
+	}
+	for i := range rd.got {
+		m := &rd.msg[i]
+		ms[i].N = min(int(m.Len), len(ms[i].Buf))
+		if m.Hdr.Flags&unix.MSG_TRUNC != 0 {
+			ms[i].N = len(ms[i].Buf)
+		}
+	}
+	return rd.got, nil
+}
+
+// try reads what is queued, without waiting. It reports false when nothing
+// is (EAGAIN); rd.err holds any other failure.
+func (l *QuietLink) try() bool {
+	rd := &l.rd
+	for {
+		// MSG_DONTWAIT never sleeps, so the raw form (see
+		// PacketLink.recvmmsg).
+		r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(l.fd), uintptr(unsafe.Pointer(&rd.msg[0])),
+			uintptr(rd.n), unix.MSG_DONTWAIT, 0, 0)
+		switch e {
+		case 0:
+			rd.got = int(r)
+			return true
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		rd.err = os.NewSyscallError("recvmmsg", e)
+		return true
+	}
+}
+
+// recvmmsg is the syscall.RawConn Read callback of ReadBatch, called with
+// the epoll instance. It reports false, so the poller waits, only when
+// nothing is queued and the socket's registration is armed; it disarms it
+// once frames came.
+func (l *QuietLink) recvmmsg(epfd uintptr) bool {
+	rd := &l.rd
+	if l.try() {
+		if rd.armed {
+			l.disarm(epfd)
+		}
+		return true
+	}
+	if rd.armed {
+		return false
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLONESHOT}
+	if err := unix.EpollCtl(int(epfd), unix.EPOLL_CTL_MOD, l.fd, &ev); err != nil {
+		rd.err = os.NewSyscallError("epoll_ctl", err)
+		return true
+	}
+	rd.armed = true
+	// Every frame from now on wakes the poller. One that came since the
+	// read above may not have: epoll_ctl(2) signals a socket that is
+	// ready as it arms it only if the registration is off the instance's
+	// ready list, and nobody calls epoll_wait on the instance to take it
+	// off. So look once more.
+	if l.try() {
+		l.disarm(epfd)
+		return true
+	}
+	return false
+}
+
+// disarm leaves the socket registered in the epoll instance epfd with no
+// events, so that frames arriving wake nobody.
+func (l *QuietLink) disarm(epfd uintptr) {
+	l.rd.armed = false
+	_ = unix.EpollCtl(int(epfd), unix.EPOLL_CTL_MOD, l.fd, &unix.EpollEvent{Events: 0})
+}
+
+// SetReadDeadline sets the deadline for ReadBatch: once it passes, a
+// waiting or later ReadBatch fails with an error wrapping
+// os.ErrDeadlineExceeded. A deadline in the past cuts a waiting ReadBatch
+// short; the zero time means none.
+func (l *QuietLink) SetReadDeadline(t time.Time) error {
+	return l.opError("set", l.ep.SetReadDeadline(t))
+}
+
+// WriteBatch implements the link.Link WriteBatch method with blocking
+// sendmmsg(2) on the send socket, at most 64 frames per system call. It is
+// safe for concurrent use. When the device queue is full (ENOBUFS) it
+// sleeps briefly and tries again: frames are never dropped here.
+func (l *QuietLink) WriteBatch(ms []link.Message) (int, error) {
+	if l.closed.Load() {
+		return 0, l.opError("write", net.ErrClosed)
+	}
+	s := l.writers.Get().(*writeScratch)
+	defer l.writers.Put(s)
+	n, err := l.snd.writeBatch(s, ms, &l.backoffs)
+	return n, l.opError("write", err)
+}
+
+// SetFilter implements the link.Link SetFilter method: SO_ATTACH_FILTER
+// (socket(7)) replaces the program atomically.
+func (l *QuietLink) SetFilter(prog []bpf.RawInstruction) error {
+	if !l.guard.use() {
+		return l.opError("set", net.ErrClosed)
+	}
+	defer l.guard.done()
+	return l.opError("set", attachFilter(l.fd, prog))
+}
+
+// JoinGroup implements the link.Link JoinGroup method
+// (PACKET_ADD_MEMBERSHIP, packet(7)).
+func (l *QuietLink) JoinGroup(group net.HardwareAddr) error {
+	return l.membership(unix.PACKET_ADD_MEMBERSHIP, group)
+}
+
+// LeaveGroup implements the link.Link LeaveGroup method
+// (PACKET_DROP_MEMBERSHIP, packet(7)).
+func (l *QuietLink) LeaveGroup(group net.HardwareAddr) error {
+	return l.membership(unix.PACKET_DROP_MEMBERSHIP, group)
+}
+
+func (l *QuietLink) membership(opt int, group net.HardwareAddr) error {
+	if !l.guard.use() {
+		return l.opError("set", net.ErrClosed)
+	}
+	defer l.guard.done()
+	return l.opError("set", setMembership(l.fd, l.ifi.Index, opt, group))
+}
+
+// Name implements the link.Link Name method.
+func (l *QuietLink) Name() string { return l.ifi.Name }
+
+// Index implements the link.Link Index method.
+func (l *QuietLink) Index() int { return l.ifi.Index }
+
+// HardwareAddr implements the link.Link HardwareAddr method. The address
+// returned is shared by all calls; do not modify it.
+func (l *QuietLink) HardwareAddr() net.HardwareAddr { return l.ifi.HardwareAddr }
+
+// MTU implements the link.Link MTU method: the interface's MTU when the link
+// was opened, or the last value given to SetMTU.
+func (l *QuietLink) MTU() int { return int(l.mtu.Load()) }
+
+// SetMTU records a new MTU for the interface, as reported by a link event.
+func (l *QuietLink) SetMTU(mtu int) { l.mtu.Store(int64(mtu)) }
+
+// Stats implements the link.Link Stats method, adding up the kernel's
+// PACKET_STATISTICS, which reset on every read.
+func (l *QuietLink) Stats() (link.Stats, error) {
+	l.statsMu.Lock()
+	defer l.statsMu.Unlock()
+	if !l.guard.use() {
+		return l.stats, l.opError("stats", net.ErrClosed)
+	}
+	defer l.guard.done()
+	err := addStats(l.fd, &l.stats)
+	return l.stats, l.opError("stats", err)
+}
+
+// Close implements the link.Link Close method. It unblocks ReadBatch and
+// WriteBatch (within 100 ms if the send buffer is full), which then return
+// errors wrapping net.ErrClosed, as does every later call, Close included.
+func (l *QuietLink) Close() error {
+	if !l.closed.CompareAndSwap(false, true) {
+		return l.opError("close", net.ErrClosed)
+	}
+	l.snd.close()
+	err := l.ep.Close() // ends a waiting ReadBatch
+	l.guard.shut(nil)
+	if err != nil {
+		return l.opError("close", err)
+	}
+	return nil
+}
+
+// opError wraps err as a *net.OpError naming the interface, as PacketLink
+// does, and returns nil for a nil err.
+func (l *QuietLink) opError(op string, err error) error {
+	return rawOpError(&l.closed, l.ifi.HardwareAddr, op, err)
+}
