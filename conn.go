@@ -412,6 +412,9 @@ func (c *Conn) write(b []byte) (int, error) {
 		written += n
 		if n > 0 {
 			c.flush()
+			// Take in the acknowledgments that came meanwhile: they
+			// open the window for the next round (endpoint.poll).
+			c.ep.poll(&drove)
 		}
 		if written == len(b) {
 			return written, nil

@@ -73,14 +73,14 @@ func (p packetProvider) interfaces() ([]net.Interface, error) {
 func (p packetProvider) open(ifi *net.Interface, etherType uint16, filter []bpf.RawInstruction, readBuffer, writeBuffer int) (link.Link, error) {
 	var l link.Link
 	err := p.do(func() error {
-		pl, err := sys.OpenPacket(ifi, sys.PacketConfig{
+		// Outside the poller but while a read waits (sys.QuietLink):
+		// the frames that arrive while a batch is handled, or between
+		// a sender's sends, wake no idle thread.
+		pl, err := sys.OpenQuiet(ifi, sys.PacketConfig{
 			EtherType:   etherType,
 			Filter:      filter,
 			ReadBuffer:  readBuffer,
 			WriteBuffer: writeBuffer,
-			// Frames sent on the polled socket would wake the
-			// poller with EPOLLOUT as they leave.
-			SendSocket: true,
 		})
 		if errors.Is(err, syscall.EPERM) {
 			return errNoRawSocket

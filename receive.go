@@ -42,6 +42,9 @@ type rxState struct {
 	// dl is the link, when it can cut a read short; nil: only the read
 	// loop reads.
 	dl deadlineLink
+	// pl is the link, when it can also be read without waiting (poll);
+	// nil when it cannot or dl is nil.
+	pl pollLink
 
 	mu   sync.Mutex     // held to read the link and handle what came
 	ms   []link.Message // the batch's buffers, under mu
@@ -57,6 +60,11 @@ type rxState struct {
 	free  chan struct{} // a token when the read loop let go with callers waiting
 	wake  chan struct{} // a token to make the read loop look again
 	grace *time.Timer   // wakes the read loop driveGrace after a call let go
+	// graceArmed says grace will fire. A call letting go arms it only
+	// if it is not: moving a runtime timer wakes an idle thread of the
+	// scheduler (wakeNetPoller), and a Read or Write per transaction
+	// would do so each time. Firing early costs one look (aside).
+	graceArmed atomic.Bool
 }
 
 // deadlineLink is a link whose ReadBatch can be cut short by a read deadline,
@@ -66,15 +74,26 @@ type deadlineLink interface {
 	SetReadDeadline(t time.Time) error
 }
 
+// pollLink is a deadlineLink that can also be read without waiting:
+// TryReadBatch returns 0 when no frame is queued.
+type pollLink interface {
+	deadlineLink
+	TryReadBatch(ms []link.Message) (int, error)
+}
+
 // aLongTimeAgo is a read deadline that has passed.
 var aLongTimeAgo = time.Unix(1, 0)
 
 func (rx *rxState) init(l link.Link) {
 	rx.dl, _ = l.(deadlineLink)
+	rx.pl, _ = l.(pollLink)
 	rx.free = make(chan struct{}, 1)
 	rx.wake = make(chan struct{}, 1)
 	if rx.dl != nil {
-		rx.grace = time.AfterFunc(time.Hour, func() { signal(rx.wake) })
+		rx.grace = time.AfterFunc(time.Hour, func() {
+			rx.graceArmed.Store(false)
+			signal(rx.wake)
+		})
 		rx.grace.Stop()
 	}
 }
@@ -106,6 +125,7 @@ func (rx *rxState) aside() bool {
 	}
 	left := driveGrace - time.Duration(int64(time.Since(timerEpoch))-rx.lastGo.Load())
 	if left > 0 {
+		rx.graceArmed.Store(true)
 		rx.grace.Reset(left)
 		return true
 	}
@@ -154,15 +174,7 @@ func (ep *endpoint) readLoop() {
 // socket, then the answers of the whole batch. The caller holds rx.mu.
 func (ep *endpoint) readBatch(driver bool) error {
 	rx := &ep.rx
-	// Size buffers for the current MTU; it can grow with link events. (A
-	// link may point Buf at memory of its own: the size is kept apart.)
-	if fs := ep.frameSize(); fs > rx.size {
-		rx.size = fs
-		rx.ms = make([]link.Message, rxBatch)
-		for i := range rx.ms {
-			rx.ms[i].Buf = make([]byte, fs)
-		}
-	}
+	rx.sizeBuffers(ep.frameSize())
 	n, err := ep.l.ReadBatch(rx.ms)
 	if driver {
 		rx.driver.Store(nil)
@@ -170,6 +182,55 @@ func (ep *endpoint) readBatch(driver bool) error {
 	if err != nil {
 		return err
 	}
+	ep.handleBatch(n)
+	return nil
+}
+
+// sizeBuffers makes the batch's buffers hold frames of size fs; the MTU can
+// grow with link events. (A link may point Buf at memory of its own: the
+// size is kept apart.) The caller holds rx.mu.
+func (rx *rxState) sizeBuffers(fs int) {
+	if fs > rx.size {
+		rx.size = fs
+		rx.ms = make([]link.Message, rxBatch)
+		for i := range rx.ms {
+			rx.ms[i].Buf = make([]byte, fs)
+		}
+	}
+}
+
+// poll reads and handles what the link holds, without waiting, unless
+// another goroutine reads it. A Write whose send buffer never fills never
+// waits, so never drives the link: the acknowledgments that free its
+// buffer would all come through the read loop, a second busy goroutine that
+// the poller wakes for each of them and that competes with the writer for
+// the connection's lock and for the CPU. So Write polls once it has sent,
+// and the read loop stands aside for it (*session, as for a driving call).
+func (ep *endpoint) poll(session *bool) {
+	rx := &ep.rx
+	if rx.pl == nil {
+		return
+	}
+	if !*session {
+		*session = true
+		rx.active.Add(1)
+	}
+	if !rx.mu.TryLock() {
+		// The read loop, which stands aside after its batch, or a
+		// driving call, which handles our frames too.
+		return
+	}
+	rx.sizeBuffers(ep.frameSize())
+	if n, err := rx.pl.TryReadBatch(rx.ms); err == nil && n > 0 {
+		ep.handleBatch(n)
+	}
+	rx.mu.Unlock()
+}
+
+// handleBatch handles the first n frames of the batch just read: every frame
+// to its socket, then the answers of the whole batch. The caller holds rx.mu.
+func (ep *endpoint) handleBatch(n int) {
+	rx := &ep.rx
 	// One clock read for the batch, not one per frame.
 	ep.rxNow = time.Now()
 	for i := range n {
@@ -191,7 +252,6 @@ func (ep *endpoint) readBatch(driver bool) error {
 	}
 	ep.pending = ep.pending[:0]
 	ep.rxTx.send()
-	return nil
 }
 
 // A driver names a call that may drive an endpoint's link (a Read, Write
@@ -280,7 +340,7 @@ func (ep *endpoint) letGo(session bool) {
 	}
 	rx := &ep.rx
 	rx.lastGo.Store(int64(time.Since(timerEpoch)))
-	if rx.active.Add(-1) == 0 {
+	if rx.active.Add(-1) == 0 && !rx.graceArmed.Swap(true) {
 		rx.grace.Reset(driveGrace)
 	}
 }
