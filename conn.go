@@ -412,9 +412,14 @@ func (c *Conn) write(b []byte) (int, error) {
 		written += n
 		if n > 0 {
 			c.flush()
-			// Take in the acknowledgments that came meanwhile: they
-			// open the window for the next round (endpoint.poll).
-			c.ep.poll(&drove)
+			if len(b) > c.ep.maxPayload() {
+				// A stream: take in the acknowledgments that
+				// came meanwhile, which open the window for the
+				// next round (endpoint.poll). A small write is
+				// more likely a request, whose answer cannot be
+				// here yet.
+				c.ep.poll(&drove)
+			}
 		}
 		if written == len(b) {
 			return written, nil

@@ -35,14 +35,14 @@ var _ link.Link = (*QuietLink)(nil)
 // 30 % more.
 //
 // So the socket stays out of the poller. The poller watches an epoll
-// instance of the link's own, in which the socket is registered with no
-// events except while a ReadBatch waits: it arms the registration
-// (EPOLLIN, EPOLLONESHOT) when it finds the socket empty, and disarms it
-// when it returns. That costs two epoll_ctl(2) calls and one recvmmsg(2)
-// per wait; read
-// deadlines, and a Close that unblocks a read, work as with any pollable
-// file. It sends on a second socket outside the poller, as a PacketLink
-// with PacketConfig.SendSocket does.
+// instance of the link's own, in which the socket's registration is armed
+// (EPOLLIN, EPOLLONESHOT) only when a ReadBatch finds the socket empty, and
+// disarmed again once a stream of frames comes in, or by TryReadBatch (see
+// recvmmsg). A wait in a stream costs two epoll_ctl(2) calls and one
+// recvmmsg(2) more; an exchange of single frames leaves it armed and costs
+// nothing more. Read deadlines, and a Close that unblocks a read, work as
+// with any pollable file. It sends on a second socket outside the poller,
+// as a PacketLink with PacketConfig.SendSocket does.
 type QuietLink struct {
 	ifi net.Interface // a copy; HardwareAddr is our own
 	mtu atomic.Int64
@@ -172,12 +172,16 @@ func (l *QuietLink) read(ms []link.Message, wait bool) (int, error) {
 	var err error
 	if wait {
 		err = l.rc.Read(l.readFn)
-		if rd.armed {
+		if err != nil && rd.armed {
 			// Cut short (a deadline, Close): no frame may wake the
 			// poller from now on.
 			_ = l.rc.Control(l.disarmFn)
 		}
 	} else {
+		if rd.armed {
+			// A caller that polls between sends wants no wake-ups.
+			_ = l.rc.Control(l.disarmFn)
+		}
 		l.try()
 	}
 	for i := range n {
@@ -224,12 +228,18 @@ func (l *QuietLink) try() bool {
 
 // recvmmsg is the syscall.RawConn Read callback of ReadBatch, called with
 // the epoll instance. It reports false, so the poller waits, only when
-// nothing is queued and the socket's registration is armed; it disarms it
-// once frames came.
+// nothing is queued and the socket's registration is armed.
+//
+// Once frames came it disarms the registration if they were several: a
+// stream is coming in, whose next frames would wake the poller while the
+// caller handles these. A single frame is most often an answer, after
+// which the caller sends and waits again: it stays armed, which saves the
+// next wait three system calls (TryReadBatch disarms it, should a sender
+// poll next).
 func (l *QuietLink) recvmmsg(epfd uintptr) bool {
 	rd := &l.rd
 	if l.try() {
-		if rd.armed {
+		if rd.armed && rd.got > 1 {
 			l.disarm(epfd)
 		}
 		return true
