@@ -105,15 +105,15 @@ func openQuiet(ifi *net.Interface, cfg PacketConfig) (*QuietLink, error) {
 		return nil, os.NewSyscallError("epoll_create1", err)
 	}
 	// Registered with no events: armed only while a read waits.
-	err = unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: 0})
+	err = os.NewSyscallError("epoll_ctl", unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: 0}))
 	if err == nil {
 		// Non-blocking, so that os.NewFile puts it in the poller.
-		err = unix.SetNonblock(epfd, true)
+		err = os.NewSyscallError("fcntl", unix.SetNonblock(epfd, true))
 	}
 	if err != nil {
 		unix.Close(fd)
 		unix.Close(epfd)
-		return nil, os.NewSyscallError("epoll_ctl", err)
+		return nil, err
 	}
 	l := &QuietLink{ifi: *ifi, fd: fd, ep: os.NewFile(uintptr(epfd), "packet-epoll")}
 	l.guard.release = func() {
