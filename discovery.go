@@ -1,6 +1,7 @@
 package myproto
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
@@ -32,6 +33,12 @@ const (
 	// 5227's DEFEND_INTERVAL); a second conflict within it gives the name
 	// up, so two claimants never answer each other's announces forever.
 	defendInterval = 10 * time.Second
+	// crossingWindow: a conflict this soon after our defence may be the
+	// other holder's defence, sent before ours reached it (two stations
+	// that both claimed a name while partitioned, defending at once).
+	// Yielding then, as RFC 5227 would, has both give the name up: the
+	// lower MAC keeps it instead, and the higher yields.
+	crossingWindow = time.Second
 )
 
 // A NameConflictError reports that another station on a link holds or claims
@@ -420,15 +427,21 @@ func (d *discovery) onAdvertise(h *header, m *discMsg, now time.Time) {
 		d.names[m.name] = nameLost
 	case ours && st == nameClaimed && m.op == discAnnounce:
 		// Someone claims what we hold without having probed (or after a
-		// partition healed): defend it once per interval, else yield.
-		if last, ok := d.defended[m.name]; ok && now.Sub(last) < defendInterval {
-			d.names[m.name] = nameLost
-			st = nameLost
-		} else {
+		// partition healed): defend it once per interval, else yield;
+		// but for a defence crossing ours, where the lower MAC keeps it.
+		last, defended := d.defended[m.name]
+		switch mac := ep.hwaddr(); {
+		case !defended || now.Sub(last) >= defendInterval:
 			if d.defended == nil {
 				d.defended = make(map[string]time.Time)
 			}
 			d.defended[m.name] = now
+		case now.Sub(last) < crossingWindow && bytes.Compare(mac[:], h.src[:]) < 0:
+			d.mu.Unlock()
+			return // ours stands: the other side yields to it
+		default:
+			d.names[m.name] = nameLost
+			st = nameLost
 		}
 	default:
 		ours = false

@@ -732,3 +732,83 @@ func (s *stack) holds(ifname, name string) bool {
 	}
 	return false
 }
+
+// TestDiscoveryCrossingDefences: a holder that defended its name keeps it
+// against a second announce within crossingWindow if its MAC is the lower
+// one (that announce may be the other holder's defence, sent before ours
+// reached it), and yields otherwise, as it does to any second conflict
+// later within defendInterval. The other station is a raw one on the
+// segment, whose announces arrive exactly when the test says.
+func TestDiscoveryCrossingDefences(t *testing.T) {
+	watchdog(t)
+	h := memHosts(t, memlink.Config{Seed: 1})
+	// b is 02:00:5e:10:00:02; the other holder's MAC is above or below.
+	above := net.HardwareAddr{0x02, 0x00, 0x5e, 0x10, 0x00, 0x99}
+	below := net.HardwareAddr{0x02, 0x00, 0x5e, 0x10, 0x00, 0x00}
+	for _, tc := range []struct {
+		name  string
+		other net.HardwareAddr
+		pause time.Duration // between the two announces
+		keeps bool
+	}{
+		{"higher MAC, crossing", above, 0, true},
+		{"lower MAC, crossing", below, 0, false},
+		{"higher MAC, after the window", above, crossingWindow + 200*time.Millisecond, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reports := make(chan *NameConflictError, 16)
+			cfg := Config{Name: "twin", OnNameConflict: func(e *NameConflictError) { reports <- e }}
+			b := sideStack(h, "b", cfg)
+			defer b.close()
+			pb, err := b.listenPacket("myproto", h.bIf+":0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pb.Close()
+			time.Sleep(2 * probeWait) // b has claimed twin
+			if !b.holds(h.bIf, "twin") {
+				t.Fatal("b has not claimed twin")
+			}
+			other := h.seg.Attach(fmt.Sprintf("other-%x", tc.other[5]), tc.other)
+			defer other.Close()
+			announce := func() {
+				f := discFrame(tc.other, net.HardwareAddr(broadcastMAC[:]),
+					&discMsg{op: discAnnounce, nodeID: 77, mtu: 1500, lifetime: 60_000, name: "twin"})
+				if _, err := other.WriteBatch([]link.Message{{Buf: f, N: len(f)}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			announce()
+			if e := <-reports; !e.Kept {
+				t.Fatalf("first conflict: %v; want b to defend", e)
+			}
+			time.Sleep(tc.pause)
+			announce()
+			time.Sleep(100 * time.Millisecond)
+			if got := b.holds(h.bIf, "twin"); got != tc.keeps {
+				t.Errorf("after the second announce b holds twin: %v, want %v", got, tc.keeps)
+			}
+			select {
+			case e := <-reports:
+				if tc.keeps || e.Kept {
+					t.Errorf("second conflict reported: %v", e)
+				}
+			default:
+				if !tc.keeps {
+					t.Error("b gave twin up without reporting it")
+				}
+			}
+		})
+	}
+}
+
+// discFrame builds a discovery frame from src to dst carrying m, with the
+// package's own codec. m.nonce goes in the Connection ID field.
+func discFrame(src, dst net.HardwareAddr, m *discMsg) []byte {
+	b := make([]byte, offBody+discFixedLen+len(m.name))
+	n := marshalDisc(b[offBody:], m)
+	h := header{typ: typeDiscovery, etherType: DefaultEtherType, connID: m.nonce}
+	copy(h.dst[:], dst)
+	copy(h.src[:], src)
+	return b[:marshalFrame(b, &h, n)]
+}

@@ -140,17 +140,6 @@ func (f *forger) sniffNode(name string, timeout time.Duration) (node, error) {
 // ethBroadcast is the Ethernet broadcast address.
 var ethBroadcast = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 
-// discFrame builds a discovery frame from src to dst carrying m, with the
-// package's own codec. m.nonce goes in the Connection ID field.
-func discFrame(src, dst net.HardwareAddr, m *discMsg) []byte {
-	b := make([]byte, offBody+discFixedLen+len(m.name))
-	n := marshalDisc(b[offBody:], m)
-	h := header{typ: typeDiscovery, etherType: DefaultEtherType, connID: m.nonce}
-	copy(h.dst[:], dst)
-	copy(h.src[:], src)
-	return b[:marshalFrame(b, &h, n)]
-}
-
 // TestIntegrationForger checks the forger against real stacks: it learns a
 // station's node ID from discovery, and frames it forges from a made-up MAC
 // reach another forger intact and are taken up by a stack.
