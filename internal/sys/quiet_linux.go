@@ -35,11 +35,11 @@ var _ link.Link = (*QuietLink)(nil)
 // 30 % more.
 //
 // So the socket stays out of the poller. The poller watches an epoll
-// instance of the link's own, in which the socket's registration is armed
-// (EPOLLIN, EPOLLONESHOT) only when a ReadBatch finds the socket empty, and
-// disarmed again once a stream of frames comes in, or by TryReadBatch (see
-// recvmmsg). A wait in a stream costs two epoll_ctl(2) calls and one
-// recvmmsg(2) more; an exchange of single frames leaves it armed and costs
+// instance of the link's own, in which the socket is registered (armed,
+// EPOLLIN) only when a ReadBatch finds it empty, and from which it is
+// taken out again once a stream of frames comes in, or by TryReadBatch
+// (see recvmmsg). A wait in a stream costs two epoll_ctl(2) calls more; an
+// exchange of single frames leaves the socket registered and costs
 // nothing more. Read deadlines, and a Close that unblocks a read, work as
 // with any pollable file. It sends on a second socket outside the poller,
 // as a PacketLink with PacketConfig.SendSocket does.
@@ -62,7 +62,7 @@ type QuietLink struct {
 		msg   [maxBatch]mmsghdr
 		n     int  // messages offered to recvmmsg
 		got   int  // messages filled
-		armed bool // the socket's registration in ep has EPOLLIN
+		armed bool // the socket is registered in ep
 		err   error
 	}
 	readFn   func(epfd uintptr) bool
@@ -104,13 +104,10 @@ func openQuiet(ifi *net.Interface, cfg PacketConfig) (*QuietLink, error) {
 		unix.Close(fd)
 		return nil, os.NewSyscallError("epoll_create1", err)
 	}
-	// Registered with no events: armed only while a read waits.
-	err = os.NewSyscallError("epoll_ctl", unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: 0}))
-	if err == nil {
-		// Non-blocking, so that os.NewFile puts it in the poller.
-		err = os.NewSyscallError("fcntl", unix.SetNonblock(epfd, true))
-	}
-	if err != nil {
+	// Non-blocking, so that os.NewFile puts it in the poller. The socket
+	// is not registered in it until a read waits.
+	if err = unix.SetNonblock(epfd, true); err != nil {
+		err = os.NewSyscallError("fcntl", err)
 		unix.Close(fd)
 		unix.Close(epfd)
 		return nil, err
@@ -234,8 +231,8 @@ func (l *QuietLink) try() bool {
 // stream is coming in, whose next frames would wake the poller while the
 // caller handles these. A single frame is most often an answer, after
 // which the caller sends and waits again: it stays armed, which saves the
-// next wait three system calls (TryReadBatch disarms it, should a sender
-// poll next).
+// next wait two system calls (TryReadBatch disarms it, should a sender poll
+// next).
 func (l *QuietLink) recvmmsg(epfd uintptr) bool {
 	rd := &l.rd
 	if l.try() {
@@ -247,29 +244,26 @@ func (l *QuietLink) recvmmsg(epfd uintptr) bool {
 	if rd.armed {
 		return false
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLONESHOT}
-	if err := unix.EpollCtl(int(epfd), unix.EPOLL_CTL_MOD, l.fd, &ev); err != nil {
+	// A new registration: epoll_ctl(2) signals at once a socket that is
+	// ready as it registers it, so a frame that came since the read above
+	// wakes the poller too. (Re-arming a kept registration with
+	// EPOLL_CTL_MOD would not: it signals only a registration off the
+	// instance's ready list, and nobody calls epoll_wait on the instance
+	// to take it off.)
+	ev := unix.EpollEvent{Events: unix.EPOLLIN}
+	if err := unix.EpollCtl(int(epfd), unix.EPOLL_CTL_ADD, l.fd, &ev); err != nil {
 		rd.err = os.NewSyscallError("epoll_ctl", err)
 		return true
 	}
 	rd.armed = true
-	// Every frame from now on wakes the poller. One that came since the
-	// read above may not have: epoll_ctl(2) signals a socket that is
-	// ready as it arms it only if the registration is off the instance's
-	// ready list, and nobody calls epoll_wait on the instance to take it
-	// off. So look once more.
-	if l.try() {
-		l.disarm(epfd)
-		return true
-	}
 	return false
 }
 
-// disarm leaves the socket registered in the epoll instance epfd with no
-// events, so that frames arriving wake nobody.
+// disarm takes the socket out of the epoll instance epfd, so that frames
+// arriving wake nobody.
 func (l *QuietLink) disarm(epfd uintptr) {
 	l.rd.armed = false
-	_ = unix.EpollCtl(int(epfd), unix.EPOLL_CTL_MOD, l.fd, &unix.EpollEvent{Events: 0})
+	_ = unix.EpollCtl(int(epfd), unix.EPOLL_CTL_DEL, l.fd, nil)
 }
 
 // SetReadDeadline sets the deadline for ReadBatch: once it passes, a
