@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,8 +41,7 @@ var _ link.Link = (*BlockingLink)(nil)
 // interface, the filter attached before bind(2), PACKET_IGNORE_OUTGOING, up
 // to 64 frames per system call.
 type BlockingLink struct {
-	ifi net.Interface // a copy; HardwareAddr is our own
-	mtu atomic.Int64
+	ifaceInfo
 
 	// fd and efd (an eventfd(2) that Close signals, so that a ReadBatch
 	// waiting in ppoll(2) returns), closed by guard.
@@ -72,11 +70,8 @@ type BlockingLink struct {
 // OpenPacket does. It needs CAP_NET_RAW; without it the error wraps
 // syscall.EPERM.
 func OpenBlocking(ifi *net.Interface, cfg PacketConfig) (*BlockingLink, error) {
-	if ifi == nil {
-		return nil, errors.New("sys: open blocking packet link: nil interface")
-	}
-	if cfg.EtherType == 0 {
-		return nil, fmt.Errorf("sys: open blocking packet link on %s: EtherType must not be zero", ifi.Name)
+	if err := checkOpen("blocking packet link", ifi, cfg); err != nil {
+		return nil, err
 	}
 	l, err := openBlocking(ifi, cfg)
 	if err != nil {
@@ -95,14 +90,13 @@ func openBlocking(ifi *net.Interface, cfg PacketConfig) (*BlockingLink, error) {
 		unix.Close(fd)
 		return nil, os.NewSyscallError("eventfd", err)
 	}
-	l := &BlockingLink{ifi: *ifi, fd: fd, efd: efd}
+	l := &BlockingLink{fd: fd, efd: efd}
+	l.init(ifi)
 	l.guard.release = func() {
 		unix.Close(l.fd)
 		unix.Close(l.efd)
 		l.fd, l.efd = -1, -1
 	}
-	l.ifi.HardwareAddr = slices.Clone(ifi.HardwareAddr)
-	l.mtu.Store(int64(ifi.MTU))
 	return l, nil
 }
 
@@ -329,22 +323,6 @@ func setMembership(fd, index, opt int, group net.HardwareAddr) error {
 	copy(mreq.Address[:], group)
 	return os.NewSyscallError("setsockopt", unix.SetsockoptPacketMreq(fd, unix.SOL_PACKET, opt, &mreq))
 }
-
-// Name implements the link.Link Name method.
-func (l *BlockingLink) Name() string { return l.ifi.Name }
-
-// Index implements the link.Link Index method.
-func (l *BlockingLink) Index() int { return l.ifi.Index }
-
-// HardwareAddr implements the link.Link HardwareAddr method. The address
-// returned is shared by all calls; do not modify it.
-func (l *BlockingLink) HardwareAddr() net.HardwareAddr { return l.ifi.HardwareAddr }
-
-// MTU implements the link.Link MTU method.
-func (l *BlockingLink) MTU() int { return int(l.mtu.Load()) }
-
-// SetMTU records a new MTU for the interface, as reported by a link event.
-func (l *BlockingLink) SetMTU(mtu int) { l.mtu.Store(int64(mtu)) }
 
 // Stats implements the link.Link Stats method, adding up the kernel's
 // PACKET_STATISTICS, which reset on every read.

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -68,8 +67,7 @@ type PacketLink struct {
 	rc     syscall.RawConn
 	closed atomic.Bool
 
-	ifi net.Interface // a copy; HardwareAddr is our own
-	mtu atomic.Int64
+	ifaceInfo
 
 	// Read state, owned by the one goroutine in ReadBatch. readFn is bound
 	// once so that passing it to rc.Read allocates nothing.
@@ -145,11 +143,8 @@ type writeScratch struct {
 // Opening a packet socket needs CAP_NET_RAW (see the package documentation);
 // without it the error wraps syscall.EPERM.
 func OpenPacket(ifi *net.Interface, cfg PacketConfig) (*PacketLink, error) {
-	if ifi == nil {
-		return nil, errors.New("sys: open packet link: nil interface")
-	}
-	if cfg.EtherType == 0 {
-		return nil, fmt.Errorf("sys: open packet link on %s: EtherType must not be zero", ifi.Name)
+	if err := checkOpen("packet link", ifi, cfg); err != nil {
+		return nil, err
 	}
 	rcvbuf, sndbuf := cfg.ReadBuffer, cfg.WriteBuffer
 	if rcvbuf == 0 {
@@ -202,9 +197,8 @@ func newPacketLink(conn *packet.Conn, ifi *net.Interface, rcvbuf, sndbuf int) (*
 		return nil, err
 	}
 
-	l := &PacketLink{conn: conn, rc: rc, ifi: *ifi}
-	l.ifi.HardwareAddr = slices.Clone(ifi.HardwareAddr)
-	l.mtu.Store(int64(ifi.MTU))
+	l := &PacketLink{conn: conn, rc: rc}
+	l.init(ifi)
 	l.readFn = l.recvmmsg
 	l.writers.New = func() any {
 		s := new(writeScratch)
@@ -414,23 +408,6 @@ func (l *PacketLink) LeaveGroup(group net.HardwareAddr) error {
 	}
 	return l.opError("set", l.conn.LeaveGroup(group))
 }
-
-// Name implements the link.Link Name method.
-func (l *PacketLink) Name() string { return l.ifi.Name }
-
-// Index implements the link.Link Index method.
-func (l *PacketLink) Index() int { return l.ifi.Index }
-
-// HardwareAddr implements the link.Link HardwareAddr method. The address
-// returned is shared by all calls; do not modify it.
-func (l *PacketLink) HardwareAddr() net.HardwareAddr { return l.ifi.HardwareAddr }
-
-// MTU implements the link.Link MTU method: the interface's MTU when the link
-// was opened, or the last value given to SetMTU.
-func (l *PacketLink) MTU() int { return int(l.mtu.Load()) }
-
-// SetMTU records a new MTU for the interface, as reported by a link event.
-func (l *PacketLink) SetMTU(mtu int) { l.mtu.Store(int64(mtu)) }
 
 // Stats implements the link.Link Stats method. PACKET_STATISTICS (packet(7))
 // resets the kernel's counters on every read, so the link adds them up.

@@ -3,11 +3,9 @@
 package sys
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -44,8 +42,7 @@ var _ link.Link = (*QuietLink)(nil)
 // with any pollable file. It sends on a second socket outside the poller,
 // as a PacketLink with PacketConfig.SendSocket does.
 type QuietLink struct {
-	ifi net.Interface // a copy; HardwareAddr is our own
-	mtu atomic.Int64
+	ifaceInfo
 
 	fd     int     // the packet socket, closed by guard
 	guard  fdGuard //
@@ -81,11 +78,8 @@ type QuietLink struct {
 // OpenPacket does; cfg.SendSocket is implied. It needs CAP_NET_RAW; without
 // it the error wraps syscall.EPERM.
 func OpenQuiet(ifi *net.Interface, cfg PacketConfig) (*QuietLink, error) {
-	if ifi == nil {
-		return nil, errors.New("sys: open packet link: nil interface")
-	}
-	if cfg.EtherType == 0 {
-		return nil, fmt.Errorf("sys: open packet link on %s: EtherType must not be zero", ifi.Name)
+	if err := checkOpen("packet link", ifi, cfg); err != nil {
+		return nil, err
 	}
 	l, err := openQuiet(ifi, cfg)
 	if err != nil {
@@ -112,7 +106,8 @@ func openQuiet(ifi *net.Interface, cfg PacketConfig) (*QuietLink, error) {
 		unix.Close(epfd)
 		return nil, err
 	}
-	l := &QuietLink{ifi: *ifi, fd: fd, ep: os.NewFile(uintptr(epfd), "packet-epoll")}
+	l := &QuietLink{fd: fd, ep: os.NewFile(uintptr(epfd), "packet-epoll")}
+	l.init(ifi)
 	l.guard.release = func() {
 		unix.Close(l.fd)
 		l.fd = -1
@@ -128,8 +123,6 @@ func openQuiet(ifi *net.Interface, cfg PacketConfig) (*QuietLink, error) {
 	if l.snd, err = openSendSocket(ifi, cfg.WriteBuffer); err != nil {
 		return fail(err)
 	}
-	l.ifi.HardwareAddr = slices.Clone(ifi.HardwareAddr)
-	l.mtu.Store(int64(ifi.MTU))
 	l.readFn = l.recvmmsg
 	l.disarmFn = l.disarm
 	l.writers.New = func() any {
@@ -317,23 +310,6 @@ func (l *QuietLink) membership(opt int, group net.HardwareAddr) error {
 	defer l.guard.done()
 	return l.opError("set", setMembership(l.fd, l.ifi.Index, opt, group))
 }
-
-// Name implements the link.Link Name method.
-func (l *QuietLink) Name() string { return l.ifi.Name }
-
-// Index implements the link.Link Index method.
-func (l *QuietLink) Index() int { return l.ifi.Index }
-
-// HardwareAddr implements the link.Link HardwareAddr method. The address
-// returned is shared by all calls; do not modify it.
-func (l *QuietLink) HardwareAddr() net.HardwareAddr { return l.ifi.HardwareAddr }
-
-// MTU implements the link.Link MTU method: the interface's MTU when the link
-// was opened, or the last value given to SetMTU.
-func (l *QuietLink) MTU() int { return int(l.mtu.Load()) }
-
-// SetMTU records a new MTU for the interface, as reported by a link event.
-func (l *QuietLink) SetMTU(mtu int) { l.mtu.Store(int64(mtu)) }
 
 // Stats implements the link.Link Stats method, adding up the kernel's
 // PACKET_STATISTICS, which reset on every read.
