@@ -207,20 +207,17 @@ func (l *BlockingLink) ReadBatch(ms []link.Message) (int, error) {
 		if l.closed.Load() {
 			return 0, l.opError("read", net.ErrClosed)
 		}
-		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&rd.msg[0])),
-			uintptr(n), unix.MSG_DONTWAIT, 0, 0)
+		r, e := recvNow(uintptr(fd), &rd.msg[0], n)
 		switch e {
 		case 0:
-			for i := range int(r) {
+			for i := range r {
 				m := &rd.msg[i]
 				ms[i].N = min(int(m.Len), len(ms[i].Buf))
 				if m.Hdr.Flags&unix.MSG_TRUNC != 0 {
 					ms[i].N = len(ms[i].Buf)
 				}
 			}
-			return int(r), nil
-		case unix.EINTR:
-			continue
+			return r, nil
 		case unix.EAGAIN:
 		default:
 			return 0, l.opError("read", os.NewSyscallError("recvmmsg", e))

@@ -269,23 +269,29 @@ func (l *PacketLink) SetReadDeadline(t time.Time) error {
 // false, so the poller waits, only when nothing is queued.
 func (l *PacketLink) recvmmsg(fd uintptr) bool {
 	rd := &l.rd
-	for {
-		// MSG_DONTWAIT never sleeps, so the raw form: entering and
-		// leaving the scheduler's syscall state per batch costs more
-		// than the call, and invites sysmon to hand the P away.
-		r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&rd.msg[0])),
-			uintptr(rd.n), unix.MSG_DONTWAIT, 0, 0)
-		switch e {
-		case 0:
-			rd.got = int(r)
-			return true
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		}
+	got, e := recvNow(fd, &rd.msg[0], rd.n)
+	switch e {
+	case 0:
+		rd.got = got
+	case unix.EAGAIN:
+		return false
+	default:
 		rd.errno = e
-		return true
+	}
+	return true
+}
+
+// recvNow is recvmmsg(2) of up to n messages into msg and the ones after it,
+// without waiting: it returns how many came, or the errno (EAGAIN: none was
+// queued). MSG_DONTWAIT never sleeps, so the raw form: entering and leaving
+// the scheduler's syscall state per batch costs more than the call, and
+// invites sysmon to hand the P away.
+func recvNow(fd uintptr, msg *mmsghdr, n int) (int, syscall.Errno) {
+	for {
+		r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(msg)), uintptr(n), unix.MSG_DONTWAIT, 0, 0)
+		if e != unix.EINTR {
+			return int(r), e
+		}
 	}
 }
 

@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
@@ -197,23 +196,16 @@ func (l *QuietLink) read(ms []link.Message, wait bool) (int, error) {
 // is (EAGAIN); rd.err holds any other failure.
 func (l *QuietLink) try() bool {
 	rd := &l.rd
-	for {
-		// MSG_DONTWAIT never sleeps, so the raw form (see
-		// PacketLink.recvmmsg).
-		r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(l.fd), uintptr(unsafe.Pointer(&rd.msg[0])),
-			uintptr(rd.n), unix.MSG_DONTWAIT, 0, 0)
-		switch e {
-		case 0:
-			rd.got = int(r)
-			return true
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		}
+	got, e := recvNow(uintptr(l.fd), &rd.msg[0], rd.n)
+	switch e {
+	case 0:
+		rd.got = got
+	case unix.EAGAIN:
+		return false
+	default:
 		rd.err = os.NewSyscallError("recvmmsg", e)
-		return true
 	}
+	return true
 }
 
 // recvmmsg is the syscall.RawConn Read callback of ReadBatch, called with
