@@ -50,10 +50,7 @@ type BlockingLink struct {
 	closed  atomic.Bool
 
 	// Read state, owned by the one goroutine in ReadBatch.
-	rd struct {
-		iov [maxBatch]unix.Iovec
-		msg [maxBatch]mmsghdr
-	}
+	rd recvBatch
 	// Write state, under wmu.
 	wmu sync.Mutex
 	wr  struct {
@@ -196,36 +193,27 @@ func (l *BlockingLink) ReadBatch(ms []link.Message) (int, error) {
 		return 0, nil
 	}
 	rd := &l.rd
-	setRecv(rd.iov[:], rd.msg[:], ms[:n])
-	defer func() {
-		for i := range n {
-			rd.iov[i].Base = nil // do not keep the caller's buffers alive
-		}
-	}()
+	rd.start(ms, n)
 	pfd := [2]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(efd), Events: unix.POLLIN}}
-	for {
+	var err error
+	for !rd.try(uintptr(fd)) {
 		if l.closed.Load() {
-			return 0, l.opError("read", net.ErrClosed)
+			err = net.ErrClosed
+			break
 		}
-		r, e := recvNow(uintptr(fd), &rd.msg[0], n)
-		switch e {
-		case 0:
-			for i := range r {
-				m := &rd.msg[i]
-				ms[i].N = min(int(m.Len), len(ms[i].Buf))
-				if m.Hdr.Flags&unix.MSG_TRUNC != 0 {
-					ms[i].N = len(ms[i].Buf)
-				}
-			}
-			return r, nil
-		case unix.EAGAIN:
-		default:
-			return 0, l.opError("read", os.NewSyscallError("recvmmsg", e))
-		}
-		if _, err := unix.Ppoll(pfd[:], nil, nil); err != nil && !errors.Is(err, unix.EINTR) {
-			return 0, l.opError("read", os.NewSyscallError("ppoll", err))
+		if _, perr := unix.Ppoll(pfd[:], nil, nil); perr != nil && !errors.Is(perr, unix.EINTR) {
+			err = os.NewSyscallError("ppoll", perr)
+			break
 		}
 	}
+	got, ferr := rd.finish(ms)
+	if err == nil {
+		err = ferr
+	}
+	if err != nil {
+		return 0, l.opError("read", err)
+	}
+	return got, nil
 }
 
 // WriteBatch implements the link.Link WriteBatch method with blocking

@@ -71,13 +71,7 @@ type PacketLink struct {
 
 	// Read state, owned by the one goroutine in ReadBatch. readFn is bound
 	// once so that passing it to rc.Read allocates nothing.
-	rd struct {
-		iov   [maxBatch]unix.Iovec
-		msg   [maxBatch]mmsghdr
-		n     int // messages offered to recvmmsg
-		got   int // messages filled
-		errno syscall.Errno
-	}
+	rd     recvBatch
 	readFn func(fd uintptr) bool
 
 	// writers holds *writeScratch: WriteBatch has concurrent callers.
@@ -114,6 +108,59 @@ func setRecv(iov []unix.Iovec, msg []mmsghdr, ms []link.Message) {
 	for i := range ms {
 		setMsg(&iov[i], &msg[i], ms[i].Buf)
 	}
+}
+
+// A recvBatch is one batched read's system-call arguments: the iovecs and
+// headers recvmmsg(2) fills, owned by the one goroutine reading. Its try
+// method is what a link calls, once or in its wait loop.
+type recvBatch struct {
+	iov   [maxBatch]unix.Iovec
+	msg   [maxBatch]mmsghdr
+	n     int           // messages offered to recvmmsg
+	got   int           // messages filled
+	errno syscall.Errno // recvmmsg's failure other than EAGAIN
+}
+
+// start points the batch at ms[:n].
+func (b *recvBatch) start(ms []link.Message, n int) {
+	setRecv(b.iov[:], b.msg[:], ms[:n])
+	b.n, b.got, b.errno = n, 0, 0
+}
+
+// try reads what is queued on fd, without waiting. It reports false when
+// nothing is (EAGAIN); it is also a syscall.RawConn Read callback, for which
+// false makes the poller wait.
+func (b *recvBatch) try(fd uintptr) bool {
+	got, e := recvNow(fd, &b.msg[0], b.n)
+	switch e {
+	case 0:
+		b.got = got
+	case unix.EAGAIN:
+		return false
+	default:
+		b.errno = e
+	}
+	return true
+}
+
+// finish lets go of the caller's buffers and sets the length of each
+// message filled; it returns how many were, or recvmmsg's failure. A frame
+// longer than its message's Buf was truncated: its N is len(Buf).
+func (b *recvBatch) finish(ms []link.Message) (int, error) {
+	for i := range b.n {
+		b.iov[i].Base = nil // do not keep the caller's buffers alive
+	}
+	if b.errno != 0 {
+		return 0, os.NewSyscallError("recvmmsg", b.errno)
+	}
+	for i := range b.got {
+		m := &b.msg[i]
+		ms[i].N = min(int(m.Len), len(ms[i].Buf))
+		if m.Hdr.Flags&unix.MSG_TRUNC != 0 {
+			ms[i].N = len(ms[i].Buf)
+		}
+	}
+	return b.got, nil
 }
 
 func setMsg(iov *unix.Iovec, msg *mmsghdr, b []byte) {
@@ -199,7 +246,7 @@ func newPacketLink(conn *packet.Conn, ifi *net.Interface, rcvbuf, sndbuf int) (*
 
 	l := &PacketLink{conn: conn, rc: rc}
 	l.init(ifi)
-	l.readFn = l.recvmmsg
+	l.readFn = l.rd.try
 	l.writers.New = func() any {
 		s := new(writeScratch)
 		s.sendFn = s.sendmmsg
@@ -234,27 +281,16 @@ func (l *PacketLink) ReadBatch(ms []link.Message) (int, error) {
 	if n == 0 {
 		return 0, nil
 	}
-	rd := &l.rd
-	setRecv(rd.iov[:], rd.msg[:], ms[:n])
-	rd.n, rd.got, rd.errno = n, 0, 0
+	l.rd.start(ms, n)
 	err := l.rc.Read(l.readFn)
-	for i := range n {
-		rd.iov[i].Base = nil // do not keep the caller's buffers alive
+	got, ferr := l.rd.finish(ms)
+	if err == nil {
+		err = ferr
 	}
 	if err != nil {
 		return 0, l.opError("read", err)
 	}
-	if rd.errno != 0 {
-		return 0, l.opError("read", os.NewSyscallError("recvmmsg", rd.errno))
-	}
-	for i := range rd.got {
-		m := &rd.msg[i]
-		ms[i].N = min(int(m.Len), len(ms[i].Buf))
-		if m.Hdr.Flags&unix.MSG_TRUNC != 0 {
-			ms[i].N = len(ms[i].Buf)
-		}
-	}
-	return rd.got, nil
+	return got, nil
 }
 
 // SetReadDeadline sets the deadline for ReadBatch: once it passes, a
@@ -263,22 +299,6 @@ func (l *PacketLink) ReadBatch(ms []link.Message) (int, error) {
 // short; the zero time means none.
 func (l *PacketLink) SetReadDeadline(t time.Time) error {
 	return l.opError("set", l.conn.SetReadDeadline(t))
-}
-
-// recvmmsg is the syscall.RawConn Read callback of ReadBatch. It reports
-// false, so the poller waits, only when nothing is queued.
-func (l *PacketLink) recvmmsg(fd uintptr) bool {
-	rd := &l.rd
-	got, e := recvNow(fd, &rd.msg[0], rd.n)
-	switch e {
-	case 0:
-		rd.got = got
-	case unix.EAGAIN:
-		return false
-	default:
-		rd.errno = e
-	}
-	return true
 }
 
 // recvNow is recvmmsg(2) of up to n messages into msg and the ones after it,

@@ -54,12 +54,9 @@ type QuietLink struct {
 	// TryReadBatch. The functions are bound once so that passing them to
 	// rc allocates nothing.
 	rd struct {
-		iov   [maxBatch]unix.Iovec
-		msg   [maxBatch]mmsghdr
-		n     int  // messages offered to recvmmsg
-		got   int  // messages filled
-		armed bool // the socket is registered in ep
-		err   error
+		recvBatch
+		armed bool  // the socket is registered in ep
+		err   error // epoll_ctl's failure
 	}
 	readFn   func(epfd uintptr) bool
 	disarmFn func(epfd uintptr)
@@ -156,8 +153,8 @@ func (l *QuietLink) read(ms []link.Message, wait bool) (int, error) {
 		return 0, nil
 	}
 	rd := &l.rd
-	setRecv(rd.iov[:], rd.msg[:], ms[:n])
-	rd.n, rd.got, rd.err = n, 0, nil
+	rd.start(ms, n)
+	rd.err = nil
 	var err error
 	if wait {
 		err = l.rc.Read(l.readFn)
@@ -171,41 +168,19 @@ func (l *QuietLink) read(ms []link.Message, wait bool) (int, error) {
 			// A caller that polls between sends wants no wake-ups.
 			_ = l.rc.Control(l.disarmFn)
 		}
-		l.try()
+		rd.try(uintptr(l.fd))
 	}
-	for i := range n {
-		rd.iov[i].Base = nil // do not keep the caller's buffers alive
-	}
+	got, ferr := rd.finish(ms)
 	if err == nil {
 		err = rd.err
+	}
+	if err == nil {
+		err = ferr
 	}
 	if err != nil {
 		return 0, l.opError("read", err)
 	}
-	for i := range rd.got {
-		m := &rd.msg[i]
-		ms[i].N = min(int(m.Len), len(ms[i].Buf))
-		if m.Hdr.Flags&unix.MSG_TRUNC != 0 {
-			ms[i].N = len(ms[i].Buf)
-		}
-	}
-	return rd.got, nil
-}
-
-// try reads what is queued, without waiting. It reports false when nothing
-// is (EAGAIN); rd.err holds any other failure.
-func (l *QuietLink) try() bool {
-	rd := &l.rd
-	got, e := recvNow(uintptr(l.fd), &rd.msg[0], rd.n)
-	switch e {
-	case 0:
-		rd.got = got
-	case unix.EAGAIN:
-		return false
-	default:
-		rd.err = os.NewSyscallError("recvmmsg", e)
-	}
-	return true
+	return got, nil
 }
 
 // recvmmsg is the syscall.RawConn Read callback of ReadBatch, called with
@@ -220,7 +195,7 @@ func (l *QuietLink) try() bool {
 // next).
 func (l *QuietLink) recvmmsg(epfd uintptr) bool {
 	rd := &l.rd
-	if l.try() {
+	if rd.try(uintptr(l.fd)) {
 		if rd.armed && rd.got > 1 {
 			l.disarm(epfd)
 		}
