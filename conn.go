@@ -49,7 +49,8 @@ type Conn struct {
 	flushReq atomic.Bool // a flush was asked for: whoever holds sendMu does it
 
 	pending atomic.Bool // queued for the endpoint's post-batch flush
-	drv     driver      // the connection's calls, when they drive the link
+	rdrv    driver      // Read and Dial, when they drive the link
+	wdrv    driver      // Write, when it drives the link
 
 	readable chan struct{} // a token when Read may make progress
 	writable chan struct{} // a token when Write may make progress
@@ -144,18 +145,23 @@ func (c *Conn) wake() {
 		c.s.connEvent(EventConnEstablished, c, nil)
 	}
 	c.mu.Unlock()
+	// A call driving the link waits in the poller, not for these
+	// tokens: it is kicked, but only where its wait is over. (A timer
+	// that fired and sent nothing new would otherwise pull a Read out of
+	// the poller only for it to go back.)
 	if r {
 		signal(c.readable)
+		c.ep.kick(&c.rdrv)
 	}
 	if w {
 		signal(c.writable)
-	}
-	if r || w {
-		// A call driving the link waits in the poller, not for these.
-		c.kickDriver()
+		c.ep.kick(&c.wdrv)
 	}
 	if est {
-		c.estOnce.Do(func() { close(c.estab) })
+		c.estOnce.Do(func() {
+			close(c.estab)
+			c.ep.kick(&c.rdrv)
+		})
 	}
 }
 
@@ -360,7 +366,7 @@ func (c *Conn) read(b []byte) (int, error) {
 		if err != nil || len(b) == 0 {
 			return 0, err
 		}
-		if c.drive(c.readable, &c.rd, &drove) {
+		if c.drive(&c.rdrv, c.readable, &c.rd, &drove) {
 			continue
 		}
 		select {
@@ -424,7 +430,7 @@ func (c *Conn) write(b []byte) (int, error) {
 		if written == len(b) {
 			return written, nil
 		}
-		if c.drive(c.writable, &c.wd, &drove) {
+		if c.drive(&c.wdrv, c.writable, &c.wd, &drove) {
 			continue
 		}
 		select {
@@ -523,7 +529,7 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 		return err
 	}
 	c.rd.set(t)
-	c.kickDriver()
+	c.ep.kick(&c.rdrv)
 	return nil
 }
 
@@ -534,7 +540,7 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 		return err
 	}
 	c.wd.set(t)
-	c.kickDriver()
+	c.ep.kick(&c.wdrv)
 	return nil
 }
 

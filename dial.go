@@ -243,13 +243,13 @@ func (c *Conn) awaitHandshake(ctx context.Context) {
 	var dl deadline // ctx's end, for drive: set when ctx is done
 	stop := context.AfterFunc(ctx, func() {
 		dl.set(aLongTimeAgo)
-		c.kickDriver()
+		c.ep.kick(&c.rdrv)
 	})
 	defer stop()
 	drove := false
 	defer func() { c.ep.letGo(drove) }()
 	for !isClosedChan(c.estab) && ctx.Err() == nil {
-		if !c.drive(c.estab, &dl, &drove) {
+		if !c.drive(&c.rdrv, c.estab, &dl, &drove) {
 			c.ep.needReader() // the answer comes on the data socket
 			select {
 			case <-c.estab:

@@ -258,10 +258,11 @@ func (ep *endpoint) handleBatch(n int) {
 // or Dial of a connection, an Accept), so that a kick reaches the right one.
 type driver struct{ _ byte } // not zero-sized: every driver has its own address
 
-// drive is what a call of c does instead of waiting for ready (a token
-// channel of c) while the link can be driven (endpoint.drive).
-func (c *Conn) drive(ready <-chan struct{}, d *deadline, session *bool) bool {
-	return c.ep.drive(&c.drv, c.closed, ready, d, session)
+// drive is what a call of c (who: c.rdrv or c.wdrv) does instead of waiting
+// for ready (a token channel of c) while the link can be driven
+// (endpoint.drive).
+func (c *Conn) drive(who *driver, ready <-chan struct{}, d *deadline, session *bool) bool {
+	return c.ep.drive(who, c.closed, ready, d, session)
 }
 
 // drive is what a call does instead of waiting for ready (a token channel
@@ -346,8 +347,11 @@ func (ep *endpoint) letGo(session bool) {
 }
 
 // kickDriver cuts short the wait in the poller of a call of c driving the
-// link, so that it looks again at c (closed, a new deadline, woken).
-func (c *Conn) kickDriver() { c.ep.kick(&c.drv) }
+// link, so that it looks again at c (closed, a new deadline).
+func (c *Conn) kickDriver() {
+	c.ep.kick(&c.rdrv)
+	c.ep.kick(&c.wdrv)
+}
 
 // kick cuts short the wait in the poller of who, if who drives the link.
 func (ep *endpoint) kick(who *driver) {
