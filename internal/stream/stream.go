@@ -314,6 +314,11 @@ func (e *Engine) Writable() int {
 	return e.sbuf.free()
 }
 
+// Unacked is how many bytes Write took that the peer has not acknowledged
+// yet: sent or still queued. A reader that waits while some are is most
+// likely waiting for the answer to them.
+func (e *Engine) Unacked() int { return int(e.sbuf.end - e.sbuf.una) }
+
 // Read copies in-order received bytes into p. Reading frees window; the
 // conn layer calls NextPacket afterwards so a window update can go out.
 func (e *Engine) Read(p []byte) int {

@@ -157,6 +157,31 @@ func TestEngineEcho(t *testing.T) {
 	}
 }
 
+// TestEngineUnacked: bytes written count until the peer's acknowledgment
+// of the packets that carried them comes back.
+func TestEngineUnacked(t *testing.T) {
+	p := newTestPair(t, Config{NoDelay: true}, Config{NoDelay: true})
+	if n := p.c.Unacked(); n != 0 {
+		t.Fatalf("Unacked after the handshake = %d, want 0", n)
+	}
+	p.c.Write([]byte("request"))
+	if n := p.c.Unacked(); n != 7 {
+		t.Fatalf("Unacked of a queued write = %d, want 7", n)
+	}
+	// Sent, not yet acknowledged: the server sits on its ACK.
+	p.pass(p.c, p.s, true)
+	if n := p.c.Unacked(); n != 7 {
+		t.Fatalf("Unacked in flight = %d, want 7", n)
+	}
+	// The answer carries the acknowledgment.
+	readAll(p.s)
+	p.s.Write([]byte("answer"))
+	p.flush()
+	if n, m := p.c.Unacked(), p.s.Unacked(); n != 0 || m != 6 {
+		t.Fatalf("after the answer: client Unacked = %d, server %d; want 0 and 6", n, m)
+	}
+}
+
 // TestEngineDataAfterClose: data arriving after Close has no reader: the
 // connection is reset, as TCP does.
 func TestEngineDataAfterClose(t *testing.T) {
