@@ -341,13 +341,18 @@ func addStats(fd int, st *link.Stats) error {
 func (l *BlockingLink) Close() error {
 	if !l.guard.shut(func() {
 		l.closed.Store(true)
-		var one [8]byte
-		one[0] = 1 // the eventfd counter is host-endian; any non-zero value will do
-		unix.Write(l.efd, one[:])
+		signalEventfd(l.efd)
 	}) {
 		return l.opError("close", net.ErrClosed)
 	}
 	return nil
+}
+
+// signalEventfd adds to the counter of eventfd efd, which ends a ppoll(2)
+// waiting on it. The counter is host-endian; any non-zero value will do.
+func signalEventfd(efd int) {
+	one := [8]byte{0: 1}
+	_, _ = unix.Write(efd, one[:])
 }
 
 // opError wraps err as a *net.OpError naming the interface, as PacketLink

@@ -3,7 +3,9 @@
 package sys
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"sync"
@@ -44,13 +46,11 @@ var _ link.Link = (*QuietLink)(nil)
 // The price is in request/response latency: the socket wakes its epoll
 // instance, which wakes the poller's, and the second wake-up is not a
 // synchronous one (WF_SYNC), so the scheduler does not move the woken
-// thread to the waker's CPU. Waiting in epoll_wait(2) on the reader's own
-// thread instead (a blocking system call, with an eventfd for deadlines and
-// Close) kept it: 1-byte request/response p50 39-47 µs instead of 103-136
-// (raw frames: 30-32), but bulk at MTU 9000 fell by a quarter (the sender's
-// thread, woken the same way by acknowledgments, joins the receiver's CPU)
-// and connection setup by up to a fifth, so it is not done (yet): a reader
-// would have to choose by what it waits for.
+// thread to the waker's CPU. So a reader waiting for an answer uses
+// ReadBatchOnThread, which waits on its own thread and keeps it. Every
+// wait there would not do: in a stream the synchronous wake-up puts sender
+// and receiver on one CPU (bulk at MTU 9000 fell by a quarter when all
+// waits were made so).
 type QuietLink struct {
 	ifaceInfo
 
@@ -71,6 +71,14 @@ type QuietLink struct {
 	}
 	readFn   func(epfd uintptr) bool
 	disarmFn func(epfd uintptr)
+
+	// For ReadBatchOnThread: efd, an eventfd(2) that a new deadline or
+	// Close signals, closed by guard; dl, the read deadline in ns since
+	// monoEpoch (noDeadline for none); onThread says a thread waits in
+	// ppoll(2), so that a new deadline must wake it.
+	efd      int
+	dl       atomic.Int64
+	onThread atomic.Bool
 
 	snd      *sendSocket
 	writers  sync.Pool // *writeScratch
@@ -113,15 +121,24 @@ func openQuiet(ifi *net.Interface, cfg PacketConfig) (*QuietLink, error) {
 		unix.Close(epfd)
 		return nil, err
 	}
-	l := &QuietLink{fd: fd, ep: os.NewFile(uintptr(epfd), "packet-epoll")}
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(fd)
+		unix.Close(epfd)
+		return nil, os.NewSyscallError("eventfd", err)
+	}
+	l := &QuietLink{fd: fd, efd: efd, ep: os.NewFile(uintptr(epfd), "packet-epoll")}
 	l.init(ifi)
+	l.dl.Store(noDeadline)
 	l.guard.release = func() {
 		unix.Close(l.fd)
-		l.fd = -1
+		unix.Close(l.efd)
+		l.fd, l.efd = -1, -1
 	}
 	fail := func(err error) (*QuietLink, error) {
 		l.ep.Close()
 		unix.Close(fd)
+		unix.Close(efd)
 		return nil, err
 	}
 	if l.rc, err = l.ep.SyscallConn(); err != nil {
@@ -194,6 +211,77 @@ func (l *QuietLink) read(ms []link.Message, wait bool) (int, error) {
 	return got, nil
 }
 
+// ReadBatchOnThread is ReadBatch that, while no frame is queued, waits in
+// ppoll(2) on the calling thread (a blocking system call) instead of in the
+// runtime's poller. The kernel then wakes the thread directly and
+// synchronously (WF_SYNC), which lets the scheduler run it on the CPU of
+// whoever sent the frame, about to wait itself: in an exchange of single
+// frames, request and answer, that saves a wake-up of the other CPU each
+// way. In a stream it would put receiver and sender on one CPU, so a caller
+// uses it only when it waits for an answer. The read deadline and Close
+// cut it short as they do ReadBatch.
+func (l *QuietLink) ReadBatchOnThread(ms []link.Message) (int, error) {
+	if !l.guard.use() {
+		return 0, l.opError("read", net.ErrClosed)
+	}
+	defer l.guard.done()
+	n := min(len(ms), maxBatch)
+	if n == 0 {
+		return 0, nil
+	}
+	rd := &l.rd
+	rd.start(ms, n)
+	if rd.armed {
+		// Frames must not wake the poller while nobody waits there.
+		_ = l.rc.Control(l.disarmFn)
+	}
+	err := l.waitOnThread()
+	got, ferr := rd.finish(ms)
+	if err == nil {
+		err = ferr
+	}
+	if err != nil {
+		return 0, l.opError("read", err)
+	}
+	return got, nil
+}
+
+// waitOnThread reads into the batch, waiting in ppoll(2) on the socket and
+// the eventfd until a frame comes, the deadline passes or Close.
+func (l *QuietLink) waitOnThread() error {
+	rd := &l.rd
+	pfd := [2]unix.PollFd{{Fd: int32(l.fd), Events: unix.POLLIN}, {Fd: int32(l.efd), Events: unix.POLLIN}}
+	var drain [8]byte
+	for !rd.try(uintptr(l.fd)) {
+		if l.closed.Load() {
+			return net.ErrClosed
+		}
+		// Waiting is announced before the deadline is read, and
+		// SetReadDeadline stores before it looks: one of the two sees
+		// the other.
+		l.onThread.Store(true)
+		var ts *unix.Timespec
+		if dl := l.dl.Load(); dl != noDeadline {
+			left := dl - int64(time.Since(monoEpoch))
+			if left <= 0 {
+				l.onThread.Store(false)
+				return os.ErrDeadlineExceeded
+			}
+			t := unix.NsecToTimespec(left)
+			ts = &t
+		}
+		_, err := unix.Ppoll(pfd[:], ts, nil)
+		l.onThread.Store(false)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return os.NewSyscallError("ppoll", err)
+		}
+		if pfd[1].Revents != 0 {
+			_, _ = unix.Read(l.efd, drain[:])
+		}
+	}
+	return nil
+}
+
 // recvmmsg is the syscall.RawConn Read callback of ReadBatch, called with
 // the epoll instance. It reports false, so the poller waits, only when
 // nothing is queued and the socket's registration is armed.
@@ -242,8 +330,31 @@ func (l *QuietLink) disarm(epfd uintptr) {
 // os.ErrDeadlineExceeded. A deadline in the past cuts a waiting ReadBatch
 // short; the zero time means none.
 func (l *QuietLink) SetReadDeadline(t time.Time) error {
+	dl := int64(noDeadline)
+	if !t.IsZero() {
+		dl = int64(t.Sub(monoEpoch))
+	}
+	l.dl.Store(dl)
+	if l.onThread.Load() {
+		l.signal() // a ReadBatchOnThread looks again
+	}
 	return l.opError("set", l.ep.SetReadDeadline(t))
 }
+
+// signal wakes a ReadBatchOnThread waiting in ppoll(2).
+func (l *QuietLink) signal() {
+	if !l.guard.use() {
+		return
+	}
+	defer l.guard.done()
+	signalEventfd(l.efd)
+}
+
+// monoEpoch is the origin of ReadBatchOnThread's deadlines, which are
+// monotonic; noDeadline stands for none.
+var monoEpoch = time.Now()
+
+const noDeadline = math.MaxInt64
 
 // WriteBatch implements the link.Link WriteBatch method with blocking
 // sendmmsg(2) on the send socket, at most 64 frames per system call. It is
@@ -311,6 +422,7 @@ func (l *QuietLink) Close() error {
 	}
 	l.snd.close()
 	err := l.ep.Close() // ends a waiting ReadBatch
+	l.signal()          // and a ReadBatchOnThread
 	l.guard.shut(nil)
 	if err != nil {
 		return l.opError("close", err)

@@ -38,12 +38,14 @@ func TestOpenQuietInvalid(t *testing.T) {
 }
 
 // TestIntegrationQuietLinkWakeups sends frames one at a time, each after a
-// random pause, while the reader takes each with a waiting ReadBatch or with
-// TryReadBatch calls, at random: every arming of the socket's registration
-// meets a frame that came just before, during or after it. A waiting read
-// that times out while a frame is queued is a lost wake-up. The reader also
+// random pause, while the reader takes each with a waiting ReadBatch, a
+// ReadBatchOnThread or TryReadBatch calls, at random: every arming of the
+// socket's registration, and every change of where the reader waits, meets
+// a frame that came just before, during or after it. A waiting read that
+// times out while a frame is queued is a lost wake-up. The reader also
 // checks that TryReadBatch never waits, and that a read deadline cuts a
-// waiting ReadBatch short without losing the frame that comes next.
+// waiting read of either kind short without losing the frame that comes
+// next.
 func TestIntegrationQuietLinkWakeups(t *testing.T) {
 	packetWatchdog(t, 2*time.Minute)
 	n := startPacketTestNet(t)
@@ -83,7 +85,8 @@ func TestIntegrationQuietLinkWakeups(t *testing.T) {
 	seq := func() uint32 { return binary.BigEndian.Uint32(ms[0].Buf[38:]) }
 	for i := range count {
 		next <- time.Duration(r.IntN(30)) * time.Microsecond
-		if r.IntN(3) == 0 {
+		switch r.IntN(3) {
+		case 0:
 			// Polling: TryReadBatch returns at once, frame or not.
 			deadline := time.Now().Add(5 * time.Second)
 			for {
@@ -102,17 +105,21 @@ func TestIntegrationQuietLinkWakeups(t *testing.T) {
 					t.Fatalf("frame %d never came (seed %d)", i, seed)
 				}
 			}
-		} else {
+		default:
 			if err := rx.SetReadDeadline(time.Now().Add(2 * time.Second)); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := rx.ReadBatch(ms); err != nil {
+			read, name := rx.ReadBatch, "ReadBatch"
+			if r.IntN(2) == 0 {
+				read, name = rx.ReadBatchOnThread, "ReadBatchOnThread"
+			}
+			if _, err := read(ms); err != nil {
 				if errors.Is(err, os.ErrDeadlineExceeded) {
 					if got, _ := rx.TryReadBatch(ms); got == 1 {
-						t.Fatalf("frame %d: lost wake-up: ReadBatch waited 2s while the frame was queued (seed %d)", i, seed)
+						t.Fatalf("frame %d: lost wake-up: %s waited 2s while the frame was queued (seed %d)", i, name, seed)
 					}
 				}
-				t.Fatalf("frame %d: ReadBatch: %v (seed %d)", i, err, seed)
+				t.Fatalf("frame %d: %s: %v (seed %d)", i, name, err, seed)
 			}
 		}
 		if got := seq(); got != uint32(i) {
@@ -124,36 +131,82 @@ func TestIntegrationQuietLinkWakeups(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A deadline in the past cuts a waiting ReadBatch short, and the next
-	// one gets the next frame.
-	if err := rx.SetReadDeadline(time.Time{}); err != nil {
-		t.Fatal(err)
-	}
-	readc := make(chan error, 1)
-	go func() { _, err := rx.ReadBatch(ms); readc <- err }()
-	time.Sleep(20 * time.Millisecond)
-	if err := rx.SetReadDeadline(time.Unix(1, 0)); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-readc:
-		if !errors.Is(err, os.ErrDeadlineExceeded) {
-			t.Fatalf("ReadBatch cut short: %v, want os.ErrDeadlineExceeded", err)
+	// A deadline in the past cuts a waiting read short, and the next one
+	// gets the next frame.
+	for k, read := range []func([]link.Message) (int, error){rx.ReadBatch, rx.ReadBatchOnThread} {
+		if err := rx.SetReadDeadline(time.Time{}); err != nil {
+			t.Fatal(err)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("ReadBatch still waiting 5s after a deadline in the past")
+		readc := make(chan error, 1)
+		go func() { _, err := read(ms); readc <- err }()
+		time.Sleep(20 * time.Millisecond)
+		if err := rx.SetReadDeadline(time.Unix(1, 0)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-readc:
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("read %d cut short: %v, want os.ErrDeadlineExceeded", k, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("read %d still waiting 5s after a deadline in the past", k)
+		}
+		if got, err := rx.TryReadBatch(ms); got != 0 || err != nil {
+			t.Fatalf("TryReadBatch on an empty socket = %d, %v", got, err)
+		}
+		if err := rx.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 100)
+		b := putFrame(buf, n.b.HardwareAddr, n.a.HardwareAddr, testEtherType, 443, uint32(count+k), len(buf))
+		go tx.WriteBatch([]link.Message{{Buf: b, N: len(b)}})
+		if _, err := read(ms); err != nil || seq() != uint32(count+k) {
+			t.Fatalf("read %d after a cut-short one = frame %d, %v", k, seq(), err)
+		}
 	}
-	if got, err := rx.TryReadBatch(ms); got != 0 || err != nil {
-		t.Fatalf("TryReadBatch on an empty socket = %d, %v", got, err)
-	}
-	if err := rx.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+
+	// A deadline that passes while ReadBatchOnThread waits ends it then,
+	// not at the next frame.
+	if err := rx.SetReadDeadline(time.Now().Add(50 * time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
-	buf := make([]byte, 100)
-	b := putFrame(buf, n.b.HardwareAddr, n.a.HardwareAddr, testEtherType, 443, uint32(count), len(buf))
-	go tx.WriteBatch([]link.Message{{Buf: b, N: len(b)}})
-	if _, err := rx.ReadBatch(ms); err != nil || seq() != uint32(count) {
-		t.Fatalf("ReadBatch after a cut-short one = frame %d, %v", seq(), err)
+	at := time.Now()
+	if _, err := rx.ReadBatchOnThread(ms); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("ReadBatchOnThread past its deadline: %v, want os.ErrDeadlineExceeded", err)
+	}
+	if d := time.Since(at); d < 40*time.Millisecond || d > 2*time.Second {
+		t.Fatalf("ReadBatchOnThread with a 50ms deadline returned after %v", d)
+	}
+}
+
+// TestIntegrationQuietLinkCloseUnblocks checks that Close ends a waiting
+// ReadBatch and a waiting ReadBatchOnThread with net.ErrClosed.
+func TestIntegrationQuietLinkCloseUnblocks(t *testing.T) {
+	packetWatchdog(t, time.Minute)
+	n := startPacketTestNet(t)
+	for _, onThread := range []bool{false, true} {
+		rx := n.openQuiet(t, n.b, PacketConfig{EtherType: testEtherType})
+		read := rx.ReadBatch
+		if onThread {
+			read = rx.ReadBatchOnThread
+		}
+		readc := make(chan error, 1)
+		go func() { _, err := read([]link.Message{{Buf: make([]byte, 1514)}}); readc <- err }()
+		time.Sleep(20 * time.Millisecond)
+		if err := rx.Close(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-readc:
+			if !errors.Is(err, net.ErrClosed) {
+				t.Errorf("on thread %v: read after Close: %v, want net.ErrClosed", onThread, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("on thread %v: read still waiting 5s after Close", onThread)
+		}
+		if _, err := rx.ReadBatchOnThread([]link.Message{{Buf: make([]byte, 1514)}}); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("ReadBatchOnThread after Close: %v, want net.ErrClosed", err)
+		}
 	}
 }
 
@@ -192,5 +245,13 @@ func TestIntegrationQuietLinkAllocs(t *testing.T) {
 		}
 	}); a != 0 {
 		t.Errorf("TryReadBatch, then a waiting ReadBatch: %v allocations per call, want 0", a)
+	}
+	if a := testing.AllocsPerRun(runs, func() {
+		sendc <- struct{}{}
+		if got, err := rx.ReadBatchOnThread(in); got != 1 || err != nil {
+			panic(fmt.Sprint(got, err))
+		}
+	}); a != 0 {
+		t.Errorf("ReadBatchOnThread: %v allocations per call, want 0", a)
 	}
 }
