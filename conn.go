@@ -61,7 +61,13 @@ type Conn struct {
 
 	closeOnce sync.Once
 	rd, wd    deadline
+
+	answerWaits int // Reads that waited with data unacknowledged; under mu
 }
+
+// answerWaitsBeforeThread is how many Reads of a connection wait for an
+// answer (in Go's poller) before the next ones wait on their own thread.
+const answerWaitsBeforeThread = 2
 
 // newConn makes the Conn around engine e (a client's, or a server's made
 // from a SYN) for connection ID cid on binding b; msg marks a message
@@ -124,8 +130,9 @@ func (c *Conn) flush() {
 }
 
 // wake hands tokens to blocked Read, Write and Dial calls that can now make
-// progress. A token is a hint: the woken call re-checks under the lock.
-func (c *Conn) wake() {
+// progress. A token is a hint: the woken call re-checks under the lock. It
+// reports whether a Read can.
+func (c *Conn) wake() bool {
 	c.mu.Lock()
 	e := c.e
 	if c.rdShut.Load() {
@@ -163,6 +170,7 @@ func (c *Conn) wake() {
 			c.ep.kick(&c.rdrv)
 		})
 	}
+	return r
 }
 
 func signal(ch chan struct{}) {
@@ -314,7 +322,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 }
 
 func (c *Conn) read(b []byte) (int, error) {
-	drove, lent := false, false
+	drove, lent, counted := false, false, false
 	defer func() { c.ep.letGo(drove) }()
 	for {
 		if lent {
@@ -342,6 +350,20 @@ func (c *Conn) read(b []byte) (int, error) {
 		if len(b) > 0 {
 			n = c.e.Read(b)
 		}
+		// What we sent is not acknowledged yet: we likely wait for its
+		// answer. Once a connection has done so a few times, it is an
+		// exchange of requests and answers: wait on our own thread
+		// (threadLink). Not before: a connection that sends one request
+		// and closes gains nothing, and a blocking system call in a busy
+		// process costs a thread hand-off of the scheduler.
+		answer := false
+		if c.e.Unacked() > 0 {
+			if !counted {
+				counted = true
+				c.answerWaits++
+			}
+			answer = c.answerWaits > answerWaitsBeforeThread
+		}
 		var err error
 		switch {
 		case n > 0 || len(b) == 0:
@@ -366,7 +388,7 @@ func (c *Conn) read(b []byte) (int, error) {
 		if err != nil || len(b) == 0 {
 			return 0, err
 		}
-		if c.drive(&c.rdrv, c.readable, &c.rd, &drove) {
+		if c.drive(&c.rdrv, c.readable, &c.rd, &drove, answer) {
 			continue
 		}
 		select {
@@ -430,7 +452,7 @@ func (c *Conn) write(b []byte) (int, error) {
 		if written == len(b) {
 			return written, nil
 		}
-		if c.drive(&c.wdrv, c.writable, &c.wd, &drove) {
+		if c.drive(&c.wdrv, c.writable, &c.wd, &drove, false) {
 			continue
 		}
 		select {
@@ -451,6 +473,7 @@ func (c *Conn) Close() error {
 		first = true
 		close(c.closed)
 		c.kickDriver()
+		c.ep.rx.disown(&c.rdrv)
 		c.mu.Lock()
 		c.wrShut = true
 		linger := c.linger

@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/myproto/myproto/internal/testenv"
 )
 
 // servePeer is the child process of TestIntegrationConnPeerKilled: it
@@ -86,4 +89,228 @@ func TestIntegrationConnPeerKilled(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestIntegrationAnswerWaitOnThread: once a connection has exchanged a few
+// requests and answers, its Reads that wait for an answer wait on their own
+// thread (threadLink); the read deadline, a deadline moved into the past
+// while it waits, and Close end such a Read as they end any other.
+func TestIntegrationAnswerWaitOnThread(t *testing.T) {
+	watchdog(t)
+	p := testenv.NewPair(t, 1500)
+	a, err := openStack(&Config{Name: "answer-a"}, packetProvider{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.close() })
+	b, err := openStack(&Config{Name: "answer-b"}, packetProvider{ns: p.NetnsB})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.close() })
+	ln, err := (&Stack{b}).Listen("myproto", p.B.Name+":7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	const exchanges = 20
+	srvc := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			srvc <- err
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 1)
+		for range exchanges {
+			if _, err := io.ReadFull(c, buf); err != nil {
+				srvc <- err
+				return
+			}
+			if _, err := c.Write(buf); err != nil {
+				srvc <- err
+				return
+			}
+		}
+		// Then requests go unanswered until the client leaves.
+		_, err = io.Copy(io.Discard, c)
+		srvc <- err
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := (&Stack{a}).DialContext(ctx, "myproto", fmt.Sprintf("[%v%%%s]:7", p.B.HardwareAddr, p.A.Name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	mc := c.(*Conn)
+	buf := make([]byte, 1)
+	for i := range exchanges {
+		buf[0] = byte(i)
+		if _, err := c.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil || buf[0] != byte(i) {
+			t.Fatalf("exchange %d: %v, got %d", i, err, buf[0])
+		}
+	}
+	if n := mc.ep.rx.threadWaits.Load(); n == 0 {
+		t.Fatalf("%d requests answered, no Read waited on its thread", exchanges)
+	}
+
+	// An unanswered request: the deadline ends the Read.
+	c.Write([]byte{1})
+	c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	at := time.Now()
+	if _, err := c.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read past its deadline: %v, want os.ErrDeadlineExceeded", err)
+	}
+	if d := time.Since(at); d < 80*time.Millisecond || d > 2*time.Second {
+		t.Errorf("Read with a 100ms deadline returned after %v", d)
+	}
+
+	// A deadline moved into the past while the Read waits.
+	c.SetReadDeadline(time.Time{})
+	c.Write([]byte{2})
+	readc := make(chan error, 1)
+	go func() { _, err := c.Read(buf); readc <- err }()
+	time.Sleep(50 * time.Millisecond)
+	c.SetReadDeadline(time.Unix(1, 0))
+	select {
+	case err := <-readc:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("Read cut short by a past deadline: %v, want os.ErrDeadlineExceeded", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Read still waiting 5s after its deadline was moved into the past")
+	}
+
+	// Close while the Read waits.
+	c.SetReadDeadline(time.Time{})
+	c.Write([]byte{3})
+	go func() { _, err := c.Read(buf); readc <- err }()
+	time.Sleep(50 * time.Millisecond)
+	c.Close()
+	select {
+	case err := <-readc:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("Read after Close: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Read still waiting 5s after Close")
+	}
+	if err := <-srvc; err != nil {
+		t.Fatalf("server: %v", err)
+	}
+}
+
+// TestIntegrationAcceptYields: an Accept that keeps handing a busy
+// connection's frames to its waiting Read leaves the link to that Read (its
+// owner), and still accepts new connections while the owner exchanges and
+// after it has gone.
+func TestIntegrationAcceptYields(t *testing.T) {
+	watchdog(t)
+	p := testenv.NewPair(t, 1500)
+	a, err := openStack(&Config{Name: "yield-a"}, packetProvider{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.close() })
+	b, err := openStack(&Config{Name: "yield-b"}, packetProvider{ns: p.NetnsB})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.close() })
+	ln, err := (&Stack{b}).Listen("myproto", p.B.Name+":7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan *Conn, 3)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c.(*Conn)
+			go func() {
+				io.Copy(c, c)
+				c.Close()
+			}()
+		}
+	}()
+	addr := fmt.Sprintf("[%v%%%s]:7", p.B.HardwareAddr, p.A.Name)
+	dial := func() net.Conn {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c, err := (&Stack{a}).DialContext(ctx, "myproto", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	exchange := func(c net.Conn, i int) error {
+		buf := []byte{byte(i)}
+		if _, err := c.Write(buf); err != nil {
+			return err
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			return err
+		}
+		if buf[0] != byte(i) {
+			return fmt.Errorf("exchange %d: echo %d", i, buf[0])
+		}
+		return nil
+	}
+
+	busy := dial()
+	srv := <-accepted
+	for i := range 20 {
+		if err := exchange(busy, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if o := srv.ep.rx.owner.Load(); o != &srv.rdrv {
+		t.Fatalf("after 20 exchanges the link's owner is %p, want the busy connection's Read %p", o, &srv.rdrv)
+	}
+
+	// A new connection while the owner exchanges.
+	stop := make(chan struct{})
+	busyc := make(chan error, 1)
+	go func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				busyc <- nil
+				return
+			default:
+			}
+			if err := exchange(busy, i); err != nil {
+				busyc <- err
+				return
+			}
+		}
+	}()
+	c2 := dial()
+	<-accepted
+	if err := exchange(c2, 7); err != nil {
+		t.Fatalf("second connection, while the first exchanges: %v", err)
+	}
+	c2.Close()
+	close(stop)
+	if err := <-busyc; err != nil {
+		t.Fatal(err)
+	}
+
+	// And once the owner has gone.
+	busy.Close()
+	c3 := dial()
+	<-accepted
+	if err := exchange(c3, 9); err != nil {
+		t.Fatalf("third connection, after the first closed: %v", err)
+	}
+	c3.Close()
 }

@@ -118,7 +118,9 @@ func (q *connTx) release(t txConn) {
 		c.finish()
 	}
 	c.sendMu.Unlock()
-	c.wake()
+	if c.wake() && q == &q.ep.rxTx {
+		q.ep.rx.woken(&c.rdrv) // the batch's answers: see yieldAfter
+	}
 	if c.flushReq.Load() {
 		q.add(c)
 	}

@@ -249,7 +249,7 @@ func (c *Conn) awaitHandshake(ctx context.Context) {
 	drove := false
 	defer func() { c.ep.letGo(drove) }()
 	for !isClosedChan(c.estab) && ctx.Err() == nil {
-		if !c.drive(&c.rdrv, c.estab, &dl, &drove) {
+		if !c.drive(&c.rdrv, c.estab, &dl, &drove, false) {
 			c.ep.needReader() // the answer comes on the data socket
 			select {
 			case <-c.estab:

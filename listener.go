@@ -127,6 +127,7 @@ func (s *stack) listen(lc *ListenConfig, netw, address string) (*Listener, error
 	if ln.backlog <= 0 {
 		ln.backlog = defaultBacklog
 	}
+	ln.drv.accept = true
 	ln.b = &binding{ln: ln}
 	var err error
 	if ln.local, err = s.bindLocal(netw, address, ln.b); err != nil {
@@ -262,7 +263,7 @@ func (ln *Listener) AcceptMyproto() (*Conn, error) {
 		if c != nil {
 			return c, nil
 		}
-		if ep != nil && ep.drive(&ln.drv, ln.closed, ln.ready, &ln.dl, &drove) {
+		if ep != nil && ep.drive(&ln.drv, ln.closed, ln.ready, &ln.dl, &drove, false) {
 			continue
 		}
 		ln.s.needReaders() // handshakes end on the data sockets

@@ -45,6 +45,21 @@ type rxState struct {
 	// pl is the link, when it can also be read without waiting (poll);
 	// nil when it cannot or dl is nil.
 	pl pollLink
+	// tl is the link, when it can also wait on the reading thread (a
+	// Read waiting for an answer); nil when it cannot or dl is nil.
+	tl threadLink
+	// threadWaits counts the reads that waited on the caller's thread.
+	threadWaits atomic.Uint64
+
+	// The link's owner (see yieldAfter): woke is the waiting Read the
+	// batch brought data for, under mu; streak counts the batches of an
+	// Accept in a row that brought data for streakOf, under mu; ownerAt
+	// is when the owner last drove (ns since timerEpoch).
+	woke     *driver
+	streakOf *driver
+	streak   int
+	owner    atomic.Pointer[driver]
+	ownerAt  atomic.Int64
 
 	mu   sync.Mutex     // held to read the link and handle what came
 	ms   []link.Message // the batch's buffers, under mu
@@ -81,12 +96,24 @@ type pollLink interface {
 	TryReadBatch(ms []link.Message) (int, error)
 }
 
+// threadLink is a deadlineLink that can also wait for frames on the calling
+// thread, in a blocking system call, rather than in the runtime's poller:
+// the kernel's wake-up then lets the scheduler run the reader where the
+// frame's sender ran (sys.QuietLink.ReadBatchOnThread). That suits a Read
+// waiting for the answer to what its connection sent, and would put the
+// two ends of a stream on one CPU.
+type threadLink interface {
+	deadlineLink
+	ReadBatchOnThread(ms []link.Message) (int, error)
+}
+
 // aLongTimeAgo is a read deadline that has passed.
 var aLongTimeAgo = time.Unix(1, 0)
 
 func (rx *rxState) init(l link.Link) {
 	rx.dl, _ = l.(deadlineLink)
 	rx.pl, _ = l.(pollLink)
+	rx.tl, _ = l.(threadLink)
 	rx.free = make(chan struct{}, 1)
 	rx.wake = make(chan struct{}, 1)
 	if rx.dl != nil {
@@ -144,7 +171,7 @@ func (ep *endpoint) readLoop() {
 		}
 		rx.mu.Lock()
 		rx.loopIn.Store(true)
-		err := ep.readBatch(false)
+		err := ep.readBatch(false, false)
 		rx.loopIn.Store(false)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			// Cut short for a caller (or a driver's deadline left
@@ -171,11 +198,21 @@ func (ep *endpoint) readLoop() {
 }
 
 // readBatch reads one batch from the link and handles it: every frame to its
-// socket, then the answers of the whole batch. The caller holds rx.mu.
-func (ep *endpoint) readBatch(driver bool) error {
+// socket, then the answers of the whole batch; onThread waits on the calling
+// thread where the link can (threadLink). The caller holds rx.mu.
+func (ep *endpoint) readBatch(driver, onThread bool) error {
 	rx := &ep.rx
 	rx.sizeBuffers(ep.frameSize())
-	n, err := ep.l.ReadBatch(rx.ms)
+	var (
+		n   int
+		err error
+	)
+	if onThread && rx.tl != nil {
+		rx.threadWaits.Add(1)
+		n, err = rx.tl.ReadBatchOnThread(rx.ms)
+	} else {
+		n, err = ep.l.ReadBatch(rx.ms)
+	}
 	if driver {
 		rx.driver.Store(nil)
 	}
@@ -231,6 +268,7 @@ func (ep *endpoint) poll(session *bool) {
 // to its socket, then the answers of the whole batch. The caller holds rx.mu.
 func (ep *endpoint) handleBatch(n int) {
 	rx := &ep.rx
+	rx.woke = nil
 	// One clock read for the batch, not one per frame.
 	ep.rxNow = time.Now()
 	for i := range n {
@@ -256,13 +294,73 @@ func (ep *endpoint) handleBatch(n int) {
 
 // A driver names a call that may drive an endpoint's link (a Read, Write
 // or Dial of a connection, an Accept), so that a kick reaches the right one.
-type driver struct{ _ byte } // not zero-sized: every driver has its own address
+type driver struct {
+	// waiting says the call waits for another to read the link for it.
+	waiting atomic.Bool
+	// accept marks an Accept's, which leaves the link to its owner.
+	accept bool
+}
+
+// Handing the link over. An Accept that drives an endpoint's link while a
+// connection's Read waits for it hands every frame of that connection over
+// to the Read (a wake-up) and takes the link again before the Read can. So
+// once the Accept's batches brought data for the same waiting Read, and
+// nothing for the Accept, yieldAfter times in a row, that Read becomes the
+// link's owner: while the owner drove within the grace period an Accept
+// waits (for its connections, the read loop letting go, a deadline, Close)
+// rather than drive. A connection's calls never wait for the owner: the
+// cost of a missed frame falls on the Accept only, as a new connection
+// waiting up to the grace period once the owner stops reading.
+const yieldAfter = 3
+
+// woken notes, during a batch, that it brought data for the Read d.
+func (rx *rxState) woken(d *driver) {
+	if d.waiting.Load() {
+		rx.woke = d
+	}
+}
+
+// yieldsTo reports whether an Accept should leave the link to its owner.
+func (rx *rxState) yieldsTo() bool {
+	o := rx.owner.Load()
+	if o == nil {
+		return false
+	}
+	if time.Duration(int64(time.Since(timerEpoch))-rx.ownerAt.Load()) < driveGrace {
+		return true
+	}
+	rx.owner.CompareAndSwap(o, nil) // gone quiet
+	return false
+}
+
+// noteAccept counts, after a batch an Accept read, how often in a row it
+// brought data for the same waiting Read and nothing for the Accept (mine:
+// something for it), and makes that Read the owner at yieldAfter. The
+// caller holds mu.
+func (rx *rxState) noteAccept(mine bool) {
+	switch w := rx.woke; {
+	case w == nil || mine:
+		rx.streakOf, rx.streak = nil, 0
+	case w == rx.streakOf:
+		rx.streak++
+	default:
+		rx.streakOf, rx.streak = w, 1
+	}
+	if rx.streak >= yieldAfter {
+		rx.owner.Store(rx.streakOf)
+		rx.ownerAt.Store(int64(time.Since(timerEpoch)))
+		rx.streakOf, rx.streak = nil, 0
+	}
+}
+
+// disown ends d's ownership of the link, as its connection closes.
+func (rx *rxState) disown(d *driver) { rx.owner.CompareAndSwap(d, nil) }
 
 // drive is what a call of c (who: c.rdrv or c.wdrv) does instead of waiting
 // for ready (a token channel of c) while the link can be driven
-// (endpoint.drive).
-func (c *Conn) drive(who *driver, ready <-chan struct{}, d *deadline, session *bool) bool {
-	return c.ep.drive(who, c.closed, ready, d, session)
+// (endpoint.drive); answer says it waits for the answer to what c sent.
+func (c *Conn) drive(who *driver, ready <-chan struct{}, d *deadline, session *bool, answer bool) bool {
+	return c.ep.drive(who, c.closed, ready, d, session, answer)
 }
 
 // drive is what a call does instead of waiting for ready (a token channel
@@ -272,16 +370,18 @@ func (c *Conn) drive(who *driver, ready <-chan struct{}, d *deadline, session *b
 // loop letting go (rx.free), d's deadline or closed. It reports false,
 // having done nothing, where the link cannot be driven or failed: the caller
 // waits as before. *session says the call drove; it must then call letGo as
-// it returns.
-func (ep *endpoint) drive(who *driver, closed, ready <-chan struct{}, d *deadline, session *bool) bool {
+// it returns. answer says the call waits for the answer to something its
+// connection sent: it then waits on its own thread (threadLink).
+func (ep *endpoint) drive(who *driver, closed, ready <-chan struct{}, d *deadline, session *bool, answer bool) bool {
 	rx := &ep.rx
 	if rx.dl == nil {
 		return false
 	}
+	accept := who.accept
 	// Counted before trying, so that a driver letting go meanwhile
 	// hands the link over (see letGo).
 	rx.waiters.Add(1)
-	if !rx.mu.TryLock() {
+	if accept && rx.yieldsTo() || !rx.mu.TryLock() {
 		// Another call drives (and handles our frames too), or the
 		// read loop reads. While we wait we do not count as driving: if
 		// the other call leaves, the read loop takes over.
@@ -292,12 +392,14 @@ func (ep *endpoint) drive(who *driver, closed, ready <-chan struct{}, d *deadlin
 		if rx.loopIn.Load() {
 			_ = rx.dl.SetReadDeadline(aLongTimeAgo)
 		}
+		who.waiting.Store(true)
 		select {
 		case <-ready:
 		case <-rx.free:
 		case <-d.wait():
 		case <-closed:
 		}
+		who.waiting.Store(false)
 		rx.waiters.Add(-1)
 		return true
 	}
@@ -321,7 +423,12 @@ func (ep *endpoint) drive(who *driver, closed, ready <-chan struct{}, d *deadlin
 		case <-d.wait():
 			rx.driver.Store(nil)
 		default:
-			err = ep.readBatch(true)
+			err = ep.readBatch(true, answer)
+			if accept {
+				rx.noteAccept(len(ready) > 0)
+			} else if rx.owner.Load() == who {
+				rx.ownerAt.Store(int64(time.Since(timerEpoch)))
+			}
 		}
 	}
 	rx.mu.Unlock()
