@@ -97,18 +97,8 @@ func TestIntegrationConnPeerKilled(t *testing.T) {
 // while it waits, and Close end such a Read as they end any other.
 func TestIntegrationAnswerWaitOnThread(t *testing.T) {
 	watchdog(t)
-	p := testenv.NewPair(t, 1500)
-	a, err := openStack(&Config{Name: "answer-a"}, packetProvider{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.close() })
-	b, err := openStack(&Config{Name: "answer-b"}, packetProvider{ns: p.NetnsB})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.close() })
-	ln, err := (&Stack{b}).Listen("myproto", p.B.Name+":7")
+	p, a, b := vethStacks(t, "answer")
+	ln, err := b.Listen("myproto", p.B.Name+":7")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +129,7 @@ func TestIntegrationAnswerWaitOnThread(t *testing.T) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := (&Stack{a}).DialContext(ctx, "myproto", fmt.Sprintf("[%v%%%s]:7", p.B.HardwareAddr, p.A.Name))
+	c, err := a.DialContext(ctx, "myproto", fmt.Sprintf("[%v%%%s]:7", p.B.HardwareAddr, p.A.Name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,18 +201,8 @@ func TestIntegrationAnswerWaitOnThread(t *testing.T) {
 // after it has gone.
 func TestIntegrationAcceptYields(t *testing.T) {
 	watchdog(t)
-	p := testenv.NewPair(t, 1500)
-	a, err := openStack(&Config{Name: "yield-a"}, packetProvider{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.close() })
-	b, err := openStack(&Config{Name: "yield-b"}, packetProvider{ns: p.NetnsB})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.close() })
-	ln, err := (&Stack{b}).Listen("myproto", p.B.Name+":7")
+	p, a, b := vethStacks(t, "yield")
+	ln, err := b.Listen("myproto", p.B.Name+":7")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,7 +226,7 @@ func TestIntegrationAcceptYields(t *testing.T) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		c, err := (&Stack{a}).DialContext(ctx, "myproto", addr)
+		c, err := a.DialContext(ctx, "myproto", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -313,4 +293,22 @@ func TestIntegrationAcceptYields(t *testing.T) {
 		t.Fatalf("third connection, after the first closed: %v", err)
 	}
 	c3.Close()
+}
+
+// vethStacks returns a veth pair between two namespaces and a stack on each
+// end, closed with t.
+func vethStacks(t *testing.T, name string) (p *testenv.Pair, a, b *Stack) {
+	t.Helper()
+	p = testenv.NewPair(t, 1500)
+	sa, err := openStack(&Config{Name: name + "-a"}, packetProvider{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sa.close() })
+	sb, err := openStack(&Config{Name: name + "-b"}, packetProvider{ns: p.NetnsB})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sb.close() })
+	return p, &Stack{sa}, &Stack{sb}
 }

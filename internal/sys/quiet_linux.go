@@ -162,53 +162,13 @@ func openQuiet(ifi *net.Interface, cfg PacketConfig) (*QuietLink, error) {
 // 64 frames per call and allocates nothing. A frame longer than its
 // message's Buf is truncated and its N is len(Buf).
 func (l *QuietLink) ReadBatch(ms []link.Message) (int, error) {
-	return l.read(ms, true)
+	return l.read(ms, inPoller)
 }
 
 // TryReadBatch is ReadBatch that never waits: it returns 0 and no error when
 // no frame is queued, and ignores the read deadline.
 func (l *QuietLink) TryReadBatch(ms []link.Message) (int, error) {
-	return l.read(ms, false)
-}
-
-func (l *QuietLink) read(ms []link.Message, wait bool) (int, error) {
-	if !l.guard.use() {
-		return 0, l.opError("read", net.ErrClosed)
-	}
-	defer l.guard.done()
-	n := min(len(ms), maxBatch)
-	if n == 0 {
-		return 0, nil
-	}
-	rd := &l.rd
-	rd.start(ms, n)
-	rd.err = nil
-	var err error
-	if wait {
-		err = l.rc.Read(l.readFn)
-		if err != nil && rd.armed {
-			// Cut short (a deadline, Close): no frame may wake the
-			// poller from now on.
-			_ = l.rc.Control(l.disarmFn)
-		}
-	} else {
-		if rd.armed {
-			// A caller that polls between sends wants no wake-ups.
-			_ = l.rc.Control(l.disarmFn)
-		}
-		rd.try(uintptr(l.fd))
-	}
-	got, ferr := rd.finish(ms)
-	if err == nil {
-		err = rd.err
-	}
-	if err == nil {
-		err = ferr
-	}
-	if err != nil {
-		return 0, l.opError("read", err)
-	}
-	return got, nil
+	return l.read(ms, noWait)
 }
 
 // ReadBatchOnThread is ReadBatch that, while no frame is queued, waits in
@@ -221,6 +181,19 @@ func (l *QuietLink) read(ms []link.Message, wait bool) (int, error) {
 // uses it only when it waits for an answer. The read deadline and Close
 // cut it short as they do ReadBatch.
 func (l *QuietLink) ReadBatchOnThread(ms []link.Message) (int, error) {
+	return l.read(ms, onThread)
+}
+
+// How a read waits while no frame is queued.
+type waitMode int
+
+const (
+	noWait   waitMode = iota // TryReadBatch
+	inPoller                 // ReadBatch
+	onThread                 // ReadBatchOnThread
+)
+
+func (l *QuietLink) read(ms []link.Message, how waitMode) (int, error) {
 	if !l.guard.use() {
 		return 0, l.opError("read", net.ErrClosed)
 	}
@@ -231,12 +204,32 @@ func (l *QuietLink) ReadBatchOnThread(ms []link.Message) (int, error) {
 	}
 	rd := &l.rd
 	rd.start(ms, n)
-	if rd.armed {
-		// Frames must not wake the poller while nobody waits there.
-		_ = l.rc.Control(l.disarmFn)
+	rd.err = nil
+	var err error
+	switch how {
+	case inPoller:
+		err = l.rc.Read(l.readFn)
+		if err != nil && rd.armed {
+			// Cut short (a deadline, Close): no frame may wake the
+			// poller from now on.
+			_ = l.rc.Control(l.disarmFn)
+		}
+	default:
+		if rd.armed {
+			// Nobody waits in the poller: a caller that polls
+			// between sends, or waits on its own thread.
+			_ = l.rc.Control(l.disarmFn)
+		}
+		if how == onThread {
+			err = l.waitOnThread()
+		} else {
+			rd.try(uintptr(l.fd))
+		}
 	}
-	err := l.waitOnThread()
 	got, ferr := rd.finish(ms)
+	if err == nil {
+		err = rd.err
+	}
 	if err == nil {
 		err = ferr
 	}
