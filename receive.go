@@ -32,6 +32,14 @@ import (
 // call that wants the link while the read loop reads cuts the read loop's
 // wait short with a read deadline in the past, as Close, a new deadline or
 // a wake-up of a connection do for a driving call.
+//
+// Where the driving call waits matters too. In the poller, the kernel's
+// wake-up of the thread is not a synchronous one on every link, and the
+// answer to a request then costs a wake-up of the other CPU each way; a
+// Read waiting for the answer to what its connection sent waits on its own
+// thread instead (threadLink). And an Accept that keeps taking the link
+// before the Read whose frames it hands over leaves it to that Read (see
+// yieldAfter).
 
 // driveGrace is how long the read loop stays aside after the last driving
 // call returned.
