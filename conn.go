@@ -350,20 +350,6 @@ func (c *Conn) read(b []byte) (int, error) {
 		if len(b) > 0 {
 			n = c.e.Read(b)
 		}
-		// What we sent is not acknowledged yet: we likely wait for its
-		// answer. Once a connection has done so a few times, it is an
-		// exchange of requests and answers: wait on our own thread
-		// (threadLink). Not before: a connection that sends one request
-		// and closes gains nothing, and a blocking system call in a busy
-		// process costs a thread hand-off of the scheduler.
-		answer := false
-		if c.e.Unacked() > 0 {
-			if !counted {
-				counted = true
-				c.answerWaits++
-			}
-			answer = c.answerWaits > answerWaitsBeforeThread
-		}
 		var err error
 		switch {
 		case n > 0 || len(b) == 0:
@@ -374,11 +360,26 @@ func (c *Conn) read(b []byte) (int, error) {
 		case c.done:
 			err = net.ErrClosed
 		}
+		answer := false
 		if n == 0 && err == nil && len(b) > 0 {
 			// Lend b to the engine for the wait: whoever handles our
 			// frames copies them there, once, not through the ring.
 			c.e.ReadInto(b)
 			lent = true
+			// What we sent is not acknowledged yet: we likely wait
+			// for its answer. Once a connection has so waited a few
+			// times, it is an exchange of requests and answers: wait
+			// on our own thread (threadLink). Not before: a
+			// connection that sends one request and closes gains
+			// nothing, and a blocking system call in a busy process
+			// costs a thread hand-off of the scheduler.
+			if c.e.Unacked() > 0 {
+				if !counted {
+					counted = true
+					c.answerWaits++
+				}
+				answer = c.answerWaits > answerWaitsBeforeThread
+			}
 		}
 		c.mu.Unlock()
 		if n > 0 {

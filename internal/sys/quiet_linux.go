@@ -74,11 +74,11 @@ type QuietLink struct {
 
 	// For ReadBatchOnThread: efd, an eventfd(2) that a new deadline or
 	// Close signals, closed by guard; dl, the read deadline in ns since
-	// monoEpoch (noDeadline for none); onThread says a thread waits in
+	// monoEpoch (noDeadline for none); threadWaiting says a thread waits in
 	// ppoll(2), so that a new deadline must wake it.
-	efd      int
-	dl       atomic.Int64
-	onThread atomic.Bool
+	efd           int
+	dl            atomic.Int64
+	threadWaiting atomic.Bool
 
 	snd      *sendSocket
 	writers  sync.Pool // *writeScratch
@@ -252,19 +252,19 @@ func (l *QuietLink) waitOnThread() error {
 		// Waiting is announced before the deadline is read, and
 		// SetReadDeadline stores before it looks: one of the two sees
 		// the other.
-		l.onThread.Store(true)
+		l.threadWaiting.Store(true)
 		var ts *unix.Timespec
 		if dl := l.dl.Load(); dl != noDeadline {
 			left := dl - int64(time.Since(monoEpoch))
 			if left <= 0 {
-				l.onThread.Store(false)
+				l.threadWaiting.Store(false)
 				return os.ErrDeadlineExceeded
 			}
 			t := unix.NsecToTimespec(left)
 			ts = &t
 		}
 		_, err := unix.Ppoll(pfd[:], ts, nil)
-		l.onThread.Store(false)
+		l.threadWaiting.Store(false)
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			return os.NewSyscallError("ppoll", err)
 		}
@@ -328,7 +328,7 @@ func (l *QuietLink) SetReadDeadline(t time.Time) error {
 		dl = int64(t.Sub(monoEpoch))
 	}
 	l.dl.Store(dl)
-	if l.onThread.Load() {
+	if l.threadWaiting.Load() {
 		l.signal() // a ReadBatchOnThread looks again
 	}
 	return l.opError("set", l.ep.SetReadDeadline(t))
