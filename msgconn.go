@@ -131,7 +131,12 @@ func (s *Stack) ListenMsg(network, address string) (*MsgListener, error) {
 	return lc.ListenMsg(context.Background(), network, address)
 }
 
-func newMsgConn(c *Conn) *MsgConn { return &MsgConn{c: c, size: -1} }
+func newMsgConn(c *Conn) *MsgConn {
+	c.mu.Lock()
+	c.e.SizeSendBuffer() // a message is written whole
+	c.mu.Unlock()
+	return &MsgConn{c: c, size: -1}
+}
 
 // Accept implements the net.Listener Accept method: it returns the next
 // connection, a *MsgConn.

@@ -139,11 +139,13 @@ func newSendBuffer(limit int, pool ChunkPool) sendBuffer {
 	return sendBuffer{ring: newChunkRing(pool), limit: limit}
 }
 
-func (b *sendBuffer) free() int { return max(b.limit-int(b.end-b.una), 0) }
+// free is the room left under limit, at most b.limit.
+func (b *sendBuffer) free(limit int) int { return max(min(limit, b.limit)-int(b.end-b.una), 0) }
 
-// write appends as much of p as fits and returns how much it took.
-func (b *sendBuffer) write(p []byte) int {
-	n := min(len(p), b.free())
+// write appends as much of p as fits under limit and returns how much it
+// took.
+func (b *sendBuffer) write(p []byte, limit int) int {
+	n := min(len(p), b.free(limit))
 	if n <= 0 {
 		return 0
 	}

@@ -29,12 +29,22 @@ func (e *Engine) SetUserTimeout(d time.Duration) {
 }
 
 // SetSendBuffer changes how many unacknowledged and unsent bytes the
-// connection holds (0 or less: the default). Shrinking below what is held
-// only stops writes until acknowledgments make room.
+// connection holds (0 or less: the default, of which at most unsentMax
+// unsent; see sendLimit). Shrinking below what is held only stops writes
+// until acknowledgments make room.
 func (e *Engine) SetSendBuffer(n int) {
+	e.capUnsent = n <= 0 && !e.sized
 	n = bufferSize(n)
 	e.sbuf.limit = n
 	e.cfg.SendBuffer = n
+}
+
+// SizeSendBuffer makes the send buffer hold up to its configured size from
+// now on, sent or not: a message connection needs room for a whole
+// message, up to that size.
+func (e *Engine) SizeSendBuffer() {
+	e.sized = true
+	e.capUnsent = false
 }
 
 // SetRecvBuffer changes the largest receive window (0 or less: the

@@ -182,6 +182,46 @@ func TestEngineUnacked(t *testing.T) {
 	}
 }
 
+// TestEngineSendBufferUnsent: unless sized, the send buffer holds at most
+// unsentMax unsent; what was sent and not acknowledged counts against its
+// size only. A size set, or SizeSendBuffer, lifts the bound.
+func TestEngineSendBufferUnsent(t *testing.T) {
+	p := newTestPair(t, Config{NoDelay: true}, Config{NoDelay: true})
+	e := p.c
+	if n := e.Writable(); n != unsentMax {
+		t.Fatalf("Writable of an idle connection = %d, want %d", n, unsentMax)
+	}
+	if n := e.Write(make([]byte, 1<<20)); n != unsentMax {
+		t.Fatalf("Write took %d of 1 MiB, want %d", n, unsentMax)
+	}
+	// Sending (the initial window's worth) makes room for as much.
+	p.pass(p.c, p.s, true)
+	sent := int(e.sndNxt)
+	if sent == 0 {
+		t.Fatal("nothing sent")
+	}
+	if n := e.Writable(); n != sent {
+		t.Fatalf("Writable after %d bytes were sent = %d, want %d", sent, n, sent)
+	}
+	e.SetSendBuffer(100 << 10)
+	if n := e.Writable(); n != 0 {
+		t.Fatalf("Writable over a 100 KiB buffer set = %d, want 0", n)
+	}
+	e.SetSendBuffer(8 << 20)
+	if n, want := e.Writable(), 8<<20-unsentMax; n != want {
+		t.Fatalf("Writable of an 8 MiB buffer set = %d, want %d", n, want)
+	}
+	e.SetSendBuffer(0) // back to the default
+	if n := e.Writable(); n != sent {
+		t.Fatalf("Writable with the default again = %d, want %d", n, sent)
+	}
+	e.SizeSendBuffer()
+	e.SetSendBuffer(0)
+	if n, want := e.Writable(), DefaultBuffer-unsentMax; n != want {
+		t.Fatalf("Writable of a sized buffer = %d, want %d", n, want)
+	}
+}
+
 // TestEngineDataAfterClose: data arriving after Close has no reader: the
 // connection is reset, as TCP does.
 func TestEngineDataAfterClose(t *testing.T) {
@@ -481,17 +521,17 @@ func TestSendBufferBounded(t *testing.T) {
 	p := make([]byte, 30_000)
 	total := 0
 	for range 10 {
-		total += b.write(p)
+		total += b.write(p, 1<<30)
 	}
-	if total != 100_000 || b.free() != 0 {
-		t.Fatalf("wrote %d, free %d", total, b.free())
+	if total != 100_000 || b.free(1<<30) != 0 {
+		t.Fatalf("wrote %d, free %d", total, b.free(1<<30))
 	}
 	if b.ring.held*chunkSize > 100_000+chunkSize {
 		t.Fatalf("%d chunks", b.ring.held)
 	}
 	b.ackTo(50_000)
-	if b.free() != 50_000 {
-		t.Fatalf("free %d after ack", b.free())
+	if b.free(1<<30) != 50_000 || b.free(60_000) != 10_000 {
+		t.Fatalf("free %d after ack, %d under 60,000", b.free(1<<30), b.free(60_000))
 	}
 	b.ackTo(100_000)
 	if b.ring.held != 0 {
