@@ -592,7 +592,11 @@ func (c *Conn) SetReadBuffer(bytes int) error {
 }
 
 // SetWriteBuffer sets the send buffer: the most data held unsent or
-// unacknowledged before Write blocks.
+// unacknowledged before Write blocks. By default it is 4 MiB, of which at
+// most 256 KiB unsent while the peer's window is open (as
+// TCP_NOTSENT_LOWAT bounds it for Linux's TCP): more would only wait,
+// cooling in the cache. A size set here lifts that bound: the buffer holds
+// up to bytes, sent or not.
 func (c *Conn) SetWriteBuffer(bytes int) error {
 	if bytes <= 0 {
 		return opError("set", c.local, c.remote, os.NewSyscallError("setsockopt", syscall.EINVAL))

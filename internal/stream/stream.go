@@ -319,20 +319,24 @@ func (e *Engine) Writable() int {
 }
 
 // unsentMax bounds what a send buffer of the default size holds beyond what
-// was sent (as TCP_NOTSENT_LOWAT does for Linux's TCP). Unsent bytes only
-// wait, and a bulk writer keeps a buffer full: sixteen connections of
-// 4 MiB each spread 64 MiB over the cache, so every byte was cold by the
-// time it was copied into a frame (-P 16 at 0.8–0.9× one connection; with
-// unsent bytes bounded, on par, and one connection 10 % faster too). What
-// was sent and not yet acknowledged is not bounded but by the buffer: the
-// window a long path needs.
+// was sent (as TCP_NOTSENT_LOWAT does for Linux's TCP) while the peer's
+// window lets data out. Unsent bytes only wait, and a bulk writer keeps a
+// buffer full: sixteen connections of 4 MiB each spread 64 MiB over the
+// cache, so every byte was cold by the time it was copied into a frame
+// (-P 16 at 0.8–0.9× one connection; with unsent bytes bounded, on par, and
+// one connection 6–10 % faster too). What was sent and not yet acknowledged
+// is bounded by the buffer only: the window a long path needs. And once
+// the peer's window is full (it does not read), the whole buffer takes
+// writes, as it would without the bound: a writer that finishes writing
+// before its peer starts reading must not block where it did not.
 const unsentMax = 256 << 10
 
 // sendLimit is how much the send buffer may hold now: its size, and unless
 // that was set (Config.SendBuffer, SetSendBuffer) or a whole message must
-// fit (SizeSendBuffer), no more than unsentMax beyond what was sent.
+// fit (SizeSendBuffer), no more than unsentMax beyond what was sent while
+// the peer's window is open.
 func (e *Engine) sendLimit() int {
-	if !e.capUnsent {
+	if !e.capUnsent || e.sndNxt >= e.peerMaxData {
 		return e.sbuf.limit
 	}
 	return min(e.sbuf.limit, int(e.sndNxt-e.sbuf.una)+unsentMax)

@@ -183,8 +183,9 @@ func TestEngineUnacked(t *testing.T) {
 }
 
 // TestEngineSendBufferUnsent: unless sized, the send buffer holds at most
-// unsentMax unsent; what was sent and not acknowledged counts against its
-// size only. A size set, or SizeSendBuffer, lifts the bound.
+// unsentMax unsent while the peer's window is open; what was sent and not
+// acknowledged counts against its size only. A size set, or
+// SizeSendBuffer, lifts the bound.
 func TestEngineSendBufferUnsent(t *testing.T) {
 	p := newTestPair(t, Config{NoDelay: true}, Config{NoDelay: true})
 	e := p.c
@@ -203,6 +204,14 @@ func TestEngineSendBufferUnsent(t *testing.T) {
 	if n := e.Writable(); n != sent {
 		t.Fatalf("Writable after %d bytes were sent = %d, want %d", sent, n, sent)
 	}
+	// The peer's window full (it does not read): the whole buffer takes
+	// writes, as without the bound.
+	open := e.peerMaxData
+	e.peerMaxData = e.sndNxt
+	if n, want := e.Writable(), DefaultBuffer-unsentMax; n != want {
+		t.Fatalf("Writable with the peer's window full = %d, want %d", n, want)
+	}
+	e.peerMaxData = open
 	e.SetSendBuffer(100 << 10)
 	if n := e.Writable(); n != 0 {
 		t.Fatalf("Writable over a 100 KiB buffer set = %d, want 0", n)
