@@ -326,17 +326,20 @@ func (e *Engine) Writable() int {
 // (-P 16 at 0.8–0.9× one connection; with unsent bytes bounded, on par, and
 // one connection 6–10 % faster too). What was sent and not yet acknowledged
 // is bounded by the buffer only: the window a long path needs. And once
-// the peer's window is full (it does not read), the whole buffer takes
-// writes, as it would without the bound: a writer that finishes writing
-// before its peer starts reading must not block where it did not.
+// the peer holds all it acknowledged and its window is full (it does not
+// read), the whole buffer takes writes, as it would without the bound: a
+// writer that finishes writing before its peer starts reading must not
+// block where it did not. (A window full only while data is in flight,
+// as a slow reader's often is, keeps the bound: lifting it then gave back
+// most of the gain.)
 const unsentMax = 256 << 10
 
 // sendLimit is how much the send buffer may hold now: its size, and unless
 // that was set (Config.SendBuffer, SetSendBuffer) or a whole message must
-// fit (SizeSendBuffer), no more than unsentMax beyond what was sent while
-// the peer's window is open.
+// fit (SizeSendBuffer), no more than unsentMax beyond what was sent, unless
+// the peer acknowledged everything and its window is full.
 func (e *Engine) sendLimit() int {
-	if !e.capUnsent || e.sndNxt >= e.peerMaxData {
+	if !e.capUnsent || e.sndNxt >= e.peerMaxData && e.sndUna == e.sndNxt {
 		return e.sbuf.limit
 	}
 	return min(e.sbuf.limit, int(e.sndNxt-e.sbuf.una)+unsentMax)

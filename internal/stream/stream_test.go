@@ -204,12 +204,21 @@ func TestEngineSendBufferUnsent(t *testing.T) {
 	if n := e.Writable(); n != sent {
 		t.Fatalf("Writable after %d bytes were sent = %d, want %d", sent, n, sent)
 	}
-	// The peer's window full (it does not read): the whole buffer takes
-	// writes, as without the bound.
+	// The peer's window full while data is in flight: still bounded.
+	// Everything acknowledged and the window still full (it does not
+	// read): the whole buffer takes writes, as without the bound.
 	open := e.peerMaxData
 	e.peerMaxData = e.sndNxt
-	if n, want := e.Writable(), DefaultBuffer-unsentMax; n != want {
-		t.Fatalf("Writable with the peer's window full = %d, want %d", n, want)
+	if n := e.Writable(); n != sent {
+		t.Fatalf("Writable with the peer's window full, data in flight = %d, want %d", n, sent)
+	}
+	p.pass(p.s, p.c, false)
+	if e.sndUna != e.sndNxt {
+		t.Fatalf("%d of %d bytes acknowledged", e.sndUna, e.sndNxt)
+	}
+	held := unsentMax - sent // the acknowledged bytes went
+	if n, want := e.Writable(), DefaultBuffer-held; n != want {
+		t.Fatalf("Writable with the peer's window full, all acknowledged = %d, want %d", n, want)
 	}
 	e.peerMaxData = open
 	e.SetSendBuffer(100 << 10)
@@ -217,7 +226,7 @@ func TestEngineSendBufferUnsent(t *testing.T) {
 		t.Fatalf("Writable over a 100 KiB buffer set = %d, want 0", n)
 	}
 	e.SetSendBuffer(8 << 20)
-	if n, want := e.Writable(), 8<<20-unsentMax; n != want {
+	if n, want := e.Writable(), 8<<20-held; n != want {
 		t.Fatalf("Writable of an 8 MiB buffer set = %d, want %d", n, want)
 	}
 	e.SetSendBuffer(0) // back to the default
@@ -226,7 +235,7 @@ func TestEngineSendBufferUnsent(t *testing.T) {
 	}
 	e.SizeSendBuffer()
 	e.SetSendBuffer(0)
-	if n, want := e.Writable(), DefaultBuffer-unsentMax; n != want {
+	if n, want := e.Writable(), DefaultBuffer-held; n != want {
 		t.Fatalf("Writable of a sized buffer = %d, want %d", n, want)
 	}
 }
