@@ -272,6 +272,14 @@ func memStack(h *testHosts, ifname string, mac net.HardwareAddr, cfg Config) *st
 // other names or settings than h's stacks have. h's own stack on that side
 // must not be used alongside: it would hold the same names.
 func sideStack(h *testHosts, side string, cfg Config) *stack {
+	s := newSideStack(h, side, cfg)
+	if h.cleanup != nil {
+		h.cleanup(func() { s.close() })
+	}
+	return s
+}
+
+func newSideStack(h *testHosts, side string, cfg Config) *stack {
 	cfg.EtherType = DefaultEtherType
 	name, mac := h.aIf, h.aMAC
 	if side == "b" {
@@ -414,6 +422,7 @@ func TestDiscoveryPeerRestart(t *testing.T) {
 				&memProvider{seg: h.seg, name: "mem1", mac: h.bMAC, mtu: 1500, host: h.b.baseProvider().(*memProvider).host})
 		} else {
 			b2 = newStack(Config{Name: "host-b"}, packetProvider{ns: h.pair.NetnsB})
+			h.cleanup(func() { b2.close() })
 		}
 		start := time.Now()
 		p, err := b2.listenPacket("myproto", h.bIf+":0")

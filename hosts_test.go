@@ -58,6 +58,9 @@ type testHosts struct {
 	aMAC, bMAC net.HardwareAddr
 	seg        *memlink.Segment // in-memory only
 	pair       *testenv.Pair    // veth only
+	// cleanup registers a function to run when the test ends, before the
+	// link goes: stacks made later on the link (sideStack) close there.
+	cleanup func(func())
 }
 
 // addrB is host b's address for port as seen from a.
@@ -96,14 +99,22 @@ func memHosts(t testing.TB, cfg memlink.Config) *testHosts {
 func vethHosts(t testing.TB, mtu int) *testHosts {
 	t.Helper()
 	p := testenv.NewPair(t, mtu)
-	return &testHosts{
+	h := &testHosts{
 		kind: "veth",
 		a:    newStack(Config{Name: "host-a"}, packetProvider{}),
 		b:    newStack(Config{Name: "host-b"}, packetProvider{ns: p.NetnsB}),
 		aIf:  p.A.Name, bIf: p.B.Name,
 		aMAC: p.A.HardwareAddr, bMAC: p.B.HardwareAddr,
-		pair: p,
+		pair:    p,
+		cleanup: t.Cleanup,
 	}
+	// Before the pair's namespace goes (cleanups run last first): host
+	// b's goroutines (its host agent's, redialing) use it until closed.
+	t.Cleanup(func() {
+		h.a.close()
+		h.b.close()
+	})
+	return h
 }
 
 // onBothLinks runs f on the in-memory link and on veth.

@@ -33,6 +33,7 @@ func TestIntegrationStacksSideBySide(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { a.close(); b.close() })
 		pairs = append(pairs, pair{&Stack{a}, &Stack{b}})
 	}
 	done := make(chan error, len(pairs))
@@ -90,6 +91,7 @@ func TestIntegrationStacksSideBySide(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { s.close() })
 	c := &Stack{s}
 	ln, err := c.Listen("myproto", p.B.Name+":7")
 	if err != nil {
