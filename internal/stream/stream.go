@@ -323,8 +323,8 @@ func (e *Engine) Writable() int {
 // window lets data out. Unsent bytes only wait, and a bulk writer keeps a
 // buffer full: sixteen connections of 4 MiB each spread 64 MiB over the
 // cache, so every byte was cold by the time it was copied into a frame
-// (-P 16 at 0.8–0.9× one connection; with unsent bytes bounded, on par, and
-// one connection 6–10 % faster too). What was sent and not yet acknowledged
+// (-P 16 at 0.8–0.9× one connection; with unsent bytes bounded, 1.1–1.4×,
+// one connection unchanged). What was sent and not yet acknowledged
 // is bounded by the buffer only: the window a long path needs. And once
 // the peer holds all it acknowledged and its window is full (it does not
 // read), the whole buffer takes writes, as it would without the bound: a
