@@ -379,9 +379,8 @@ func TestIntegrationMassClose(t *testing.T) {
 	// buffer is net.core.rmem_max, and the acknowledgments of 10,000 FINs
 	// arriving at once on top of the live stream's window overran it in
 	// about one run in four (1,464 drops once; a run sees 20,000–32,000
-	// frames): what
-	// is lost there is sent again, and the stream must keep moving, as
-	// checked below.
+	// frames): what is lost there is sent again, and the stream must keep
+	// moving, as checked below.
 	allowed := int64(0)
 	if testenv.InUserNamespace() {
 		allowed = (st1["kpkts"] - st0["kpkts"]) / 10 // frames that passed the filter, dropped ones included
