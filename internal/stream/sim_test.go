@@ -1354,7 +1354,7 @@ func TestSimKeepAlive(t *testing.T) {
 	q := newSimPair(t, seed, defaultSimConfig())
 	q.b.listen[80].accept = func(c *simConn) { q.server = c }
 	q.dial(defaultSimConfig())
-	q.n.run(time.Millisecond, nil)
+	q.n.run(5*time.Millisecond, nil) // the confirm acknowledged (delayed ACK)
 	q.kill(q.b, nil)
 	if q.n.run(10*time.Minute, func() bool { return q.client.e.Err() != nil }) {
 		t.Fatalf("idle connection without keepalive failed: %v", q.client.e.Err())

@@ -187,6 +187,7 @@ type Engine struct {
 	largestRTime time.Duration
 	haveRcvd     bool
 	ackEliciting int           // ack-eliciting packets since the last ACK
+	ackBytes     int           // STREAM payload received since the last ACK
 	ackImmediate bool          // send an ACK now
 	ackDeadline  time.Duration // delayed ACK timer; 0 for none
 	challengeAt  time.Duration // last challenge ACK
@@ -557,9 +558,9 @@ func (e *Engine) Receive(now time.Time, flags uint16, body []byte) {
 			return // the stream frame made us reset
 		}
 	}
-	if pv.hasConf {
-		e.ackImmediate = true // let the client know we have state
-	}
+	// The client's confirm is acknowledged in time, not at once: a
+	// client that dialed and wrote has its request on the way, and the
+	// ACK rides on the answer (the client repeats the confirm meanwhile).
 	e.notePacket(t, pn, pv.elicit)
 	e.maybeFinish(t)
 }
@@ -729,7 +730,14 @@ func (e *Engine) onStream(t time.Duration, f *wireFrame) {
 		if !e.peerFin {
 			e.peerFin, e.peerFinOff = true, end
 		}
-		e.ackImmediate = true
+		if e.appClosed {
+			// Nothing of ours will carry the ACK: the peer's close
+			// waits on it.
+			e.ackImmediate = true
+		}
+		// Else, as Linux does (pingpong mode after a FIN), the ACK
+		// waits for what the application answers to the end of the
+		// stream: usually its own FIN, a moment later.
 	} else if e.peerFin && end > e.peerFinOff {
 		e.stats.FlowViolations++
 		return
@@ -745,6 +753,7 @@ func (e *Engine) onStream(t time.Duration, f *wireFrame) {
 		e.ackImmediate = true // out of order, or filling a hole
 	}
 	data := f.data[:hi-off]
+	e.ackBytes += len(data)
 	if e.direct != nil && !e.appClosed && off <= e.rbuf.readOff && hi > e.rbuf.readOff && e.rbuf.readable() == 0 {
 		// The next bytes in order, nothing ahead of them to read, and
 		// a reader waiting: straight into its buffer, up to the first
@@ -903,7 +912,12 @@ func (e *Engine) ackDue(t time.Duration) bool {
 	if e.challenge {
 		return true
 	}
-	return e.ackEliciting > 0 && (e.ackImmediate || e.ackEliciting >= 2 || t >= e.ackDeadline)
+	// Every second packet, as RFC 9000 and Linux do, but only once they
+	// hold more than one full segment (Linux's rule): two small packets
+	// of a request are acknowledged by the answer, not by an ACK of their
+	// own, which costs the sender a system call and the receiver a wake-up
+	// (unlike a kernel's ACK, ours are handled in user space).
+	return e.ackEliciting > 0 && (e.ackImmediate || (e.ackEliciting >= 2 && e.ackBytes > e.segSize()) || t >= e.ackDeadline)
 }
 
 // buildPacket assembles one packet of an established connection: control
@@ -1003,7 +1017,7 @@ func (e *Engine) buildPacket(t time.Duration, out []byte) (n int, probe bool) {
 		if e.challenge {
 			e.stats.ChallengeAcks++
 		}
-		e.ackEliciting, e.ackImmediate, e.ackDeadline, e.challenge = 0, false, 0, false
+		e.ackEliciting, e.ackBytes, e.ackImmediate, e.ackDeadline, e.challenge = 0, 0, false, 0, false
 	}
 	if rec.flags&spMaxData != 0 {
 		e.maxDataPending = false

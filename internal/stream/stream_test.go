@@ -53,6 +53,8 @@ func newTestPair(t testing.TB, ccfg, scfg Config) *testPair {
 	p.s = NewServer(scfg, scid, params, p.now)
 	p.s.Receive(p.now, 0, p.buf[:n])
 	p.flush()
+	// The server acknowledges the confirm on its delayed-ACK timer.
+	p.tick(maxAckDelay)
 	return p
 }
 
@@ -242,6 +244,69 @@ func TestEngineSendBufferUnsent(t *testing.T) {
 
 // TestEngineDataAfterClose: data arriving after Close has no reader: the
 // connection is reset, as TCP does.
+// TestEngineAckRidesOnAnswer: small packets of a request are acknowledged
+// by the answer, and a FIN by the application's own FIN, not by ACKs of
+// their own; two full segments still are, at once; and an ACK nothing
+// carries goes out on the delayed-ACK timer.
+func TestEngineAckRidesOnAnswer(t *testing.T) {
+	p := newTestPair(t, Config{NoDelay: true}, Config{NoDelay: true})
+	base := p.sent
+	for _, b := range []string{"GET ", "/\n"} {
+		p.c.Write([]byte(b))
+		p.flush()
+	}
+	if p.sent[1] != base[1] {
+		t.Fatalf("server sent %d packets for a 2-packet request; want none before it answers", p.sent[1]-base[1])
+	}
+	if got := string(readAll(p.s)); got != "GET /\n" {
+		t.Fatalf("server read %q", got)
+	}
+	p.s.Write([]byte("OK"))
+	p.flush()
+	if p.sent[1] != base[1]+1 || p.c.awaitingAck() {
+		t.Fatalf("answer: server sent %d packets, client still awaiting an ACK: %v; want 1, false", p.sent[1]-base[1], p.c.awaitingAck())
+	}
+	readAll(p.c)
+
+	// The client's FIN: its ACK waits for the server's FIN.
+	base = p.sent
+	p.c.Close()
+	p.flush()
+	if p.sent[1] != base[1] {
+		t.Fatalf("server sent %d packets for the FIN before it closed", p.sent[1]-base[1])
+	}
+	readAll(p.s)
+	p.s.Close()
+	p.flush()
+	if p.sent[1] != base[1]+1 || p.c.awaitingAck() {
+		t.Fatalf("close: server sent %d packets, client awaiting an ACK: %v; want 1 (FIN and ACK), false", p.sent[1]-base[1], p.c.awaitingAck())
+	}
+	if p.s.awaitingAck() {
+		t.Fatal("the client, closed, did not acknowledge the server's FIN at once")
+	}
+
+	// Two full segments are acknowledged at once; one small packet on
+	// the timer.
+	q := newTestPair(t, Config{NoDelay: true}, Config{NoDelay: true})
+	base = q.sent
+	q.c.Write(make([]byte, 2*q.c.segSize()))
+	q.flush()
+	if q.sent[1] == base[1] || q.c.awaitingAck() {
+		t.Fatalf("two full segments: server sent %d packets; want an ACK at once", q.sent[1]-base[1])
+	}
+	base = q.sent
+	q.c.Write([]byte("x"))
+	q.flush()
+	q.tick(maxAckDelay / 2)
+	if q.sent[1] != base[1] {
+		t.Fatal("one small packet acknowledged before the delayed-ACK timer")
+	}
+	q.tick(maxAckDelay / 2)
+	if q.sent[1] != base[1]+1 || q.c.awaitingAck() {
+		t.Fatalf("delayed ACK: server sent %d packets after %v; want 1", q.sent[1]-base[1], maxAckDelay)
+	}
+}
+
 func TestEngineDataAfterClose(t *testing.T) {
 	p := newTestPair(t, Config{NoDelay: true}, Config{NoDelay: true})
 	if p.c.Close() {
