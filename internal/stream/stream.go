@@ -730,9 +730,9 @@ func (e *Engine) onStream(t time.Duration, f *wireFrame) {
 		if !e.peerFin {
 			e.peerFin, e.peerFinOff = true, end
 		}
-		if e.appClosed {
-			// Nothing of ours will carry the ACK: the peer's close
-			// waits on it.
+		if e.finQueued {
+			// Our FIN is written already: nothing of ours will
+			// carry the ACK, and the peer's close waits on it.
 			e.ackImmediate = true
 		}
 		// Else, as Linux does (pingpong mode after a FIN), the ACK

@@ -285,6 +285,18 @@ func TestEngineAckRidesOnAnswer(t *testing.T) {
 		t.Fatal("the client, closed, did not acknowledge the server's FIN at once")
 	}
 
+	// A side that shut its writing down first acknowledges the FIN at
+	// once: nothing of its own will carry the ACK.
+	h := newTestPair(t, Config{NoDelay: true}, Config{NoDelay: true})
+	h.s.CloseWrite()
+	h.flush()
+	base = h.sent
+	h.c.CloseWrite()
+	h.flush()
+	if h.sent[1] != base[1]+1 || h.c.awaitingAck() {
+		t.Fatalf("half-closed server: sent %d packets for the client's FIN; want an ACK at once", h.sent[1]-base[1])
+	}
+
 	// Two full segments are acknowledged at once; one small packet on
 	// the timer.
 	q := newTestPair(t, Config{NoDelay: true}, Config{NoDelay: true})
