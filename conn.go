@@ -192,8 +192,8 @@ func (c *Conn) armTimerLocked() {
 }
 
 // onTimer runs the engine's timers that are due and collects what they
-// send into q; the timer queue calls it, possibly early (a deadline that
-// moved later), when nothing is due yet.
+// send into q; the timer queue calls it, possibly when nothing is due (the
+// deadline moved after the queue took the connection off its heap).
 func (c *Conn) onTimer(q *connTx) {
 	c.mu.Lock()
 	if c.done {

@@ -73,11 +73,16 @@ func newTimerQueue(wg *sync.WaitGroup) *timerQueue {
 	return &timerQueue{wg: wg, kick: make(chan struct{}, 1)}
 }
 
-// set arms c's timer for at, or disarms it if at is zero. A deadline later
-// than the one queued keeps the earlier one: when that fires, the connection
-// finds nothing due and arms the later one (see Conn.onTimer). Moving a
-// deadline later thus costs nothing, which is what most moves do (every
-// acknowledgment pushes the probe timeout back).
+// set arms c's timer for at, or disarms it if at is zero.
+//
+// A deadline that moves later moves in the heap too, and the goroutine's
+// timer follows it if it was the earliest: left in place, the old deadline
+// fired for nothing, a wake-up of the goroutine and of a thread for it. A
+// connection of one request and one answer had one such wake-up in two (the
+// delayed ACK its answer carried, the probe timeout of the answer the next
+// request acknowledged), a stream one per probe timeout that ACKs pushed
+// back. A move later is a sift-down and, for the earliest, a Reset of a
+// timer that only moves later, which wakes nobody.
 func (q *timerQueue) set(c *Conn, at time.Time) {
 	ns := slack(int64(at.Sub(timerEpoch)), int64(time.Since(timerEpoch)))
 	q.mu.Lock()
@@ -97,7 +102,15 @@ func (q *timerQueue) set(c *Conn, at time.Time) {
 			}
 		}
 		return
-	case ts.idx >= 0 && ns >= q.h[ts.idx].at:
+	case ts.idx >= 0 && ns == q.h[ts.idx].at:
+		return
+	case ts.idx >= 0 && ns > q.h[ts.idx].at:
+		head := ts.idx == 0
+		q.h[ts.idx].at = ns
+		q.h.down(ts.idx)
+		if head && q.t != nil {
+			q.t.Reset(time.Duration(max(q.h[0].at-int64(time.Since(timerEpoch)), 0)))
+		}
 		return
 	case ts.idx >= 0:
 		q.h[ts.idx].at = ns

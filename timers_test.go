@@ -2,6 +2,7 @@ package myproto
 
 import (
 	"math/rand/v2"
+	"sync"
 	"testing"
 	"time"
 )
@@ -76,5 +77,40 @@ func TestTimerHeap(t *testing.T) {
 			h.up(c.tslot.idx)
 		}
 		check()
+	}
+}
+
+// TestTimerQueueMovesLater: a deadline moved later moves in the heap, and
+// the goroutine's timer follows the earliest, so the old deadline does not
+// fire for nothing.
+func TestTimerQueueMovesLater(t *testing.T) {
+	var wg sync.WaitGroup
+	q := newTimerQueue(&wg)
+	q.running = true // no goroutine: the test watches its timer instead
+	q.t = time.NewTimer(time.Hour)
+	defer q.t.Stop()
+	a, b := &Conn{tslot: timerSlot{idx: -1}}, &Conn{tslot: timerSlot{idx: -1}}
+	now := time.Now()
+	q.set(a, now.Add(10*time.Millisecond))
+	q.set(b, now.Add(20*time.Millisecond))
+	q.set(a, now.Add(time.Second))
+	if q.h[0].c != b {
+		t.Fatal("a connection whose deadline moved later is still first")
+	}
+	if at := q.h[a.tslot.idx].at; at < int64(now.Add(time.Second).Sub(timerEpoch)) {
+		t.Fatalf("moved to %v, queued for %v", time.Second, time.Duration(at-int64(now.Sub(timerEpoch))))
+	}
+	q.set(b, now.Add(500*time.Millisecond))
+	select {
+	case <-q.t.C:
+		t.Fatal("the goroutine's timer fired at a deadline that had moved later")
+	case <-time.After(100 * time.Millisecond):
+	}
+	// Earlier still resets it.
+	q.set(b, now.Add(time.Millisecond))
+	select {
+	case <-q.t.C:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the goroutine's timer did not follow a deadline moved earlier")
 	}
 }
