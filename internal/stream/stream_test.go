@@ -242,8 +242,6 @@ func TestEngineSendBufferUnsent(t *testing.T) {
 	}
 }
 
-// TestEngineDataAfterClose: data arriving after Close has no reader: the
-// connection is reset, as TCP does.
 // TestEngineAckRidesOnAnswer: small packets of a request are acknowledged
 // by the answer, and a FIN by the application's own FIN, not by ACKs of
 // their own; two full segments still are, at once; and an ACK nothing
@@ -319,6 +317,8 @@ func TestEngineAckRidesOnAnswer(t *testing.T) {
 	}
 }
 
+// TestEngineDataAfterClose: data arriving after Close has no reader: the
+// connection is reset, as TCP does.
 func TestEngineDataAfterClose(t *testing.T) {
 	p := newTestPair(t, Config{NoDelay: true}, Config{NoDelay: true})
 	if p.c.Close() {
