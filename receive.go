@@ -68,6 +68,10 @@ type rxState struct {
 	streak   int
 	owner    atomic.Pointer[driver]
 	ownerAt  atomic.Int64
+	// grants counts the times an Accept made a Read the owner: unlike
+	// owner, which the next Accept clears once the owner has been quiet
+	// for driveGrace, it shows that a yield happened at all.
+	grants atomic.Uint64
 
 	mu   sync.Mutex     // held to read the link and handle what came
 	ms   []link.Message // the batch's buffers, under mu
@@ -357,6 +361,7 @@ func (rx *rxState) noteAccept(mine bool) {
 	if rx.streak >= yieldAfter {
 		rx.owner.Store(rx.streakOf)
 		rx.ownerAt.Store(int64(time.Since(timerEpoch)))
+		rx.grants.Add(1)
 		rx.streakOf, rx.streak = nil, 0
 	}
 }
