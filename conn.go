@@ -238,7 +238,10 @@ func (c *Conn) resetWith(err error) {
 // kill resets the connection and retires it at once, as its stack closes:
 // blocked and later calls fail with net.ErrClosed.
 func (c *Conn) kill() {
-	c.closeOnce.Do(func() { close(c.closed) })
+	c.closeOnce.Do(func() {
+		close(c.closed)
+		c.stopDeadlines()
+	})
 	c.mu.Lock()
 	if !c.done {
 		c.e.Abort()
@@ -473,6 +476,7 @@ func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
 		first = true
 		close(c.closed)
+		c.stopDeadlines()
 		c.kickDriver()
 		c.ep.rx.disown(&c.rdrv)
 		c.mu.Lock()
@@ -566,6 +570,13 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 	c.wd.set(t)
 	c.ep.kick(&c.wdrv)
 	return nil
+}
+
+// stopDeadlines stops the deadline timers of a closed connection (see
+// deadline.stop).
+func (c *Conn) stopDeadlines() {
+	c.rd.stop()
+	c.wd.stop()
 }
 
 func (c *Conn) setCheck() error {

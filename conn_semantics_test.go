@@ -825,3 +825,53 @@ func TestConnLinger(t *testing.T) {
 		}
 	})
 }
+
+// TestCloseStopsDeadlineTimers: Close stops the timers of the deadlines set
+// on a connection, its listener and a datagram socket, as Go's sockets do,
+// even a deadline set while Close runs: a closed server connection with a
+// 10 s read deadline must not keep a runtime timer for 10 s (thousands of
+// them made every timer reset walk the scheduler's heap).
+func TestCloseStopsDeadlineTimers(t *testing.T) {
+	h := memHosts(t, memlink.Config{Seed: 1})
+	ln := listenB(t, h, nil)
+	c, s := streamPair(t, h, ln)
+	far := time.Now().Add(time.Hour)
+	for _, x := range []interface{ SetDeadline(time.Time) error }{c, s, ln} {
+		if err := x.SetDeadline(far); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pc, err := h.a.listenPacket("myproto", h.aIf+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pc.SetDeadline(far); err != nil {
+		t.Fatal(err)
+	}
+	armed := func(d *deadline) bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.timer != nil
+	}
+	ds := map[string]*deadline{"client read": &c.rd, "client write": &c.wd, "server read": &s.rd,
+		"server write": &s.wd, "listener": &ln.dl, "datagram read": &pc.rd, "datagram write": &pc.wd}
+	for name, d := range ds {
+		if !armed(d) {
+			t.Fatalf("%s deadline: no timer before Close", name)
+		}
+	}
+	c.Close()
+	s.Close()
+	ln.Close()
+	pc.Close()
+	for name, d := range ds {
+		if armed(d) {
+			t.Errorf("%s deadline: timer still armed after Close", name)
+		}
+	}
+	// A set that passed its closed check before Close arms nothing after.
+	c.rd.set(far)
+	if armed(&c.rd) {
+		t.Error("a deadline set after Close armed a timer")
+	}
+}

@@ -19,6 +19,7 @@ type deadline struct {
 	at     time.Time // the deadline set; zero: none
 	timer  *time.Timer
 	cancel chan struct{} // closed when the deadline has passed; nil while none was set
+	closed bool          // the connection closed: no timer any more (see stop)
 }
 
 func makeDeadline() deadline {
@@ -30,6 +31,9 @@ func (d *deadline) set(t time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.at = t
+	if d.closed {
+		return // a set racing with Close: calls fail with ErrClosed anyway
+	}
 
 	// A timer that already fired has closed cancel; one we stop in time has not.
 	if d.timer != nil && !d.timer.Stop() {
@@ -58,6 +62,22 @@ func (d *deadline) set(t time.Time) {
 	}
 	if !closed {
 		close(d.cancel)
+	}
+}
+
+// stop stops the deadline's timer, as Close does: calls on a closed
+// connection fail at once whatever the deadline, and a timer left running
+// would stay in the runtime's timer heap until the deadline, where every
+// timer moved earlier costs the scheduler a walk over all of them (a server
+// setting a 10 s read deadline per connection had thousands there, as
+// net/http's ReadTimeout would). Go's own sockets stop theirs on Close too.
+func (d *deadline) stop() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.closed = true
+	if d.timer != nil {
+		d.timer.Stop()
+		d.timer = nil
 	}
 }
 

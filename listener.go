@@ -283,6 +283,7 @@ func (ln *Listener) Close() error {
 	ln.once.Do(func() {
 		first = true
 		close(ln.closed)
+		ln.dl.stop()
 		ln.kickAccept()
 		ln.mu.Lock()
 		q := ln.queue

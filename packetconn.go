@@ -359,6 +359,8 @@ func (c *PacketConn) Close() error {
 		first = true
 		c.mu.Lock()
 		close(c.closed)
+		c.rd.stop()
+		c.wd.stop()
 		for d := c.pop(); d != nil; d = c.pop() {
 			putDatagram(d)
 		}
