@@ -15,11 +15,11 @@ import (
 // deadline is set or a call waits, so a connection nobody reads or writes
 // (idle ones held by the thousand) allocates none.
 type deadline struct {
-	mu     sync.Mutex
-	at     time.Time // the deadline set; zero: none
-	timer  *time.Timer
-	cancel chan struct{} // closed when the deadline has passed; nil while none was set
-	closed bool          // the connection closed: no timer any more (see stop)
+	mu      sync.Mutex
+	at      time.Time // the deadline set; zero: none
+	timer   *time.Timer
+	cancel  chan struct{} // closed when the deadline has passed; nil while none was set
+	stopped bool          // the connection closed: no timer any more (see stop)
 }
 
 func makeDeadline() deadline {
@@ -31,7 +31,7 @@ func (d *deadline) set(t time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.at = t
-	if d.closed {
+	if d.stopped {
 		return // a set racing with Close: calls fail with ErrClosed anyway
 	}
 
@@ -74,7 +74,7 @@ func (d *deadline) set(t time.Time) {
 func (d *deadline) stop() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.closed = true
+	d.stopped = true
 	if d.timer != nil {
 		d.timer.Stop()
 		d.timer = nil
