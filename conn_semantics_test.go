@@ -851,7 +851,7 @@ func TestCloseStopsDeadlineTimers(t *testing.T) {
 	armed := func(d *deadline) bool {
 		d.mu.Lock()
 		defer d.mu.Unlock()
-		return d.timer != nil
+		return d.armed || d.timer != nil
 	}
 	ds := map[string]*deadline{"client read": &c.rd, "client write": &c.wd, "server read": &s.rd,
 		"server write": &s.wd, "listener": &ln.dl, "datagram read": &pc.rd, "datagram write": &pc.wd}
@@ -874,4 +874,44 @@ func TestCloseStopsDeadlineTimers(t *testing.T) {
 	if armed(&c.rd) {
 		t.Error("a deadline set after Close armed a timer")
 	}
+}
+
+// TestDeadlineMoves: a deadline moved before it passed re-arms its timer
+// without allocating (net/http moves a connection's read deadline for every
+// request), and passes all the same: moved, cleared and set again, after it
+// passed, and set in the past.
+func TestDeadlineMoves(t *testing.T) {
+	var d deadline
+	d.set(time.Now().Add(time.Hour))
+	if a := testing.AllocsPerRun(100, func() { d.set(time.Now().Add(time.Hour)) }); a != 0 {
+		t.Errorf("moving a deadline allocates %v times", a)
+	}
+	passes := func(what string) {
+		t.Helper()
+		select {
+		case <-d.wait():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: the deadline did not pass", what)
+		}
+	}
+	d.set(time.Now().Add(time.Millisecond))
+	passes("moved")
+	d.set(time.Time{})
+	if d.expired() {
+		t.Fatal("cleared, yet expired")
+	}
+	d.set(time.Now().Add(time.Hour))
+	d.set(time.Time{})
+	d.set(time.Now().Add(time.Millisecond))
+	passes("cleared and set again")
+	d.set(time.Now().Add(time.Hour))
+	if d.expired() {
+		t.Fatal("moved into the future after it passed, yet expired")
+	}
+	d.set(time.Now().Add(-time.Second))
+	if !d.expired() {
+		t.Fatal("a deadline in the past has not passed")
+	}
+	d.set(time.Now().Add(time.Millisecond))
+	passes("after one in the past")
 }

@@ -15,9 +15,14 @@ import (
 // deadline is set or a call waits, so a connection nobody reads or writes
 // (idle ones held by the thousand) allocates none.
 type deadline struct {
-	mu      sync.Mutex
-	at      time.Time // the deadline set; zero: none
+	mu sync.Mutex
+	at time.Time // the deadline set; zero: none
+	// timer closes cancel when it fires. Stopped in time, it is kept and
+	// reset for the next deadline: net/http moves a connection's read
+	// deadline for every request, and a new timer each time would
+	// allocate. It is dropped whenever cancel is closed or replaced.
 	timer   *time.Timer
+	armed   bool          // timer runs
 	cancel  chan struct{} // closed when the deadline has passed; nil while none was set
 	stopped bool          // the connection closed: no timer any more (see stop)
 }
@@ -35,13 +40,18 @@ func (d *deadline) set(t time.Time) {
 		return // a set racing with Close: calls fail with ErrClosed anyway
 	}
 
-	// A timer that already fired has closed cancel; one we stop in time has not.
-	if d.timer != nil && !d.timer.Stop() {
-		<-d.cancel // wait for the firing timer's close to be visible
+	// A timer that already fired has closed cancel; one we stop in time has
+	// not, and can be reset.
+	if d.armed {
+		d.armed = false
+		if !d.timer.Stop() {
+			<-d.cancel // wait for the firing timer's close to be visible
+		}
 	}
-	d.timer = nil
-
 	closed := isClosedChan(d.cancel)
+	if closed {
+		d.timer = nil // it would close a closed channel
+	}
 	if t.IsZero() {
 		if closed {
 			d.cancel = make(chan struct{})
@@ -52,8 +62,13 @@ func (d *deadline) set(t time.Time) {
 		if closed || d.cancel == nil {
 			d.cancel = make(chan struct{})
 		}
-		cancel := d.cancel
-		d.timer = time.AfterFunc(dur, func() { close(cancel) })
+		if d.timer == nil {
+			cancel := d.cancel
+			d.timer = time.AfterFunc(dur, func() { close(cancel) })
+		} else {
+			d.timer.Reset(dur)
+		}
+		d.armed = true
 		return
 	}
 	// A deadline in the past fails calls at once.
@@ -62,6 +77,7 @@ func (d *deadline) set(t time.Time) {
 	}
 	if !closed {
 		close(d.cancel)
+		d.timer = nil
 	}
 }
 
@@ -75,10 +91,10 @@ func (d *deadline) stop() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.stopped = true
-	if d.timer != nil {
+	if d.armed {
 		d.timer.Stop()
-		d.timer = nil
 	}
+	d.timer, d.armed = nil, false
 }
 
 // wait returns a channel that is closed when the deadline passes.
