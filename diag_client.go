@@ -112,8 +112,10 @@ type DiagError struct {
 	Err error
 }
 
+// Error says which process failed and how.
 func (e *DiagError) Error() string { return fmt.Sprintf("myproto: process %d: %v", e.PID, e.Err) }
 
+// Unwrap returns Err, for errors.Is and errors.As.
 func (e *DiagError) Unwrap() error { return e.Err }
 
 // errRefused is what a stack that refused the caller says.

@@ -35,17 +35,18 @@ const (
 	// EventNameConflict: another station claims one of the stack's own
 	// names (Kept says whether the stack kept it).
 	EventNameConflict
-	// EventLinkDown and EventLinkUp: an interface the stack uses went
-	// down (or was deleted) or came back up.
+	// EventLinkDown: an interface the stack uses went down or was
+	// deleted.
 	EventLinkDown
+	// EventLinkUp: it came back up.
 	EventLinkUp
 	// EventLinkMTU: its MTU changed (MTU).
 	EventLinkMTU
 	// EventLinkAddr: its MAC changed (HardwareAddr).
 	EventLinkAddr
-	// EventListen and EventListenClose: a listener or datagram socket
-	// opened or closed (Proto, Local).
+	// EventListen: a listener or datagram socket opened (Proto, Local).
 	EventListen
+	// EventListenClose: one closed (Proto, Local).
 	EventListenClose
 	// EventConnEstablished: a stream connection completed its handshake.
 	EventConnEstablished
