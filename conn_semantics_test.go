@@ -239,6 +239,16 @@ func TestConnHalfClose(t *testing.T) {
 			if _, err := io.ReadFull(s, b); err != nil || string(b) != "still here" {
 				t.Fatalf("after CloseRead: %q, %v", b, err)
 			}
+			// What the peer sends now is thrown away, so its window stays
+			// open: more than the receive buffer gets through, and Read
+			// still ends.
+			s.SetWriteDeadline(time.Now().Add(20 * time.Second))
+			if n, err := s.Write(make([]byte, 3*stream.DefaultBuffer)); err != nil {
+				t.Fatalf("peer's Write after CloseRead: %d bytes, %v", n, err)
+			}
+			if n, err := c.Read(b); n != 0 || err != io.EOF {
+				t.Fatalf("Read after CloseRead and more data: %d, %v", n, err)
+			}
 		})
 	})
 }
