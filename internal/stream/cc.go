@@ -41,13 +41,39 @@ type congestionController interface {
 type rttEstimator struct {
 	latest, min, smoothed, variance time.Duration
 	hasSample                       bool
+	// seeded says the values are the peer's word (a server's, from the
+	// client's CONFIRM), not a sample of ours. Anyone who completes a
+	// handshake can claim any RTT, up to 71 minutes: the first sample of
+	// ours replaces the claim, and until one comes the claim does not
+	// stretch the timeouts a silent peer is given (floor).
+	seeded bool
 }
 
-// init seeds the estimator with a first estimate, as from the handshake.
+// init starts the estimator from a first sample of ours, as the client's
+// from its SYN to the SYN-ACK.
 func (r *rttEstimator) init(rtt time.Duration) {
 	rtt = max(rtt, time.Nanosecond)
 	r.latest, r.min, r.smoothed, r.variance = rtt, rtt, rtt, rtt/2
-	r.hasSample = true
+	r.hasSample, r.seeded = true, false
+}
+
+// seed starts it from the peer's estimate, capped at maxSeedRTT: probe
+// timeouts start from it, saving a slow path the handshake's spurious
+// probes, but nothing else trusts it.
+func (r *rttEstimator) seed(rtt time.Duration) {
+	r.init(min(rtt, maxSeedRTT))
+	r.seeded = true
+}
+
+// floor is the smoothed RTT that the user and keepalive timeouts stretch
+// to cover (userTimeoutRTTs of it): 0 while only seeded, and at most
+// maxFloorRTT, so that a peer that inflated our samples by holding back
+// its ACKs and then went silent is still given up on within minutes.
+func (r *rttEstimator) floor() time.Duration {
+	if r.seeded {
+		return 0
+	}
+	return min(r.smoothed, maxFloorRTT)
 }
 
 // update takes an RTT sample and the peer's reported ACK delay, already
@@ -55,7 +81,7 @@ func (r *rttEstimator) init(rtt time.Duration) {
 func (r *rttEstimator) update(sample, ackDelay time.Duration) {
 	sample = max(sample, time.Nanosecond)
 	r.latest = sample
-	if !r.hasSample {
+	if !r.hasSample || r.seeded {
 		r.init(sample)
 		return
 	}

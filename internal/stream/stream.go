@@ -59,6 +59,8 @@ const (
 	minResetLinger    = 250 * time.Millisecond // how long an engine that sent RST answers stray packets
 	minTimeWait       = 100 * time.Millisecond // TIME-WAIT lasts this or 3 PTOs, whichever is longer
 	userTimeoutRTTs   = 4                      // the user timeout lasts at least this many smoothed RTTs
+	maxFloorRTT       = time.Minute            // ... counting at most this much of each (rttEstimator.floor)
+	maxSeedRTT        = 10 * time.Second       // a client's claimed RTT is capped at this (rttEstimator.seed)
 	verifyInterval    = 100 * time.Millisecond // at most one Verify probe per this, per connection
 	idleCompact       = time.Second            // quiet this long, a connection gives back memory (compact)
 	// A keepalive PING unanswered for this long (or the keepalive period,
@@ -255,7 +257,7 @@ func NewServer(cfg Config, localCID uint64, p HandshakeParams, now time.Time) *E
 		e.rcvWindow = max(e.rcvWindow, e.rcvMaxAdv)
 	}
 	if p.rtt > 0 {
-		e.rtt.init(p.rtt)
+		e.rtt.seed(p.rtt)
 	}
 	e.establish(e.clock(now), p.peerMaxPacket)
 	return e
@@ -888,7 +890,7 @@ func (e *Engine) buildReset(t time.Duration, out []byte) int {
 // shorter timeout would give up on a live peer before its answers to them
 // could come back.
 func (e *Engine) userTimeout() time.Duration {
-	return max(e.cfg.UserTimeout, userTimeoutRTTs*e.rtt.smoothed)
+	return max(e.cfg.UserTimeout, userTimeoutRTTs*e.rtt.floor())
 }
 
 // awaitingAck reports whether data or frames we sent are unacknowledged:
@@ -1195,7 +1197,7 @@ func (e *Engine) keepAliveIdle() time.Duration {
 // starved of CPU, RTT samples reach seconds; a probe timeout shorter than
 // the RTT would fail a live connection whose answer is merely queued.
 func (e *Engine) keepAliveTimeout() time.Duration {
-	return max(min(e.cfg.KeepAlive, keepAliveProbeTimeout), userTimeoutRTTs*e.rtt.smoothed)
+	return max(min(e.cfg.KeepAlive, keepAliveProbeTimeout), userTimeoutRTTs*e.rtt.floor())
 }
 
 // mix64 is splitmix64's finaliser: a cheap, well-spread hash.

@@ -3,6 +3,7 @@ package stream
 import (
 	"bytes"
 	"errors"
+	"math"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -1015,4 +1016,88 @@ func TestEngineReadInto(t *testing.T) {
 		t.Fatalf("%d receive chunks held with everything read", held)
 	}
 	t.Logf("%d of %d bytes placed directly", direct, len(data))
+}
+
+// TestEngineClaimedRTT: a client's CONFIRM may claim any RTT (up to 71
+// minutes). The server starts its probe timeouts from the claim, capped,
+// but a client that then goes silent is given up on within the server's
+// own user timeout or keepalive time, and the first sample of the server's
+// own replaces the claim.
+func TestEngineClaimedRTT(t *testing.T) {
+	claimed := time.Duration(math.MaxUint32) * time.Microsecond
+	// pair completes a handshake whose CONFIRM claims the RTT above; the
+	// server's packets go nowhere until answer is set.
+	pair := func(scfg Config) (c, s *Engine, now time.Time) {
+		jar := NewCookieJar([]byte("test"), pooled(scfg))
+		now = simEpoch
+		buf, out := make([]byte, 65536), make([]byte, 65536)
+		c = NewClient(pooled(Config{}), 0xc11e47, now)
+		n, _, _ := c.NextPacket(now, buf)
+		k, _, ok := jar.RespondSYN(now, testMAC, 1000, 80, buf[:n], out)
+		if !ok {
+			t.Fatal("no SYN-ACK")
+		}
+		c.Receive(now, 0, out[:k])
+		c.confirm.rttMicros = math.MaxUint32
+		n, _, scid := c.NextPacket(now, buf)
+		params, ok := jar.Accept(now, testMAC, 1000, 80, scid, buf[:n])
+		if !ok {
+			t.Fatal("third packet not accepted")
+		}
+		s = NewServer(pooled(scfg), scid, params, now)
+		s.Receive(now, 0, buf[:n])
+		return c, s, now
+	}
+	// silent runs the server's timers, sending into the void, until it
+	// fails or limit passes, and returns how long that took.
+	silent := func(s *Engine, now time.Time, limit time.Duration) time.Duration {
+		start, buf := now, make([]byte, 65536)
+		for now.Sub(start) < limit && s.Err() == nil {
+			for n, _, _ := s.NextPacket(now, buf); n > 0; n, _, _ = s.NextPacket(now, buf) {
+			}
+			at := s.NextTimer()
+			if at.IsZero() {
+				t.Fatalf("no timer armed after %v", now.Sub(start))
+			}
+			now = at
+			s.OnTimer(now)
+		}
+		return now.Sub(start)
+	}
+
+	t.Run("user timeout", func(t *testing.T) {
+		_, s, now := pair(Config{UserTimeout: 5 * time.Second})
+		if srtt := s.Info(now).SRTT; srtt > maxSeedRTT {
+			t.Errorf("server's srtt %v from a claim of %v, want at most %v", srtt, claimed, maxSeedRTT)
+		}
+		s.Write([]byte("answer nobody acknowledges"))
+		took := silent(s, now, time.Hour)
+		if !errors.Is(s.Err(), ErrTimeout) || took > 5*time.Second+maxSeedRTT {
+			t.Fatalf("silent client: %v after %v, want ETIMEDOUT within the 5 s user timeout and a probe", s.Err(), took)
+		}
+	})
+	t.Run("keepalive", func(t *testing.T) {
+		_, s, now := pair(Config{KeepAlive: 2 * time.Second})
+		took := silent(s, now, time.Hour)
+		if !errors.Is(s.Err(), ErrTimeout) || took > 2*time.Second+keepAliveProbeTimeout+time.Second {
+			t.Fatalf("silent idle client: %v after %v, want ETIMEDOUT within keepalive and its probe timeout", s.Err(), took)
+		}
+	})
+	t.Run("sample replaces the claim", func(t *testing.T) {
+		c, s, now := pair(Config{NoDelay: true})
+		buf := make([]byte, 65536)
+		s.Write([]byte("hello"))
+		n, _, _ := s.NextPacket(now, buf)
+		now = now.Add(time.Millisecond)
+		c.Receive(now, 0, buf[:n])
+		c.Write([]byte("answer")) // carries the ACK at once
+		n, _, _ = c.NextPacket(now, buf)
+		if n == 0 {
+			t.Fatal("client sent nothing")
+		}
+		s.Receive(now, 0, buf[:n])
+		if srtt := s.Info(now).SRTT; srtt > 10*time.Millisecond {
+			t.Errorf("server's srtt %v after a 1 ms sample, want the sample", srtt)
+		}
+	})
 }
