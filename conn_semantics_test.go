@@ -925,3 +925,61 @@ func TestDeadlineMoves(t *testing.T) {
 	d.set(time.Now().Add(time.Millisecond))
 	passes("after one in the past")
 }
+
+// TestConnGroupSYNIgnored sends a listener the same SYN twice from a third
+// station, first to the broadcast address and then to the listener's own:
+// only the second is answered. Streams are unicast; a stack answering SYNs
+// to a group would let one forged frame draw a SYN-ACK from every listener
+// on the segment at its claimed sender.
+func TestConnGroupSYNIgnored(t *testing.T) {
+	watchdog(t)
+	h := memHosts(t, memlink.Config{Seed: 1})
+	ln := listenB(t, h, nil)
+	evilMAC := net.HardwareAddr{0x02, 0x00, 0x5e, 0x10, 0x00, 0x66}
+	evil := h.seg.Attach("evil", evilMAC)
+	defer evil.Close()
+	got := make(chan header, 64)
+	go func() {
+		ms := []link.Message{{Buf: make([]byte, 2048)}}
+		for {
+			if _, err := evil.ReadBatch(ms); err != nil {
+				return
+			}
+			hd, _, reason := parseFrame(ms[0].Buf[:ms[0].N], DefaultEtherType)
+			if reason == dropNone && hd.typ == typeStream {
+				got <- hd
+			}
+		}
+	}()
+	syn := func(dst net.HardwareAddr, cid uint64) {
+		t.Helper()
+		body := make([]byte, 512)
+		n, flags, _ := stream.NewClient(stream.Config{}, cid, time.Now()).NextPacket(time.Now(), body)
+		hd := header{etherType: DefaultEtherType, typ: typeStream, flags: flags, srcPort: 4000, dstPort: ln.Addr().(*Addr).Port}
+		copy(hd.dst[:], dst)
+		copy(hd.src[:], evilMAC)
+		f := make([]byte, offBody+n)
+		copy(f[offBody:], body[:n])
+		f = f[:marshalFrame(f, &hd, n)]
+		if _, err := evil.WriteBatch([]link.Message{{Buf: f, N: len(f)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const toGroup, toUs = 0xb10adca57, 0x1111
+	syn(net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, toGroup)
+	syn(h.bMAC, toUs)
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case hd := <-got:
+			switch hd.connID {
+			case toGroup:
+				t.Fatal("a SYN to the broadcast address was answered")
+			case toUs:
+				return // answered in order: the broadcast one was not
+			}
+		case <-timeout:
+			t.Fatal("the unicast SYN was not answered either: the test sees nothing")
+		}
+	}
+}

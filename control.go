@@ -130,6 +130,13 @@ func (ep *endpoint) controlInput(frame []byte) {
 // controlStream handles a SYN, or a probe the host agent receives for a
 // port no process holds.
 func (s *stack) controlStream(ep *endpoint, h *header, body []byte) dropReason {
+	if h.dst[0]&1 != 0 {
+		// Streams are unicast. Answering a SYN or probe sent to a group
+		// would have every stack on the segment reflect one forged frame
+		// at its claimed sender, as TCP ignores a SYN to a broadcast
+		// address.
+		return dropNotForUs
+	}
 	b := s.lookup(h.dstPort)
 	agent, _ := s.hostRef.Load().isAgent()
 	switch {

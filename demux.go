@@ -22,6 +22,8 @@ func (s *stack) demux(ep *endpoint, h *header, body []byte) dropReason {
 		return b.pc.deliver(ep, h, body)
 	case typeStream:
 		switch {
+		case h.dst[0]&1 != 0:
+			return dropNotForUs // streams are unicast: see controlStream
 		case h.flags&stream.FlagSYN != 0:
 			// The control socket's: the data socket's filter passes
 			// none but while it is being replaced.
