@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -981,5 +982,116 @@ func TestConnGroupSYNIgnored(t *testing.T) {
 		case <-timeout:
 			t.Fatal("the unicast SYN was not answered either: the test sees nothing")
 		}
+	}
+}
+
+// TestConnReplayedFirstPacket: a client's first packet after the SYN-ACK
+// (CONFIRM, a request and its FIN) makes one connection. Replayed once that
+// connection has ended, within the cookie's lifetime, it must not make
+// another: the server answers with a stateless reset, as TCP resets a
+// replayed segment of a closed connection.
+func TestConnReplayedFirstPacket(t *testing.T) {
+	watchdog(t)
+	h := memHosts(t, memlink.Config{Seed: 1})
+	ln := listenB(t, h, nil)
+	evilMAC := net.HardwareAddr{0x02, 0x00, 0x5e, 0x10, 0x00, 0x66}
+	evil := h.seg.Attach("evil", evilMAC)
+	defer evil.Close()
+	got := make(chan []byte, 64)
+	go func() {
+		ms := []link.Message{{Buf: make([]byte, 2048)}}
+		for {
+			if _, err := evil.ReadBatch(ms); err != nil {
+				return
+			}
+			got <- slices.Clone(ms[0].Buf[:ms[0].N])
+		}
+	}()
+	const cid = 0xc11e47
+	port := ln.Addr().(*Addr).Port
+	send := func(body []byte, flags uint16, dst uint64) []byte {
+		t.Helper()
+		hd := header{etherType: DefaultEtherType, typ: typeStream, flags: flags, srcPort: 4000, dstPort: port, connID: dst}
+		copy(hd.dst[:], h.bMAC)
+		copy(hd.src[:], evilMAC)
+		f := make([]byte, offBody+len(body))
+		copy(f[offBody:], body)
+		f = f[:marshalFrame(f, &hd, len(body))]
+		if _, err := evil.WriteBatch([]link.Message{{Buf: f, N: len(f)}}); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	// next waits for the next stream frame to the client's ID, or a
+	// stateless reset, which names the server's.
+	var scid uint64
+	next := func() (header, []byte) {
+		t.Helper()
+		timeout := time.After(10 * time.Second)
+		for {
+			select {
+			case f := <-got:
+				hd, body, reason := parseFrame(f, DefaultEtherType)
+				if reason == dropNone && hd.typ == typeStream && (hd.connID == cid || hd.flags&stream.FlagReset != 0 && hd.connID == scid) {
+					return hd, body
+				}
+			case <-timeout:
+				t.Fatal("no answer from the server")
+			}
+		}
+	}
+	c := stream.NewClient(stream.Config{}, cid, time.Now())
+	buf := make([]byte, 2048)
+	n, flags, _ := c.NextPacket(time.Now(), buf)
+	send(buf[:n], flags, 0)
+	hd, body := next()
+	c.Receive(time.Now(), hd.flags, body)
+	if !c.Established() {
+		t.Fatal("no SYN-ACK")
+	}
+	c.Write([]byte("REQUEST-1: transfer $100"))
+	c.CloseWrite()
+	n, flags, scid = c.NextPacket(time.Now(), buf)
+	first := send(buf[:n], flags, scid)
+
+	accept := func(wait time.Duration) *Conn {
+		ln.SetDeadline(time.Now().Add(wait))
+		defer ln.SetDeadline(time.Time{})
+		s, err := ln.AcceptMyproto()
+		if err != nil {
+			return nil
+		}
+		return s
+	}
+	s := accept(10 * time.Second)
+	if s == nil {
+		t.Fatal("the handshake made no connection")
+	}
+	if b, err := io.ReadAll(s); err != nil || string(b) != "REQUEST-1: transfer $100" {
+		t.Fatalf("server read %q, %v", b, err)
+	}
+	s.SetLinger(0) // a reset: the connection is gone without waiting for the client
+	s.Close()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, ok := h.b.conns.Load(scid); !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the server's connection never went away")
+		}
+	}
+	for len(got) > 0 {
+		<-got
+	}
+	// The replay.
+	if _, err := evil.WriteBatch([]link.Message{{Buf: first, N: len(first)}}); err != nil {
+		t.Fatal(err)
+	}
+	if s := accept(500 * time.Millisecond); s != nil {
+		s.Close()
+		t.Fatal("a replayed first packet made a second connection")
+	}
+	if hd, _ := next(); hd.flags&stream.FlagReset == 0 {
+		t.Errorf("the replay was answered with flags %#x, want a stateless reset", hd.flags)
 	}
 }

@@ -32,6 +32,9 @@ type Listener struct {
 	// jar answers SYNs; it is made once the port is bound (its parameters
 	// depend on the interface), and frames that come before are dropped.
 	jar atomic.Pointer[stream.CookieJar]
+	// used: the cookies that made connections, so that a replay of the
+	// packet that carried one makes no second connection.
+	used usedCookies
 
 	mu      sync.Mutex
 	backlog int
@@ -177,11 +180,19 @@ func (ln *Listener) input(ep *endpoint, h *header, body []byte) dropReason {
 	}
 	now := time.Now()
 	params, ok := jar.Accept(now, h.src, h.srcPort, h.dstPort, h.connID, body)
-	if !ok {
+	if !ok || ln.used.has(params) {
+		// Not a connection's first packet, or that of one that was made
+		// and has ended: demux answers with a stateless reset, as for
+		// any connection that no longer exists.
 		return dropNoSocket
 	}
 	if ln.full() {
-		return dropQueueFull
+		return dropQueueFull // not used: the client sends it again
+	}
+	if !ln.used.add(params) {
+		// A concurrent input of the same packet (a retransmission) is
+		// making the connection: no reset, the next one reaches it.
+		return dropNone
 	}
 	remote := ep.peerAddr(h.src, h.srcPort)
 	ln.s.retain(ln.b)
@@ -206,6 +217,46 @@ func (ln *Listener) kickAccept() {
 	for _, ep := range ln.eps {
 		ep.kick(&ln.drv)
 	}
+}
+
+// usedCookies remembers the cookies that made connections for as long as
+// they are valid (one to two cookie epochs, SPEC.md §5.3): the packet that
+// carried one, replayed by an on-path attacker or duplicated late by the
+// network after its connection ended, must not make another, as a replayed
+// segment of a closed TCP connection is answered with a reset. Slot e&1
+// holds epoch e's; a slot two or more epochs behind is cleared when reused,
+// so the memory is that of the connections made in the last two minutes.
+type usedCookies struct {
+	mu   sync.Mutex
+	slot [2]struct {
+		epoch int64
+		set   map[uint64]struct{}
+	}
+}
+
+func (u *usedCookies) has(p stream.HandshakeParams) bool {
+	id, e := p.Cookie()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	sl := &u.slot[e&1]
+	_, ok := sl.set[id]
+	return ok && sl.epoch == e
+}
+
+// add records p's cookie; it reports false if it was there already.
+func (u *usedCookies) add(p stream.HandshakeParams) bool {
+	id, e := p.Cookie()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	sl := &u.slot[e&1]
+	if sl.epoch != e || sl.set == nil {
+		sl.epoch, sl.set = e, make(map[uint64]struct{})
+	}
+	if _, ok := sl.set[id]; ok {
+		return false
+	}
+	sl.set[id] = struct{}{}
+	return true
 }
 
 func (ln *Listener) full() bool {

@@ -33,7 +33,15 @@ type HandshakeParams struct {
 	localMaxPacket int           // the max packet our SYN-ACK advertised
 	rtt            time.Duration // the client's RTT estimate from SYN to SYN-ACK; 0 if none
 	peerNode       uint64        // the client's stack
+	cookie         uint64        // the server's connection ID, a cookie ...
+	epoch          int64         // ... of this epoch
 }
+
+// Cookie returns the server's connection ID, the cookie the confirmation
+// carried, and the epoch it belongs to: it stays valid until the end of
+// epoch+1, and a server must not make a second connection from it
+// (SPEC.md §5.3).
+func (p HandshakeParams) Cookie() (id uint64, epoch int64) { return p.cookie, p.epoch }
 
 // A CookieJar answers SYNs statelessly and recognises the first packet of a
 // connection whose SYN it answered. It is safe for concurrent use.
@@ -197,6 +205,8 @@ func (j *CookieJar) Accept(now time.Time, peerMAC [6]byte, srcPort, dstPort uint
 	}
 	c := &pv.confirm
 	return HandshakeParams{
+		cookie:         connID,
+		epoch:          e,
 		peerCID:        c.client.cid,
 		peerMaxData:    c.client.maxData,
 		peerMaxPacket:  int(c.client.maxPacket),

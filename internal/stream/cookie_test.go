@@ -77,7 +77,8 @@ func TestCookieRoundTrip(t *testing.T) {
 	if !ok {
 		t.Fatal("valid confirmation rejected")
 	}
-	want := HandshakeParams{peerCID: 42, peerMaxData: 1 << 18, peerMaxPacket: 1476, localMaxData: 1 << 19, localMaxPacket: 9000 - headerLen, rtt: 123 * time.Microsecond}
+	want := HandshakeParams{peerCID: 42, peerMaxData: 1 << 18, peerMaxPacket: 1476, localMaxData: 1 << 19, localMaxPacket: 9000 - headerLen, rtt: 123 * time.Microsecond,
+		cookie: c, epoch: cookieTime.Unix() / int64(cookieEpoch/time.Second)}
 	if p != want {
 		t.Errorf("params %+v, want %+v", p, want)
 	}
