@@ -231,14 +231,18 @@ func RefuseSYN(body []byte, out []byte) (n int, dstCID uint64, ok bool) {
 }
 
 // initialPN is the first packet number an endpoint with the given
-// connection ID uses: a 29-bit value mixed from it (splitmix64), so packet
-// numbers are not predictable without the connection ID, and ACK frames
-// encode them in 4-byte varints for the first 500 million packets. The stateless server's SYN-ACK uses
+// connection ID uses: a 61-bit value mixed from it (splitmix64), so the
+// numbers of packets to an end are not predictable without the connection
+// ID of packets to the other. A receiver accepts numbers within 2^24 of the
+// largest it has, so a blind attacker who knows only one ID hits with a
+// chance of 2^-36 per guess; 29 bits (4-byte varints in ACK frames, which
+// now take 8) let a sweep of 16 guesses cover them all. 2^61 numbers remain
+// below the varints' 2^62. The stateless server's SYN-ACK uses
 // initialPN(cookie) and its engine continues from there.
 func initialPN(cid uint64) uint64 {
 	z := cid + 0x9e3779b97f4a7c15
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
 	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
 	z ^= z >> 31
-	return z >> 35
+	return z >> 3
 }
