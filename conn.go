@@ -290,11 +290,13 @@ func (c *Conn) statelessReset(ep *endpoint, h *header, pn uint64) dropReason {
 	}
 	c.mu.Lock()
 	ok := !c.done && c.e.StatelessReset(time.Now(), pn)
+	node := c.e.PeerNode()
 	c.mu.Unlock()
 	if !ok {
 		return dropNoSocket
 	}
 	c.flush()
+	c.s.peerStackReset(peerStack{c.ep, c.peer, node})
 	return dropNone
 }
 

@@ -416,6 +416,14 @@ func (d *discovery) onSolicit(h *header, m *discMsg, now time.Time) {
 
 func (d *discovery) onAdvertise(h *header, m *discMsg, now time.Time) {
 	ep := d.ep
+	if m.op == discAnnounce {
+		// A stack starting (or claiming a name) at h.src: perhaps the
+		// restart of one we have connections to, whose name we may never
+		// have had in the table (dialled by MAC, heard before we started,
+		// or the same name as ours). One connection to each other stack
+		// there probes (verifyPeers).
+		ep.s.verifyPeers(ep, h.src, h.src, func(node uint64) bool { return node != m.nodeID })
+	}
 	d.mu.Lock()
 	st, ours := d.names[m.name]
 	var w chan discAnswer
@@ -501,18 +509,60 @@ func (d *discovery) confirmFrom(mac [6]byte, now time.Time) {
 	d.table.confirm(mac, now)
 }
 
-// verifyPeers makes the connections on ep to MAC a or b whose peer stack
-// match selects probe their peer at once, on a hint that it is gone: a discovery
-// frame, which anyone can send. A live peer answers the probe and nothing
-// happens; a dead one's host agent answers with a stateless reset, which
-// fails the connection. Hints are rate-limited, and so are each
-// connection's probes, so forged hints cost a bounded number of frames.
+// A peerStack is one stack at a peer's MAC, as a connection knows it from
+// its handshake: connections to it live and die together.
+type peerStack struct {
+	ep   *endpoint
+	mac  [6]byte
+	node uint64
+}
+
+// verifyPeers makes the stacks on ep at MAC a or b that match selects
+// probe, on a hint that they are gone: a discovery frame, which anyone can
+// send. One connection to each such stack probes; a live peer answers and
+// nothing happens, a dead one's successor (a restarted process on the
+// port) or host agent answers with a stateless reset, which fails that
+// connection and makes the others to the same stack probe
+// (peerStackReset). So a hint costs one frame per peer stack, however many
+// connections go to it: forged ones cost a bounded number of frames, and
+// are rate-limited besides.
 func (s *stack) verifyPeers(ep *endpoint, a, b [6]byte, match func(node uint64) bool) {
 	if !s.verify.allow(time.Now()) {
 		return
 	}
+	probed := make(map[peerStack]bool)
 	s.conns.Range(func(_, v any) bool {
-		if c := v.(*Conn); c.ep == ep && (c.peer == a || c.peer == b) && match(c.peerNode()) {
+		c := v.(*Conn)
+		if c.ep != ep || c.peer != a && c.peer != b {
+			return true
+		}
+		ps := peerStack{ep, c.peer, c.peerNode()}
+		if ps.node != 0 && match(ps.node) && !probed[ps] {
+			probed[ps] = true
+			c.verify()
+		}
+		return true
+	})
+}
+
+// peerStackReset makes every connection to ps probe: one of them was just
+// failed by a stateless reset, which only the peer's host can send, so
+// the stack it knew is most likely gone. Once a second per stack at most:
+// each of their resets would ask again.
+func (s *stack) peerStackReset(ps peerStack) {
+	now := time.Now()
+	s.verifiedMu.Lock()
+	if last, ok := s.verified[ps]; ok && now.Sub(last) < time.Second {
+		s.verifiedMu.Unlock()
+		return
+	}
+	if s.verified == nil || len(s.verified) >= 1024 {
+		s.verified = make(map[peerStack]time.Time) // forgetting costs a second round at most
+	}
+	s.verified[ps] = now
+	s.verifiedMu.Unlock()
+	s.conns.Range(func(_, v any) bool {
+		if c := v.(*Conn); c.ep == ps.ep && c.peer == ps.mac && c.peerNode() == ps.node {
 			c.verify()
 		}
 		return true

@@ -387,8 +387,16 @@ func TestDiscoveryConflict(t *testing.T) {
 }
 
 // TestDiscoveryPeerRestart: when a neighbour comes back with a new node ID,
-// connections to it fail at once rather than at the user timeout.
+// connections to it fail at once rather than at the user timeout: dialled
+// by name, and dialled by MAC by a client that never heard the neighbour
+// announce itself (its table has no entry; the restarted stack's announce
+// makes the first).
 func TestDiscoveryPeerRestart(t *testing.T) {
+	t.Run("by name", func(t *testing.T) { testPeerRestart(t, false) })
+	t.Run("by MAC", func(t *testing.T) { testPeerRestart(t, true) })
+}
+
+func testPeerRestart(t *testing.T, byMAC bool) {
 	onBothLinks(t, func(t *testing.T, h *testHosts) {
 		watchdog(t)
 		ln := listenB(t, h, nil)
@@ -406,20 +414,42 @@ func TestDiscoveryPeerRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer keep.Close()
-		c, err := h.a.dial(context.Background(), &Dialer{}, "myproto", fmt.Sprintf("host-b:%d", port))
+		addr := fmt.Sprintf("host-b:%d", port)
+		if byMAC {
+			addr = h.addrB(port).String()
+		}
+		c, err := h.a.dial(context.Background(), &Dialer{}, "myproto", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
+		if byMAC {
+			// Quiet: the handshake's last packet acknowledged, nothing in
+			// flight that the new stack could answer.
+			time.Sleep(300 * time.Millisecond)
+		}
 		ch := readErr(c)
 		// b's process dies: no goodbye, no FIN, no RST; the kernel frees
 		// its name and sockets.
 		h.b.crash()
+		if byMAC {
+			// a has no entry for b's name when b comes back: it never
+			// heard it (it started later) or forgot it.
+			for _, ep := range h.a.endpointsSnapshot() {
+				ep.disc.table.remove("host-b", [6]byte(h.bMAC))
+			}
+		}
 		// It comes back: a new stack on the same interface.
 		var b2 *stack
 		if h.kind == "mem" {
+			host := h.b.baseProvider().(*memProvider).host
+			if byMAC {
+				// A new host: nobody there knew the old stack, as when
+				// a host's only process restarts.
+				host = newMemHost()
+			}
 			b2 = newStack(Config{EtherType: DefaultEtherType, Name: "host-b"},
-				&memProvider{seg: h.seg, name: "mem1", mac: h.bMAC, mtu: 1500, host: h.b.baseProvider().(*memProvider).host})
+				&memProvider{seg: h.seg, name: "mem1", mac: h.bMAC, mtu: 1500, host: host})
 		} else {
 			b2 = newStack(Config{Name: "host-b"}, packetProvider{ns: h.pair.NetnsB})
 			h.cleanup(func() { b2.close() })
@@ -820,4 +850,54 @@ func discFrame(src, dst net.HardwareAddr, m *discMsg) []byte {
 	copy(h.dst[:], dst)
 	copy(h.src[:], src)
 	return b[:marshalFrame(b, &h, n)]
+}
+
+// TestDiscoveryForgedGoneBounded: forged "gone" notices naming a live peer
+// stack, with 200 connections to it. Each hint makes one of them probe,
+// not all: a hint costs a frame per peer stack, however many connections
+// go to it (it cost 200 here, one per connection), and none fails.
+func TestDiscoveryForgedGoneBounded(t *testing.T) {
+	watchdog(t)
+	h := memHosts(t, memlink.Config{Seed: 1})
+	ln := listenB(t, h, nil)
+	const conns = 200
+	var cs []*Conn
+	for range conns {
+		c, s := streamPair(t, h, ln)
+		defer c.Close()
+		defer s.Close()
+		cs = append(cs, c)
+	}
+	framesOut := func() (n uint64) {
+		for _, ep := range h.a.endpointsSnapshot() {
+			n += ep.stats.framesOut.Load()
+		}
+		return n
+	}
+	time.Sleep(300 * time.Millisecond) // quiet: handshakes acknowledged
+	evil := h.seg.Attach("evil-as-b", h.bMAC)
+	defer evil.Close()
+	before := framesOut()
+	const hints = 10
+	for i := range hints {
+		f := discFrame(h.bMAC, net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
+			&discMsg{op: discGone, nonce: uint64(i + 1), nodeID: h.b.names.nodeID, mtu: 1500})
+		if _, err := evil.WriteBatch([]link.Message{{Buf: f, N: len(f)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	sent := framesOut() - before
+	t.Logf("%d forged gone notices: %d frames from the client's stack", hints, sent)
+	if sent == 0 || sent > 2*hints {
+		t.Errorf("%d forged gone notices drew %d frames, want one probe each (at most %d)", hints, sent, 2*hints)
+	}
+	for i, c := range cs {
+		c.mu.Lock()
+		err := c.e.Err()
+		c.mu.Unlock()
+		if err != nil {
+			t.Fatalf("conn %d failed: %v", i, err)
+		}
+	}
 }

@@ -169,6 +169,69 @@ func TestIntegrationRestartFailsOnlyItsConns(t *testing.T) {
 	}
 }
 
+// TestIntegrationRestartByMAC: the only myproto process of a host
+// restarts; a client that dialled it by MAC has idle connections to it, and
+// perhaps a streaming one. With the stream, its retransmissions draw a
+// stateless reset from the new process, and that proof makes the other
+// connections to the same dead stack probe (peerStackReset). With idle
+// connections only, the new process's announce makes one of them probe,
+// and its reset the others. Either way they fail with ECONNRESET within a
+// second of the new process's start, not at their keepalive (15 s). (The
+// client here has the server's name in its table; TestDiscoveryPeerRestart
+// covers one that has not.)
+func TestIntegrationRestartByMAC(t *testing.T) {
+	t.Run("idle", func(t *testing.T) { testRestartByMAC(t, false) })
+	t.Run("streaming", func(t *testing.T) { testRestartByMAC(t, true) })
+}
+
+func testRestartByMAC(t *testing.T, streaming bool) {
+	watchdog(t)
+	seg := testenv.NewSegment(t, 3, 1500)
+	a, b := seg.Hosts[1], seg.Hosts[2]
+	p1 := startPeer(t, a.Netns, "MYPROTO_NAME=nodea")
+	port := p1.listen(t, listenAddr(a, 0), "echo")
+	time.Sleep(300 * time.Millisecond) // its announce is over
+	cli := startPeer(t, b.Netns, "MYPROTO_NAME=nodeb")
+	var idleErrs []<-chan peerReply
+	for range 3 {
+		idleErrs = append(idleErrs, cli.start("readerr "+cli.dial(t, segAddr(a, b, port), "5s")))
+	}
+	stream := ""
+	if streaming {
+		stream = cli.dial(t, segAddr(a, b, port), "5s")
+		cli.must(t, "stream "+stream)
+	}
+	time.Sleep(300 * time.Millisecond)
+
+	p1.kill()
+	// Let the stream's probe timeouts back off: only the restart can fail
+	// the connections now.
+	time.Sleep(300 * time.Millisecond)
+	started := time.Now()
+	p1b := startPeer(t, a.Netns, "MYPROTO_NAME=nodea")
+	p1b.listen(t, listenAddr(a, port), "echo")
+	t.Logf("p1 restarted %v after the kill", started.Sub(p1.killTime()).Round(time.Millisecond))
+
+	within := resetWithin + time.Second // the stream's next probe, backed off, comes within it
+	for i, ch := range idleErrs {
+		if r, ok := waitReply(ch, 5*time.Second); !ok {
+			t.Errorf("a Read on idle conn %d still blocks 5 s after the restart", i+1)
+		} else {
+			e := parseReadErr(t, r)
+			d := e.at.Sub(started)
+			t.Logf("a Read on idle conn %d failed %v after the restart: %s (%s)", i+1, d.Round(time.Millisecond), e.errno, e.text)
+			if e.errno != "ECONNRESET" || d > within {
+				t.Errorf("idle conn %d failed with %s %v after the restart, want ECONNRESET within %v", i+1, e.errno, d.Round(time.Millisecond), within)
+			}
+		}
+	}
+	if streaming {
+		if ck := waitStreamErr(t, cli, stream, 5*time.Second); ck.errno != "ECONNRESET" {
+			t.Errorf("the stream to the restarted process: %s (%s), want ECONNRESET", ck.errno, ck.text)
+		}
+	}
+}
+
 // TestIntegrationRestartedClientConnsSurvive: a client program started
 // again and again on one host, with the same node name and a new node ID
 // each time, announces its name while its new connection is in use; the

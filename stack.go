@@ -50,6 +50,10 @@ type stack struct {
 	// verify limits how often hints of a peer's death (discovery frames,
 	// which anyone can send) make connections probe.
 	verify rateLimiter
+	// verified says when the connections to a peer stack last all
+	// probed because one of them was reset (Conn.statelessReset).
+	verifiedMu sync.Mutex
+	verified   map[peerStack]time.Time
 
 	// peers are the established connections by their peer's MAC and
 	// connection ID, to match a stateless reset, which echoes the latter.
