@@ -61,6 +61,11 @@ type Conn struct {
 
 	closeOnce sync.Once
 	rd, wd    deadline
+	// rmu and wmu let one Read and one Write in at a time, as the fd
+	// mutex of Go's sockets does: the bytes of concurrent Writes never
+	// interleave (Write takes the window a chunk at a time), and one
+	// call per direction waits for the engine, which wakes one waiter.
+	rmu, wmu sync.Mutex
 
 	answerWaits int // Reads that waited with data unacknowledged; under mu
 }
@@ -338,6 +343,8 @@ func (c *Conn) Read(b []byte) (int, error) {
 }
 
 func (c *Conn) read(b []byte) (int, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
 	drove, lent, counted := false, false, false
 	defer func() { c.ep.letGo(drove) }()
 	for {
@@ -427,6 +434,8 @@ func (c *Conn) Write(b []byte) (int, error) {
 }
 
 func (c *Conn) write(b []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	written := 0
 	drove := false
 	defer func() { c.ep.letGo(drove) }()

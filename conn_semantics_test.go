@@ -1,9 +1,11 @@
 package myproto
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"hash"
 	"io"
@@ -1094,4 +1096,118 @@ func TestConnReplayedFirstPacket(t *testing.T) {
 	if hd, _ := next(); hd.flags&stream.FlagReset == 0 {
 		t.Errorf("the replay was answered with flags %#x, want a stateless reset", hd.flags)
 	}
+}
+
+// TestConnConcurrentWrites: eight goroutines Write whole records (up to
+// 256 KiB, larger than the window's chunks) on one connection at once. As
+// on a *net.TCPConn, each Write's bytes arrive together: the reader finds
+// every record whole.
+func TestConnConcurrentWrites(t *testing.T) {
+	onBothLinks(t, func(t *testing.T, h *testHosts) {
+		watchdog(t)
+		seed := testenv.Seed(t)
+		ln := listenB(t, h, nil)
+		c, s := streamPair(t, h, ln)
+		defer c.Close()
+		defer s.Close()
+		const writers, records = 8, 12
+		done := make(chan error, writers)
+		for g := range writers {
+			go func() {
+				rng := rand.New(rand.NewPCG(uint64(seed), uint64(g)))
+				for seq := range records {
+					rec := make([]byte, 8+rng.IntN(256<<10))
+					binary.BigEndian.PutUint16(rec, uint16(g))
+					binary.BigEndian.PutUint16(rec[2:], uint16(seq))
+					binary.BigEndian.PutUint32(rec[4:], uint32(len(rec)))
+					for i := 8; i < len(rec); i++ {
+						rec[i] = byte(g*31 + seq*7 + i)
+					}
+					if _, err := c.Write(rec); err != nil {
+						done <- err
+						return
+					}
+				}
+				done <- nil
+			}()
+		}
+		var werr atomic.Value // the first writer's error
+		go func() {
+			for range writers {
+				if err := <-done; err != nil {
+					werr.CompareAndSwap(nil, err)
+				}
+			}
+			c.CloseWrite()
+		}()
+		r := bufio.NewReaderSize(s, 64<<10)
+		var hdr [8]byte
+		got := 0
+		for {
+			if _, err := io.ReadFull(r, hdr[:]); err == io.EOF {
+				break
+			} else if err != nil {
+				t.Fatalf("after %d records: %v", got, err)
+			}
+			g, seq, n := int(binary.BigEndian.Uint16(hdr[:])), int(binary.BigEndian.Uint16(hdr[2:])), int(binary.BigEndian.Uint32(hdr[4:]))
+			if g >= writers || seq >= records || n < 8 || n > 8+256<<10 {
+				t.Fatalf("after %d records, a header of garbage %x: Writes interleaved", got, hdr)
+			}
+			body := make([]byte, n-8)
+			if _, err := io.ReadFull(r, body); err != nil {
+				t.Fatalf("record %d of writer %d: %v", seq, g, err)
+			}
+			for i, b := range body {
+				if b != byte(g*31+seq*7+i+8) {
+					t.Fatalf("record %d of writer %d corrupted at byte %d of %d: Writes interleaved", seq, g, i+8, n)
+				}
+			}
+			got++
+		}
+		if err := werr.Load(); err != nil {
+			t.Fatalf("a writer failed: %v", err)
+		}
+		if got != writers*records {
+			t.Fatalf("%d records, want %d", got, writers*records)
+		}
+	})
+}
+
+// TestConnFailWakesEveryCall: four goroutines block in Write (the peer
+// does not read) and four in Read; the peer resets the connection. Every
+// call returns with ECONNRESET, as on a *net.TCPConn, not only the one of
+// each direction that the connection's wake-up reaches.
+func TestConnFailWakesEveryCall(t *testing.T) {
+	onBothLinks(t, func(t *testing.T, h *testHosts) {
+		watchdog(t)
+		ln := listenB(t, h, nil)
+		c, s := streamPair(t, h, ln)
+		defer c.Close()
+		const each = 4
+		errs := make(chan error, 2*each)
+		for range each {
+			go func() {
+				_, err := c.Write(make([]byte, 64<<20))
+				errs <- err
+			}()
+			go func() {
+				_, err := c.Read(make([]byte, 100))
+				errs <- err
+			}()
+		}
+		time.Sleep(200 * time.Millisecond) // all blocked: the window is full, nothing comes
+		s.SetLinger(0)
+		s.Close()
+		timeout := time.After(10 * time.Second)
+		for i := range 2 * each {
+			select {
+			case err := <-errs:
+				if !errors.Is(err, syscall.ECONNRESET) {
+					t.Errorf("call %d returned %v, want ECONNRESET", i+1, err)
+				}
+			case <-timeout:
+				t.Fatalf("%d of %d blocked calls still blocked 10 s after the reset", 2*each-i, 2*each)
+			}
+		}
+	})
 }
