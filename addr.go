@@ -23,6 +23,8 @@ const (
 	errNoSuchInterface = "no such interface"
 	errNotEthernet     = "not an Ethernet interface"
 	errGroupAddr       = "broadcast or multicast hardware address: a connection needs one peer"
+	errZeroMAC         = "all-zero hardware address: no station has it"
+	errOwnMAC          = "the interface's own hardware address: frames sent to it do not come back to this host (for processes on one host, use the UDP bearer on a loopback address)"
 	errInvalidIP       = "invalid IP address"
 	errInvalidUDPPort  = "invalid UDP port"
 )

@@ -1,6 +1,7 @@
 package myproto
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -200,6 +201,15 @@ func (s *stack) resolveRemote(ctx context.Context, r *Resolver, netw, address st
 	}
 	if len(ifis) != 1 {
 		return nil, nil, &net.AddrError{Err: "zone needed to choose among several interfaces", Addr: address}
+	}
+	switch {
+	case bytes.Equal(mac, make([]byte, len(mac))):
+		return nil, nil, &net.AddrError{Err: errZeroMAC, Addr: address}
+	case bytes.Equal(mac, ifis[0].HardwareAddr):
+		// A packet socket's frames to its own interface's MAC leave by
+		// the wire and never come back, to this process or another on
+		// the host: the handshake would only time out.
+		return nil, nil, &net.AddrError{Err: errOwnMAC, Addr: address}
 	}
 	return &Addr{HardwareAddr: mac, Port: port, Zone: ifis[0].Name}, &ifis[0], nil
 }

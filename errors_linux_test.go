@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/myproto/myproto/internal/testenv"
 )
@@ -74,7 +75,9 @@ func TestIntegrationNoCapNetRaw(t *testing.T) {
 // TestIntegrationAddressTreatment: an interface name that cannot carry
 // myproto (lo) gives the same *net.AddrError from ResolveAddr, Listen and
 // Dial, without a name lookup; so does a zone naming no interface. A
-// broadcast or multicast MAC fails Dial at once.
+// broadcast or multicast MAC, the all-zero MAC and the interface's own
+// (whose frames never come back) fail Dial at once, as does the interface
+// itself as a host.
 func TestIntegrationAddressTreatment(t *testing.T) {
 	watchdog(t)
 	a, _ := testenv.NewLocalPair(t, 0)
@@ -104,6 +107,24 @@ func TestIntegrationAddressTreatment(t *testing.T) {
 		var ae *net.AddrError
 		if !errors.As(err, &ae) || ae.Err != errGroupAddr || ae.Addr != address {
 			t.Errorf("dial %s: %v, want %q", address, err, errGroupAddr)
+		}
+	}
+	ln, err := s.listen(&ListenConfig{}, "myproto", a.Name+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*Addr).Port
+	for _, tc := range []struct{ address, want string }{
+		{fmt.Sprintf("[00:00:00:00:00:00%%%s]:%d", a.Name, port), errZeroMAC},
+		{fmt.Sprintf("[%v%%%s]:%d", a.HardwareAddr, a.Name, port), errOwnMAC},
+		{fmt.Sprintf("%s:%d", a.Name, port), errOwnMAC},
+	} {
+		start := time.Now()
+		_, err := s.dial(t.Context(), &Dialer{}, "myproto", tc.address)
+		var ae *net.AddrError
+		if !errors.As(err, &ae) || ae.Err != tc.want || ae.Addr != tc.address || time.Since(start) > time.Second {
+			t.Errorf("dial %s: %v after %v, want %q at once", tc.address, err, time.Since(start), tc.want)
 		}
 	}
 }
