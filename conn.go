@@ -363,6 +363,8 @@ func (c *Conn) read(b []byte) (int, error) {
 		switch {
 		case isClosedChan(c.closed):
 			return 0, net.ErrClosed
+		case len(b) == 0:
+			return 0, nil // as Go's sockets: nothing to wait for, deadline or not
 		case c.rd.expired():
 			return 0, os.ErrDeadlineExceeded
 		case c.rdShut.Load():
@@ -650,10 +652,14 @@ func (c *Conn) SetKeepAlive(keepalive bool) error {
 }
 
 // SetKeepAlivePeriod sets the idle time before keepalive probes, and
-// enables them.
+// enables them. As for *net.TCPConn (Go 1.23), 0 means the default of 15 s
+// and a negative d leaves the period as it is.
 func (c *Conn) SetKeepAlivePeriod(d time.Duration) error {
-	if d <= 0 {
-		return opError("set", c.local, c.remote, os.NewSyscallError("setsockopt", syscall.EINVAL))
+	switch {
+	case d < 0:
+		return nil
+	case d == 0:
+		d = defaultKeepAlive
 	}
 	return c.setOption(func(e *stream.Engine) { e.SetKeepAlive(d) })
 }

@@ -14,6 +14,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -315,12 +316,27 @@ func TestConnDialNobody(t *testing.T) {
 	start := time.Now()
 	_, err := h.a.dial(context.Background(), &Dialer{Timeout: 300 * time.Millisecond}, "myproto", nobody)
 	d := time.Since(start)
+	// As net.Dialer's: an "i/o timeout" that is context.DeadlineExceeded
+	// (and os.ErrDeadlineExceeded, as a connection's deadline).
+	wantOpError(t, err, "dial", context.DeadlineExceeded)
 	wantOpError(t, err, "dial", os.ErrDeadlineExceeded)
-	if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
-		t.Fatalf("%v: Timeout() is not true", err)
+	if ne, ok := err.(net.Error); !ok || !ne.Timeout() || !strings.HasSuffix(err.Error(), "i/o timeout") {
+		t.Fatalf("%v: Timeout() is not true, or not an i/o timeout", err)
 	}
 	if d < 300*time.Millisecond || d > 2*time.Second {
 		t.Fatalf("a 300 ms dial timeout took %v", d)
+	}
+	// A negative Timeout has passed already, as for net.Dialer; so has a
+	// context's deadline in the past.
+	start = time.Now()
+	_, err = h.a.dial(context.Background(), &Dialer{Timeout: -time.Second}, "myproto", nobody)
+	wantOpError(t, err, "dial", context.DeadlineExceeded)
+	past, cancelPast := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancelPast()
+	_, err = h.a.dial(past, &Dialer{}, "myproto", nobody)
+	wantOpError(t, err, "dial", context.DeadlineExceeded)
+	if d := time.Since(start); d > 100*time.Millisecond {
+		t.Fatalf("dials whose deadline had passed took %v", d)
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -411,16 +427,39 @@ func TestConnErrorKinds(t *testing.T) {
 	if ne := err.(net.Error); !ne.Timeout() {
 		t.Fatalf("%v: Timeout() is not true", err)
 	}
+	// A zero-length Read waits for nothing: 0, nil, deadline or not, as on
+	// Go's sockets.
+	if n, err := c.Read(nil); n != 0 || err != nil {
+		t.Fatalf("zero-length Read past the deadline: %d, %v, want 0, nil", n, err)
+	}
 	c.SetReadDeadline(time.Time{})
 	for name, err := range map[string]error{
-		"SetReadBuffer(0)":       c.SetReadBuffer(0),
-		"SetWriteBuffer(-1)":     c.SetWriteBuffer(-1),
-		"SetKeepAlivePeriod(0)":  c.SetKeepAlivePeriod(0),
-		"SetKeepAlivePeriod(-1)": c.SetKeepAlivePeriod(-time.Second),
+		"SetReadBuffer(0)":   c.SetReadBuffer(0),
+		"SetWriteBuffer(-1)": c.SetWriteBuffer(-1),
 	} {
 		if !errors.Is(err, syscall.EINVAL) {
 			t.Errorf("%s: %v, want EINVAL", name, err)
 		}
+	}
+	// As *net.TCPConn's since Go 1.23: 0 is the default 15 s, negative
+	// leaves the period alone.
+	c.SetKeepAlivePeriod(time.Minute)
+	if err := c.SetKeepAlivePeriod(-time.Second); err != nil {
+		t.Fatalf("SetKeepAlivePeriod(-1s): %v", err)
+	}
+	keepAlive := func() time.Duration {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.e.Config().KeepAlive
+	}
+	if ka := keepAlive(); ka != time.Minute {
+		t.Fatalf("SetKeepAlivePeriod(-1s) changed the period to %v", ka)
+	}
+	if err := c.SetKeepAlivePeriod(0); err != nil {
+		t.Fatalf("SetKeepAlivePeriod(0): %v", err)
+	}
+	if ka := keepAlive(); ka != defaultKeepAlive {
+		t.Fatalf("SetKeepAlivePeriod(0) set %v, want the default %v", ka, defaultKeepAlive)
 	}
 	// Options that are valid take.
 	if err := c.SetUserTimeout(5 * time.Second); err != nil {

@@ -18,11 +18,13 @@ import (
 // does; its DialContext fits http.Transport.DialContext.
 type Dialer struct {
 	// Timeout is the most a dial may take, handshake included; 0 means the
-	// handshake timeout of 20 s. A context deadline may cut it shorter. The
-	// SYN is retransmitted until then. A dial that runs out of time fails
-	// with an error wrapping os.ErrDeadlineExceeded when Timeout or the
-	// context set the deadline, as net.Dialer's does, and ETIMEDOUT after the
-	// default 20 s, as TCP's does when its SYN retries run out; both are
+	// handshake timeout of 20 s, and a negative one has passed already, as
+	// for net.Dialer. A context deadline may cut it shorter. The SYN is
+	// retransmitted until then. A dial that runs out of time fails with an
+	// "i/o timeout" for which errors.Is(err, context.DeadlineExceeded) holds
+	// (and errors.Is(err, os.ErrDeadlineExceeded)) when Timeout or the
+	// context set the deadline, as net.Dialer's does, and ETIMEDOUT after
+	// the default 20 s, as TCP's does when its SYN retries run out; both are
 	// net.Errors whose Timeout method returns true.
 	Timeout time.Duration
 	// KeepAlive is the keepalive period: 0 means 15 s, negative disables.
@@ -83,15 +85,18 @@ func (s *stack) dial(ctx context.Context, d *Dialer, netw, address string) (*Con
 	// until then rather than for a budget of the engine's own. On a starved
 	// host a SYN and its SYN-ACK can wait seconds in receive queues, and the
 	// caller has said how long it will wait. Whether the context or the
-	// engine notices first, the error is the same: os.ErrDeadlineExceeded
+	// engine notices first, the error is the same: errDialTimeout
 	// for a deadline the caller set, ETIMEDOUT for the default timeout.
-	timeout, timeoutErr := d.Timeout, error(os.ErrDeadlineExceeded)
-	if timeout <= 0 {
+	timeout, timeoutErr := d.Timeout, errDialTimeout
+	if timeout == 0 {
 		timeout, timeoutErr = stream.DefaultHandshakeTimeout, syscall.ETIMEDOUT
 	}
 	deadline := time.Now().Add(timeout)
 	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
-		deadline, timeoutErr = dl, os.ErrDeadlineExceeded
+		deadline, timeoutErr = dl, errDialTimeout
+	}
+	if !time.Now().Before(deadline) {
+		return nil, opError("dial", nil, nil, timeoutErr)
 	}
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()

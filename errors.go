@@ -1,6 +1,7 @@
 package myproto
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -24,6 +25,24 @@ var (
 	// the kernel refuses the packet socket: it says what to do.
 	errNoRawSocket error = &permissionError{os.NewSyscallError("socket", syscall.EPERM)}
 )
+
+// errDialTimeout is what a dial fails with when its Timeout or its
+// context's deadline passes: as net.Dialer's ("i/o timeout"), a net.Error
+// whose Timeout method returns true and for which errors.Is(err,
+// context.DeadlineExceeded) holds; errors.Is(err, os.ErrDeadlineExceeded)
+// holds too, as for a deadline of the connection's own.
+var errDialTimeout error = dialTimeoutError{}
+
+type dialTimeoutError struct{}
+
+func (dialTimeoutError) Error() string   { return "i/o timeout" }
+func (dialTimeoutError) Timeout() bool   { return true }
+func (dialTimeoutError) Temporary() bool { return true }
+
+// Is matches context.DeadlineExceeded and os.ErrDeadlineExceeded.
+func (dialTimeoutError) Is(target error) bool {
+	return target == context.DeadlineExceeded || target == os.ErrDeadlineExceeded
+}
 
 // permissionError is a packet socket the kernel refused for want of
 // CAP_NET_RAW. errors.Is(err, os.ErrPermission) and errors.Is(err,
