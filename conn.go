@@ -189,6 +189,10 @@ func (c *Conn) discardLocked() {
 	}
 }
 
+// ok reports whether c was made by Dial or Accept: the methods of a nil or
+// zero Conn fail with EINVAL, as *net.TCPConn's do, rather than panic.
+func (c *Conn) ok() bool { return c != nil && c.e != nil }
+
 func signal(ch chan struct{}) {
 	select {
 	case ch <- struct{}{}:
@@ -335,6 +339,9 @@ func (c *Conn) finish() {
 // data before it, Read returns io.EOF; after a reset, what arrived in order
 // first and then an error for which errors.Is(err, syscall.ECONNRESET) holds.
 func (c *Conn) Read(b []byte) (int, error) {
+	if !c.ok() {
+		return 0, syscall.EINVAL
+	}
 	n, err := c.read(b)
 	if err != nil && err != io.EOF {
 		err = opError("read", c.local, c.remote, err)
@@ -428,6 +435,9 @@ func (c *Conn) read(b []byte) (int, error) {
 // Write implements the net.Conn Write method. It returns once all of b is in
 // the send buffer; a slow peer makes it block, never the buffer grow.
 func (c *Conn) Write(b []byte) (int, error) {
+	if !c.ok() {
+		return 0, syscall.EINVAL
+	}
 	n, err := c.write(b)
 	if err != nil {
 		err = opError("write", c.local, c.remote, err)
@@ -496,6 +506,9 @@ func (c *Conn) write(b []byte) (int, error) {
 // received data was left unread: then the peer gets a reset, as from TCP.
 // Blocked Read and Write calls return an error wrapping net.ErrClosed.
 func (c *Conn) Close() error {
+	if !c.ok() {
+		return syscall.EINVAL
+	}
 	first := false
 	c.closeOnce.Do(func() {
 		first = true
@@ -534,6 +547,9 @@ func (c *Conn) Close() error {
 // The peer reads io.EOF after the data; this side can go on reading. Later
 // writes fail with EPIPE. net/http and crypto/tls look for this method.
 func (c *Conn) CloseWrite() error {
+	if !c.ok() {
+		return syscall.EINVAL
+	}
 	if isClosedChan(c.closed) {
 		return opError("close", c.local, c.remote, net.ErrClosed)
 	}
@@ -548,6 +564,9 @@ func (c *Conn) CloseWrite() error {
 // CloseRead shuts down the reading side: Read returns io.EOF from now on and
 // data that still arrives is discarded.
 func (c *Conn) CloseRead() error {
+	if !c.ok() {
+		return syscall.EINVAL
+	}
 	if isClosedChan(c.closed) {
 		return opError("close", c.local, c.remote, net.ErrClosed)
 	}
@@ -559,10 +578,20 @@ func (c *Conn) CloseRead() error {
 }
 
 // LocalAddr implements the net.Conn LocalAddr method.
-func (c *Conn) LocalAddr() net.Addr { return c.local }
+func (c *Conn) LocalAddr() net.Addr {
+	if !c.ok() {
+		return nil
+	}
+	return c.local
+}
 
 // RemoteAddr implements the net.Conn RemoteAddr method.
-func (c *Conn) RemoteAddr() net.Addr { return c.remote }
+func (c *Conn) RemoteAddr() net.Addr {
+	if !c.ok() {
+		return nil
+	}
+	return c.remote
+}
 
 // SetDeadline implements the net.Conn SetDeadline method.
 func (c *Conn) SetDeadline(t time.Time) error {
@@ -604,6 +633,9 @@ func (c *Conn) stopDeadlines() {
 }
 
 func (c *Conn) setCheck() error {
+	if !c.ok() {
+		return syscall.EINVAL
+	}
 	if isClosedChan(c.closed) {
 		return opError("set", c.local, c.remote, net.ErrClosed)
 	}
@@ -656,6 +688,8 @@ func (c *Conn) SetKeepAlive(keepalive bool) error {
 // and a negative d leaves the period as it is.
 func (c *Conn) SetKeepAlivePeriod(d time.Duration) error {
 	switch {
+	case !c.ok():
+		return syscall.EINVAL
 	case d < 0:
 		return nil
 	case d == 0:
@@ -792,6 +826,9 @@ type ConnInfo struct {
 
 // Info returns a snapshot of the connection's protocol state.
 func (c *Conn) Info() ConnInfo {
+	if !c.ok() {
+		return ConnInfo{}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return ConnInfo(c.e.Info(time.Now()))

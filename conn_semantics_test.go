@@ -1250,3 +1250,44 @@ func TestConnFailWakesEveryCall(t *testing.T) {
 		}
 	})
 }
+
+// TestZeroValues: the methods of a zero or nil Conn and Listener fail with
+// EINVAL, as those of *net.TCPConn and *net.TCPListener do, and panic not.
+func TestZeroValues(t *testing.T) {
+	for _, c := range []*Conn{{}, nil} {
+		buf := make([]byte, 8)
+		for name, err := range map[string]error{
+			"Read":               func() error { _, err := c.Read(buf); return err }(),
+			"Write":              func() error { _, err := c.Write(buf); return err }(),
+			"Close":              c.Close(),
+			"CloseWrite":         c.CloseWrite(),
+			"CloseRead":          c.CloseRead(),
+			"SetDeadline":        c.SetDeadline(time.Now()),
+			"SetReadDeadline":    c.SetReadDeadline(time.Now()),
+			"SetWriteDeadline":   c.SetWriteDeadline(time.Now()),
+			"SetNoDelay":         c.SetNoDelay(true),
+			"SetKeepAlive":       c.SetKeepAlive(true),
+			"SetKeepAlivePeriod": c.SetKeepAlivePeriod(-1),
+			"SetLinger":          c.SetLinger(0),
+			"SetReadBuffer":      c.SetReadBuffer(1 << 20),
+		} {
+			if !errors.Is(err, syscall.EINVAL) {
+				t.Errorf("%T %v: %s: %v, want EINVAL", c, c == nil, name, err)
+			}
+		}
+		if c.LocalAddr() != nil || c.RemoteAddr() != nil || c.Info() != (ConnInfo{}) {
+			t.Errorf("zero Conn's addresses or info are not empty")
+		}
+	}
+	for _, ln := range []*Listener{{}, nil} {
+		_, aerr := ln.Accept()
+		for name, err := range map[string]error{"Accept": aerr, "Close": ln.Close(), "SetDeadline": ln.SetDeadline(time.Now())} {
+			if !errors.Is(err, syscall.EINVAL) {
+				t.Errorf("%T %v: %s: %v, want EINVAL", ln, ln == nil, name, err)
+			}
+		}
+		if ln.Addr() != nil {
+			t.Errorf("zero Listener's Addr is not nil")
+		}
+	}
+}

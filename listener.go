@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/myproto/myproto/internal/stream"
@@ -278,6 +279,9 @@ func (ln *Listener) Accept() (net.Conn, error) {
 
 // AcceptMyproto accepts the next connection and returns it as a *Conn.
 func (ln *Listener) AcceptMyproto() (*Conn, error) {
+	if !ln.ok() {
+		return nil, syscall.EINVAL
+	}
 	// On one interface, Accept reads the link itself while it waits
 	// (receive.go): the handshake's last packet then queues the
 	// connection on the goroutine that takes it, not on the read loop
@@ -330,6 +334,9 @@ func (ln *Listener) AcceptMyproto() (*Conn, error) {
 // unblocks Accept. Connections already accepted are left alone; those
 // established but not yet accepted are reset, as TCP does.
 func (ln *Listener) Close() error {
+	if !ln.ok() {
+		return syscall.EINVAL
+	}
 	first := false
 	ln.once.Do(func() {
 		first = true
@@ -354,10 +361,22 @@ func (ln *Listener) Close() error {
 }
 
 // Addr implements the net.Listener Addr method.
-func (ln *Listener) Addr() net.Addr { return ln.local }
+func (ln *Listener) Addr() net.Addr {
+	if !ln.ok() {
+		return nil
+	}
+	return ln.local
+}
+
+// ok reports whether ln was made by Listen: the methods of a nil or zero
+// Listener fail with EINVAL, as *net.TCPListener's do, rather than panic.
+func (ln *Listener) ok() bool { return ln != nil && ln.s != nil }
 
 // SetDeadline sets the deadline for Accept; the zero time means none.
 func (ln *Listener) SetDeadline(t time.Time) error {
+	if !ln.ok() {
+		return syscall.EINVAL
+	}
 	if isClosedChan(ln.closed) {
 		return opError("set", nil, ln.local, net.ErrClosed)
 	}
