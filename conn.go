@@ -189,6 +189,22 @@ func (c *Conn) discardLocked() {
 	}
 }
 
+// waitDelivered waits, for at most d, until the engine has delivered
+// everything written and the FIN (a lingering Close). The stack's read loop,
+// or a call driving the link, takes the acknowledgments in meanwhile.
+func (c *Conn) waitDelivered(d time.Duration) {
+	deadline := time.Now().Add(d)
+	for wait := 100 * time.Microsecond; time.Now().Before(deadline); wait = min(2*wait, 10*time.Millisecond) {
+		c.mu.Lock()
+		done := c.done || c.e.Delivered()
+		c.mu.Unlock()
+		if done {
+			return
+		}
+		time.Sleep(min(wait, time.Until(deadline)))
+	}
+}
+
 // ok reports whether c was made by Dial or Accept: the methods of a nil or
 // zero Conn fail with EINVAL, as *net.TCPConn's do, rather than panic.
 func (c *Conn) ok() bool { return c != nil && c.e != nil }
@@ -505,6 +521,12 @@ func (c *Conn) write(b []byte) (int, error) {
 // the connection closed with a FIN in the background (see SetLinger), unless
 // received data was left unread: then the peer gets a reset, as from TCP.
 // Blocked Read and Write calls return an error wrapping net.ErrClosed.
+//
+// The background is this process: a program that exits right after Close
+// takes unsent data with it, where a kernel's TCP would send it on. Such a
+// program sets SetLinger(sec > 0): Close then returns once the peer has
+// acknowledged everything and the FIN, or after sec seconds, resetting the
+// connection, as Linux's close(2) with SO_LINGER.
 func (c *Conn) Close() error {
 	if !c.ok() {
 		return syscall.EINVAL
@@ -527,7 +549,7 @@ func (c *Conn) Close() error {
 		c.mu.Unlock()
 		c.flush()
 		if linger > 0 {
-			time.AfterFunc(linger, func() {
+			t := time.AfterFunc(linger, func() {
 				c.mu.Lock()
 				if !c.done {
 					c.e.Abort()
@@ -535,6 +557,8 @@ func (c *Conn) Close() error {
 				c.mu.Unlock()
 				c.flush()
 			})
+			c.waitDelivered(linger)
+			t.Stop()
 		}
 	})
 	if !first {
@@ -705,10 +729,11 @@ func (c *Conn) SetUserTimeout(d time.Duration) error {
 	return c.setOption(func(e *stream.Engine) { e.SetUserTimeout(d) })
 }
 
-// SetLinger sets what Close does with unsent data, as for *net.TCPConn:
-// sec < 0 (the default) sends it in the background; sec == 0 discards it and
-// resets the connection; sec > 0 sends it in the background for at most sec
-// seconds, then resets.
+// SetLinger sets what Close does with unsent data, as for *net.TCPConn on
+// Linux: sec < 0 (the default) sends it in the background; sec == 0
+// discards it and resets the connection; sec > 0 makes Close wait until the
+// peer has acknowledged it and the FIN, for at most sec seconds, after which
+// the connection is reset.
 func (c *Conn) SetLinger(sec int) error {
 	if err := c.setCheck(); err != nil {
 		return err

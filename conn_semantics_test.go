@@ -1291,3 +1291,42 @@ func TestZeroValues(t *testing.T) {
 		}
 	}
 }
+
+// TestConnLingerWaits: with SetLinger(sec > 0), Close returns once the peer
+// has acknowledged everything written and the FIN, as Linux's close(2)
+// with SO_LINGER does: a program that exits right after it loses nothing.
+// With the default, Close returns at once.
+func TestConnLingerWaits(t *testing.T) {
+	onBothLinks(t, func(t *testing.T, h *testHosts) {
+		watchdog(t)
+		ln := listenB(t, h, nil)
+		c, s := streamPair(t, h, ln)
+		defer s.Close()
+		read := make(chan int64, 1)
+		go func() {
+			time.Sleep(100 * time.Millisecond) // Close finds data unacknowledged
+			n, _ := io.Copy(io.Discard, s)
+			read <- n
+		}()
+		const size = 8 << 20
+		if _, err := c.Write(make([]byte, size)); err != nil {
+			t.Fatal(err)
+		}
+		c.SetLinger(10)
+		start := time.Now()
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		took := time.Since(start)
+		c.mu.Lock()
+		delivered := c.done || c.e.Delivered()
+		c.mu.Unlock()
+		t.Logf("Close took %v", took)
+		if !delivered {
+			t.Fatalf("Close returned after %v with data or the FIN unacknowledged", took)
+		}
+		if n := <-read; n != size {
+			t.Fatalf("the peer read %d bytes, want %d", n, size)
+		}
+	})
+}

@@ -1294,6 +1294,13 @@ func (e *Engine) Config() Config { return e.cfg }
 // of both ends' MaxPacket, lowered by LimitPacket; 0 before the handshake.
 func (e *Engine) PacketLimit() int { return e.sendMax }
 
+// Delivered reports whether everything written, and the FIN once Close or
+// CloseWrite queued it, is acknowledged, or the connection is over: what a
+// lingering close waits for.
+func (e *Engine) Delivered() bool {
+	return e.state == stateClosed || e.failure != nil || e.sbuf.una == e.sbuf.end && (!e.finQueued || e.finAcked)
+}
+
 // LargestReceived is the largest packet number received from the peer.
 func (e *Engine) LargestReceived() uint64 { return e.largestRcvd }
 
