@@ -416,14 +416,6 @@ func (d *discovery) onSolicit(h *header, m *discMsg, now time.Time) {
 
 func (d *discovery) onAdvertise(h *header, m *discMsg, now time.Time) {
 	ep := d.ep
-	if m.op == discAnnounce {
-		// A stack starting (or claiming a name) at h.src: perhaps the
-		// restart of one we have connections to, whose name we may never
-		// have had in the table (dialled by MAC, heard before we started,
-		// or the same name as ours). One connection to each other stack
-		// there probes (verifyPeers).
-		ep.s.verifyPeers(ep, h.src, h.src, func(node uint64) bool { return node != m.nodeID })
-	}
 	d.mu.Lock()
 	st, ours := d.names[m.name]
 	var w chan discAnswer
@@ -460,9 +452,13 @@ func (d *discovery) onAdvertise(h *header, m *discMsg, now time.Time) {
 			d.send(broadcastMAC, &discMsg{op: discAnnounce, name: m.name})
 		}
 		d.report(m.name, h.src, st == nameClaimed)
+		d.announceHint(h, m)
 		return
 	}
 	old, existed := d.table.update(m, h.src, now, w != nil)
+	if !existed {
+		d.announceHint(h, m)
+	}
 	if existed && (old.nodeID != m.nodeID || old.mac != h.src) {
 		// A new node ID (or MAC) for a known name: the neighbour may have
 		// restarted, or moved, or someone says so falsely. Only the
@@ -496,6 +492,21 @@ func (d *discovery) report(name string, holder [6]byte, kept bool) {
 	}
 	d.ep.s.events.emit(Event{Type: EventNameConflict, Interface: e.Interface, Name: name,
 		HardwareAddr: e.Holder, Kept: kept})
+}
+
+// announceHint makes the other stacks at an announcer's MAC probe, when
+// the table cannot tell a restart: the name was not in it (the client
+// dialled by MAC and never heard it, or forgot it) or is ours (both took
+// the host name). A stack starting at h.src may be the restart of one we
+// have connections to. A name the table knows goes the moved-name way
+// instead, and a known name announced again by the same stack is no news:
+// probing then, before the host has let go of a dying process's port,
+// would go unanswered and hold back the probe that the host's gone notice
+// asks for (a connection probes on hints once per verifyInterval).
+func (d *discovery) announceHint(h *header, m *discMsg) {
+	if m.op == discAnnounce {
+		d.ep.s.verifyPeers(d.ep, h.src, h.src, func(node uint64) bool { return node != m.nodeID })
+	}
 }
 
 // confirmFrom notes a valid packet from mac (reader goroutine only). The
