@@ -968,6 +968,62 @@ func TestDeadlineMoves(t *testing.T) {
 	passes("after one in the past")
 }
 
+// A rawStation is a third station on an in-memory segment that sends
+// stream frames made by hand to a listener's port and hears the answers.
+type rawStation struct {
+	t      *testing.T
+	l      *memlink.Link
+	mac    net.HardwareAddr
+	port   uint16           // the listener's
+	frames chan streamFrame // the stream frames it receives
+}
+
+type streamFrame struct {
+	h    header
+	body []byte
+}
+
+func newRawStation(t *testing.T, h *testHosts, ln *Listener) *rawStation {
+	mac := net.HardwareAddr{0x02, 0x00, 0x5e, 0x10, 0x00, 0x66}
+	r := &rawStation{t: t, l: h.seg.Attach("raw", mac), mac: mac, port: ln.Addr().(*Addr).Port, frames: make(chan streamFrame, 64)}
+	t.Cleanup(func() { r.l.Close() })
+	go func() {
+		ms := []link.Message{{Buf: make([]byte, 2048)}}
+		for {
+			if _, err := r.l.ReadBatch(ms); err != nil {
+				return
+			}
+			hd, body, reason := parseFrame(ms[0].Buf[:ms[0].N], DefaultEtherType)
+			if reason == dropNone && hd.typ == typeStream {
+				r.frames <- streamFrame{hd, slices.Clone(body)}
+			}
+		}
+	}()
+	return r
+}
+
+// send sends body with flags to connection ID dst at the listener's port
+// on dst MAC to, and returns the frame.
+func (r *rawStation) send(to net.HardwareAddr, flags uint16, dst uint64, body []byte) []byte {
+	r.t.Helper()
+	hd := header{etherType: DefaultEtherType, typ: typeStream, flags: flags, srcPort: 4000, dstPort: r.port, connID: dst}
+	copy(hd.dst[:], to)
+	copy(hd.src[:], r.mac)
+	f := make([]byte, offBody+len(body))
+	copy(f[offBody:], body)
+	f = f[:marshalFrame(f, &hd, len(body))]
+	r.resend(f)
+	return f
+}
+
+// resend sends frame f again.
+func (r *rawStation) resend(f []byte) {
+	r.t.Helper()
+	if _, err := r.l.WriteBatch([]link.Message{{Buf: f, N: len(f)}}); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
 // TestConnGroupSYNIgnored sends a listener the same SYN twice from a third
 // station, first to the broadcast address and then to the listener's own:
 // only the second is answered. Streams are unicast; a stack answering SYNs
@@ -976,36 +1032,11 @@ func TestDeadlineMoves(t *testing.T) {
 func TestConnGroupSYNIgnored(t *testing.T) {
 	watchdog(t)
 	h := memHosts(t, memlink.Config{Seed: 1})
-	ln := listenB(t, h, nil)
-	evilMAC := net.HardwareAddr{0x02, 0x00, 0x5e, 0x10, 0x00, 0x66}
-	evil := h.seg.Attach("evil", evilMAC)
-	defer evil.Close()
-	got := make(chan header, 64)
-	go func() {
-		ms := []link.Message{{Buf: make([]byte, 2048)}}
-		for {
-			if _, err := evil.ReadBatch(ms); err != nil {
-				return
-			}
-			hd, _, reason := parseFrame(ms[0].Buf[:ms[0].N], DefaultEtherType)
-			if reason == dropNone && hd.typ == typeStream {
-				got <- hd
-			}
-		}
-	}()
+	r := newRawStation(t, h, listenB(t, h, nil))
 	syn := func(dst net.HardwareAddr, cid uint64) {
-		t.Helper()
 		body := make([]byte, 512)
 		n, flags, _ := stream.NewClient(stream.Config{}, cid, time.Now()).NextPacket(time.Now(), body)
-		hd := header{etherType: DefaultEtherType, typ: typeStream, flags: flags, srcPort: 4000, dstPort: ln.Addr().(*Addr).Port}
-		copy(hd.dst[:], dst)
-		copy(hd.src[:], evilMAC)
-		f := make([]byte, offBody+n)
-		copy(f[offBody:], body[:n])
-		f = f[:marshalFrame(f, &hd, n)]
-		if _, err := evil.WriteBatch([]link.Message{{Buf: f, N: len(f)}}); err != nil {
-			t.Fatal(err)
-		}
+		r.send(dst, flags, 0, body[:n])
 	}
 	const toGroup, toUs = 0xb10adca57, 0x1111
 	syn(net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, toGroup)
@@ -1013,8 +1044,8 @@ func TestConnGroupSYNIgnored(t *testing.T) {
 	timeout := time.After(10 * time.Second)
 	for {
 		select {
-		case hd := <-got:
-			switch hd.connID {
+		case f := <-r.frames:
+			switch f.h.connID {
 			case toGroup:
 				t.Fatal("a SYN to the broadcast address was answered")
 			case toUs:
@@ -1035,46 +1066,19 @@ func TestConnReplayedFirstPacket(t *testing.T) {
 	watchdog(t)
 	h := memHosts(t, memlink.Config{Seed: 1})
 	ln := listenB(t, h, nil)
-	evilMAC := net.HardwareAddr{0x02, 0x00, 0x5e, 0x10, 0x00, 0x66}
-	evil := h.seg.Attach("evil", evilMAC)
-	defer evil.Close()
-	got := make(chan []byte, 64)
-	go func() {
-		ms := []link.Message{{Buf: make([]byte, 2048)}}
-		for {
-			if _, err := evil.ReadBatch(ms); err != nil {
-				return
-			}
-			got <- slices.Clone(ms[0].Buf[:ms[0].N])
-		}
-	}()
+	r := newRawStation(t, h, ln)
 	const cid = 0xc11e47
-	port := ln.Addr().(*Addr).Port
-	send := func(body []byte, flags uint16, dst uint64) []byte {
-		t.Helper()
-		hd := header{etherType: DefaultEtherType, typ: typeStream, flags: flags, srcPort: 4000, dstPort: port, connID: dst}
-		copy(hd.dst[:], h.bMAC)
-		copy(hd.src[:], evilMAC)
-		f := make([]byte, offBody+len(body))
-		copy(f[offBody:], body)
-		f = f[:marshalFrame(f, &hd, len(body))]
-		if _, err := evil.WriteBatch([]link.Message{{Buf: f, N: len(f)}}); err != nil {
-			t.Fatal(err)
-		}
-		return f
-	}
 	// next waits for the next stream frame to the client's ID, or a
 	// stateless reset, which names the server's.
 	var scid uint64
-	next := func() (header, []byte) {
+	next := func() streamFrame {
 		t.Helper()
 		timeout := time.After(10 * time.Second)
 		for {
 			select {
-			case f := <-got:
-				hd, body, reason := parseFrame(f, DefaultEtherType)
-				if reason == dropNone && hd.typ == typeStream && (hd.connID == cid || hd.flags&stream.FlagReset != 0 && hd.connID == scid) {
-					return hd, body
+			case f := <-r.frames:
+				if f.h.connID == cid || f.h.flags&stream.FlagReset != 0 && f.h.connID == scid {
+					return f
 				}
 			case <-timeout:
 				t.Fatal("no answer from the server")
@@ -1084,16 +1088,16 @@ func TestConnReplayedFirstPacket(t *testing.T) {
 	c := stream.NewClient(stream.Config{}, cid, time.Now())
 	buf := make([]byte, 2048)
 	n, flags, _ := c.NextPacket(time.Now(), buf)
-	send(buf[:n], flags, 0)
-	hd, body := next()
-	c.Receive(time.Now(), hd.flags, body)
+	r.send(h.bMAC, flags, 0, buf[:n])
+	f := next()
+	c.Receive(time.Now(), f.h.flags, f.body)
 	if !c.Established() {
 		t.Fatal("no SYN-ACK")
 	}
 	c.Write([]byte("REQUEST-1: transfer $100"))
 	c.CloseWrite()
 	n, flags, scid = c.NextPacket(time.Now(), buf)
-	first := send(buf[:n], flags, scid)
+	first := r.send(h.bMAC, flags, scid, buf[:n])
 
 	accept := func(wait time.Duration) *Conn {
 		ln.SetDeadline(time.Now().Add(wait))
@@ -1121,19 +1125,16 @@ func TestConnReplayedFirstPacket(t *testing.T) {
 			t.Fatal("the server's connection never went away")
 		}
 	}
-	for len(got) > 0 {
-		<-got
+	for len(r.frames) > 0 {
+		<-r.frames
 	}
-	// The replay.
-	if _, err := evil.WriteBatch([]link.Message{{Buf: first, N: len(first)}}); err != nil {
-		t.Fatal(err)
-	}
+	r.resend(first) // the replay
 	if s := accept(500 * time.Millisecond); s != nil {
 		s.Close()
 		t.Fatal("a replayed first packet made a second connection")
 	}
-	if hd, _ := next(); hd.flags&stream.FlagReset == 0 {
-		t.Errorf("the replay was answered with flags %#x, want a stateless reset", hd.flags)
+	if f := next(); f.h.flags&stream.FlagReset == 0 {
+		t.Errorf("the replay was answered with flags %#x, want a stateless reset", f.h.flags)
 	}
 }
 
