@@ -369,7 +369,8 @@ func TestConnDialNobody(t *testing.T) {
 // with ETIMEDOUT. Here every SYN is lost for 21 s: a dial with a 30 s
 // timeout must connect on the next retransmission, while one with the default
 // timeout fails at 20 s with ETIMEDOUT, as TCP's does when its SYN retries
-// run out (a deadline the caller set fails with os.ErrDeadlineExceeded, as
+// run out (a deadline the caller set fails with net.Dialer's i/o timeout,
+// context.DeadlineExceeded and os.ErrDeadlineExceeded both, as
 // TestConnDialNobody checks).
 func TestConnDialRetriesUntilDeadline(t *testing.T) {
 	if testing.Short() {
