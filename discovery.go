@@ -121,8 +121,12 @@ type discovery struct {
 	timer    *time.Timer
 	step     int // where the probe/announce schedule is
 	closed   bool
-	waiters  map[uint64]chan discAnswer // lookups by nonce
-	defended map[string]time.Time       // when each name was last defended
+	waiters  map[uint64]discWaiter // lookups by nonce
+	watch    map[string]int        // lookups by watchKey, counted
+	defended map[string]time.Time  // when each name was last defended
+	// floodAnswered is when each of our names was last announced
+	// instead of answered, because the answer budget was spent.
+	floodAnswered map[string]time.Time
 
 	// echo are the echo requests in flight from this interface (echo.go).
 	echo echoWaiters
@@ -146,6 +150,24 @@ const (
 	nameClaimed                    // ours: answered and announced
 	nameLost                       // another station has it
 )
+
+// A discWaiter is a lookup waiting for answers: to its nonce, or, since
+// a flood of solicits can spend the budget for unicast answers, in an
+// announce that names what it looks for (key, from watchKey).
+type discWaiter struct {
+	ch  chan discAnswer
+	key string
+}
+
+// watchKey is what a lookup's waiter matches announces by: the name, or
+// for a reverse lookup (name "") the target MAC, which no name can equal
+// since names have no NUL.
+func watchKey(name string, target [6]byte) string {
+	if name != "" {
+		return name
+	}
+	return "\x00" + string(target[:])
+}
 
 // discAnswer is an advertise that answered a lookup.
 type discAnswer struct {
@@ -407,20 +429,60 @@ func (d *discovery) onSolicit(h *header, m *discMsg, now time.Time) {
 	}
 	d.mu.Unlock()
 	for _, n := range answer {
-		if !d.answer.allow(now) {
-			return
+		if d.answer.allow(now) {
+			d.send(h.src, &discMsg{op: discAdvertise, nonce: m.nonce, name: n})
+			continue
 		}
-		d.send(h.src, &discMsg{op: discAdvertise, nonce: m.nonce, name: n})
+		// The budget is spent: a flood of solicits, forged from any
+		// MAC, or many real lookups at once. Answering each asker would
+		// let the flood decide who is answered; one broadcast announce
+		// answers every asker on the segment at once (as mDNS answers by
+		// multicast, RFC 6762 §6), and pending lookups take it
+		// (onAdvertise). At most one per name per floodAnnounceEvery.
+		if d.floodAnswer(n, now) {
+			d.send(broadcastMAC, &discMsg{op: discAnnounce, name: n})
+		}
 	}
+}
+
+// floodAnnounceEvery is how often a name under a solicit flood is
+// announced instead of answered: a few times in a lookup's half second.
+const floodAnnounceEvery = 100 * time.Millisecond
+
+// floodAnswer reports whether name may be announced now in place of the
+// answers the budget no longer allows.
+func (d *discovery) floodAnswer(name string, now time.Time) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if last, ok := d.floodAnswered[name]; ok && now.Sub(last) < floodAnnounceEvery {
+		return false
+	}
+	if d.floodAnswered == nil {
+		d.floodAnswered = make(map[string]time.Time)
+	}
+	d.floodAnswered[name] = now // names are ours: the map stays small
+	return true
 }
 
 func (d *discovery) onAdvertise(h *header, m *discMsg, now time.Time) {
 	ep := d.ep
 	d.mu.Lock()
 	st, ours := d.names[m.name]
-	var w chan discAnswer
+	var ws []chan discAnswer
 	if m.op == discAdvertise {
-		w = d.waiters[m.nonce]
+		if w, ok := d.waiters[m.nonce]; ok {
+			ws = append(ws, w.ch)
+		}
+	} else if len(d.watch) > 0 && (d.watch[m.name] > 0 || d.watch[watchKey("", h.src)] > 0) {
+		// An announce answers the lookups of its name, and the reverse
+		// lookups of its sender, as a solicited advertise would: it is
+		// as public as their solicits were, and the table takes it
+		// anyway.
+		for _, w := range d.waiters {
+			if w.key == m.name || w.key == watchKey("", h.src) {
+				ws = append(ws, w.ch)
+			}
+		}
 	}
 	switch {
 	case ours && st == nameTentative:
@@ -455,7 +517,7 @@ func (d *discovery) onAdvertise(h *header, m *discMsg, now time.Time) {
 		d.announceHint(h, m)
 		return
 	}
-	old, existed := d.table.update(m, h.src, now, w != nil)
+	old, existed := d.table.update(m, h.src, now, len(ws) > 0)
 	if !existed {
 		d.announceHint(h, m)
 	}
@@ -471,7 +533,7 @@ func (d *discovery) onAdvertise(h *header, m *discMsg, now time.Time) {
 		// must still reach the connections to it.
 		ep.s.verifyPeers(ep, old.mac, h.src, func(node uint64) bool { return node != m.nodeID })
 	}
-	if w != nil {
+	for _, w := range ws {
 		select {
 		case w <- discAnswer{ep: ep, mac: h.src, msg: *m}:
 		default:
@@ -603,16 +665,26 @@ func (s *stack) failConns(match func(*Conn) bool, err error) {
 // solicit sends a lookup's solicit on ep and registers its waiter.
 func (d *discovery) solicit(dst [6]byte, m *discMsg, w chan discAnswer) {
 	d.mu.Lock()
-	if d.waiters == nil {
-		d.waiters = make(map[uint64]chan discAnswer)
+	if _, ok := d.waiters[m.nonce]; !ok {
+		if d.waiters == nil {
+			d.waiters = make(map[uint64]discWaiter)
+			d.watch = make(map[string]int)
+		}
+		key := watchKey(m.name, m.target)
+		d.waiters[m.nonce] = discWaiter{ch: w, key: key}
+		d.watch[key]++
 	}
-	d.waiters[m.nonce] = w
 	d.mu.Unlock()
 	d.send(dst, m)
 }
 
 func (d *discovery) unwait(nonce uint64) {
 	d.mu.Lock()
-	delete(d.waiters, nonce)
+	if w, ok := d.waiters[nonce]; ok {
+		delete(d.waiters, nonce)
+		if d.watch[w.key]--; d.watch[w.key] <= 0 {
+			delete(d.watch, w.key)
+		}
+	}
 	d.mu.Unlock()
 }

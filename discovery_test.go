@@ -549,7 +549,7 @@ func testDiscoveryFlood(t *testing.T, h *testHosts) {
 		evil = raw
 	}
 	defer evil.Close()
-	var answers atomic.Int64
+	var answers, announces atomic.Int64
 	go func() {
 		ms := make([]link.Message, 16)
 		for i := range ms {
@@ -561,8 +561,15 @@ func testDiscoveryFlood(t *testing.T, h *testHosts) {
 				return
 			}
 			for _, m := range ms[:n] {
-				if hd, body, r := parseFrame(m.Buf[:m.N], DefaultEtherType); r == dropNone && hd.typ == typeDiscovery && len(body) > 0 && discOp(body[0]) == discAdvertise {
+				hd, body, r := parseFrame(m.Buf[:m.N], DefaultEtherType)
+				if r != dropNone || hd.typ != typeDiscovery || len(body) == 0 || hd.src == [6]byte(evilMAC) {
+					continue
+				}
+				switch discOp(body[0]) {
+				case discAdvertise:
 					answers.Add(1)
+				case discAnnounce:
+					announces.Add(1)
 				}
 			}
 		}
@@ -582,7 +589,30 @@ func testDiscoveryFlood(t *testing.T, h *testHosts) {
 	const perSecond, seconds = 10_000, 2
 	start := time.Now()
 	sent := 0
+	// A real lookup in the middle of the flood still finds host-b: the
+	// flood spends the budget for unicast answers, and b announces the
+	// name instead, which every pending lookup takes.
+	type lookupResult struct {
+		a   *Addr
+		err error
+		d   time.Duration
+	}
+	looked := make(chan lookupResult, 1)
 	for i := 0; i < perSecond*seconds; i += 100 {
+		if i == perSecond/2 {
+			go func() {
+				// Forget host-b, heard in b's own announces, so the
+				// lookup must ask the link.
+				h.a.mu.Lock()
+				for _, tb := range h.a.tables {
+					tb.remove("host-b", [6]byte(h.bMAC))
+				}
+				h.a.mu.Unlock()
+				t0 := time.Now()
+				a, err := h.a.lookupName(context.Background(), &Resolver{Timeout: 1500 * time.Millisecond}, "host-b", "")
+				looked <- lookupResult{a, err, time.Since(t0)}
+			}()
+		}
 		ms := make([]link.Message, 0, 200)
 		for j := range 100 {
 			f := frame(discSolicit, "host-b", uint64(i+j))
@@ -598,6 +628,11 @@ func testDiscoveryFlood(t *testing.T, h *testHosts) {
 		}
 	}
 	elapsed := time.Since(start)
+	if r := <-looked; r.err != nil || r.a.HardwareAddr.String() != h.bMAC.String() {
+		t.Errorf("during the flood, host-b resolved to %v, %v after %v; want %v", r.a, r.err, r.d.Round(time.Millisecond), h.bMAC)
+	} else {
+		t.Logf("during the flood, host-b resolved in %v", r.d.Round(time.Millisecond))
+	}
 	time.Sleep(50 * time.Millisecond)
 	var after runtime.MemStats
 	runtime.GC()
@@ -613,11 +648,16 @@ func testDiscoveryFlood(t *testing.T, h *testHosts) {
 		tableLen += tb.len()
 	}
 	h.b.mu.Unlock()
-	t.Logf("%d solicits and %d announces in %v: %d answers (limit %d), table %d entries, heap %+.1f MiB",
-		sent, sent, elapsed.Round(time.Millisecond), got, limit, tableLen,
+	t.Logf("%d solicits and %d announces in %v: %d answers (limit %d) and %d announces of host-b, table %d entries, heap %+.1f MiB",
+		sent, sent, elapsed.Round(time.Millisecond), got, limit, announces.Load(), tableLen,
 		float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/(1<<20))
 	if got > limit || got < answerRate/2 {
 		t.Errorf("%d answers to %d solicits in %v; want the rate limit's %d or a little under", got, sent, elapsed, limit)
+	}
+	// Announces instead of answers: one per floodAnnounceEvery, and the
+	// schedule's few.
+	if got, limit := announces.Load(), int64(time.Since(start)/floodAnnounceEvery)+8; got > limit {
+		t.Errorf("%d announces during the flood; want at most %d", got, limit)
 	}
 	if tableLen > maxNeighbors/2 {
 		t.Errorf("announces of made-up names grew the table to %d entries", tableLen)
