@@ -145,18 +145,18 @@ func (s *stack) controlStream(ep *endpoint, h *header, body []byte) dropReason {
 	case h.flags&stream.FlagSYN != 0 && b != nil:
 		// Ours, but nobody listens: a client port, a datagram socket's,
 		// or a listener on another interface.
-		if s.refuse.allow(time.Now()) {
+		if s.allowRefusal(ep, h.src) {
 			s.refuseSYN(ep, h, body)
 		}
 	case h.flags&stream.FlagSYN != 0 && ep.udp != nil:
 		// A UDP bearer's address is this process's alone: nobody else
 		// will answer.
-		if s.refuse.allow(time.Now()) {
+		if s.allowRefusal(ep, h.src) {
 			s.refuseSYN(ep, h, body)
 		}
-	case h.flags&stream.FlagSYN != 0 && agent && s.unowned(h.dstPort):
+	case h.flags&stream.FlagSYN != 0 && agent && s.allowRefusal(ep, h.src) && s.unowned(h.dstPort):
 		s.refuseSYN(ep, h, body)
-	case h.flags&stream.FlagProbe != 0 && b == nil && agent && s.unowned(h.dstPort):
+	case h.flags&stream.FlagProbe != 0 && b == nil && agent && s.refuse.allow(time.Now()) && s.unowned(h.dstPort):
 		// A probe on a connection whose process is gone.
 		ep.statelessReset(h, body, &ep.ctlOut)
 	}
@@ -166,14 +166,27 @@ func (s *stack) controlStream(ep *endpoint, h *header, body []byte) dropReason {
 // unowned reports whether no process on the host holds port: one that died
 // lately held it (the agent knows its ports), or the kernel says nobody
 // does (the reservation is the truth, the members' reports may lag). The
-// answers it leads to are rate-limited first, so a flood costs at most that
-// many questions.
+// caller rate-limits the answers first, so a flood costs at most that many
+// questions.
 func (s *stack) unowned(port uint16) bool {
+	return s.hostRef.Load().freed(port, time.Now()) || !s.prov.owned(s.etherType, port)
+}
+
+// allowRefusal reports whether a SYN from src that nobody listens for may
+// be refused now. A station in ep's neighbour table has refuseRate
+// refusals a second of its own; any other MAC takes from the stack's
+// refuseRate in all. SYNs forged from made-up MACs, as a flood's are, thus
+// spend only the latter, and a neighbour dialing a closed port during the
+// flood is still refused at once rather than left to time out. The shared
+// limit stays low because the answer to a made-up MAC is a frame a switch
+// floods to every port: a kernel's TCP sends none there, as ARP finds no
+// such host.
+func (s *stack) allowRefusal(ep *endpoint, src [6]byte) bool {
 	now := time.Now()
-	if !s.refuse.allow(now) {
-		return false
+	if known, ok := ep.disc.table.allowRefusal(src, now); known {
+		return ok
 	}
-	return s.hostRef.Load().freed(port, now) || !s.prov.owned(s.etherType, port)
+	return s.refuse.allow(now)
 }
 
 // refuseSYN answers a SYN to a port nobody listens on with a RST, so the

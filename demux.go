@@ -67,8 +67,29 @@ func (s *stack) demux(ep *endpoint, h *header, body []byte) dropReason {
 type rateLimiter struct {
 	rate, burst float64
 	mu          sync.Mutex
-	tokens      float64
-	last        time.Time
+	b           tokenBucket
+}
+
+// tokenBucket is a token bucket's state; its user holds a lock.
+type tokenBucket struct {
+	tokens float64
+	last   time.Time
+}
+
+// take takes a token if there is one, refilling at rate a second up to
+// burst; a new bucket starts full.
+func (b *tokenBucket) take(now time.Time, rate, burst float64) bool {
+	if b.last.IsZero() {
+		b.tokens = burst
+	} else {
+		b.tokens = min(burst, b.tokens+now.Sub(b.last).Seconds()*rate)
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }
 
 const (
@@ -110,15 +131,5 @@ func (r *rateLimiter) allow(now time.Time) bool {
 	if rate == 0 {
 		rate, burst = refuseRate, refuseBurst
 	}
-	if r.last.IsZero() {
-		r.tokens = burst
-	} else {
-		r.tokens = min(burst, r.tokens+now.Sub(r.last).Seconds()*rate)
-	}
-	r.last = now
-	if r.tokens < 1 {
-		return false
-	}
-	r.tokens--
-	return true
+	return r.b.take(now, rate, burst)
 }

@@ -941,3 +941,55 @@ func TestDiscoveryForgedGoneBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestNeighborTableRefusals: the table knows the MACs of its entries, as
+// they come, move and go, and gives each its own refusals.
+func TestNeighborTableRefusals(t *testing.T) {
+	tb := newNeighborTable("test0")
+	now := time.Now()
+	mac1, mac2 := [6]byte{2, 0, 0, 0, 0, 1}, [6]byte{2, 0, 0, 0, 0, 2}
+	announce := func(name string, mac [6]byte) {
+		tb.update(&discMsg{op: discAnnounce, name: name, lifetime: 60_000, mtu: 1500}, mac, now, false)
+	}
+	known := func(mac [6]byte) bool {
+		k, _ := tb.allowRefusal(mac, now)
+		return k
+	}
+	announce("a", mac1)
+	if !known(mac1) || known(mac2) {
+		t.Fatalf("after a on mac1: mac1 known %v, mac2 known %v", known(mac1), known(mac2))
+	}
+	// Its own bucket: the burst (less the one taken above), then none
+	// until time passes.
+	for i := 1; i < refuseBurst; i++ {
+		if _, ok := tb.allowRefusal(mac1, now); !ok {
+			t.Fatalf("refusal %d of the burst not allowed", i+1)
+		}
+	}
+	if _, ok := tb.allowRefusal(mac1, now); ok {
+		t.Fatal("a refusal beyond the burst was allowed")
+	}
+	if _, ok := tb.allowRefusal(mac1, now.Add(10*time.Millisecond)); !ok {
+		t.Fatal("no refusal allowed 10 ms after the burst")
+	}
+	announce("a", mac2) // a moves
+	if known(mac1) || !known(mac2) {
+		t.Fatalf("after a moved to mac2: mac1 known %v, mac2 known %v", known(mac1), known(mac2))
+	}
+	announce("b", mac2)
+	tb.remove("a", mac2)
+	if !known(mac2) {
+		t.Fatal("mac2 unknown while it still holds b")
+	}
+	tb.remove("b", mac2)
+	if known(mac2) || len(tb.stations) != 0 {
+		t.Fatalf("after the goodbyes: mac2 known %v, %d stations", known(mac2), len(tb.stations))
+	}
+	announce("c", mac1)
+	tb.mu.Lock()
+	tb.evictLocked(now.Add(time.Hour), false) // c has expired
+	tb.mu.Unlock()
+	if known(mac1) {
+		t.Fatal("mac1 known after its entry expired")
+	}
+}

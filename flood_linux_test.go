@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -45,6 +46,10 @@ import (
 //	    Starts a dial of ADDR every INTERVAL, N in all, each with TIMEOUT,
 //	    closes each conn once dialed, and reports how many succeeded and
 //	    the successful dials' times.
+//	refusals ADDR N INTERVAL TIMEOUT     ok REFUSED OTHER P50 MAX [ERROR]
+//	    Dials as dials does, at a port nobody holds, and reports how many
+//	    were refused (ECONNREFUSED), how many ended otherwise, and the
+//	    refused dials' times.
 //	ctlstats                             ok DATA DATADROPS CTL CTLDROPS OUT
 //	    The kernel's counters (PACKET_STATISTICS) of the stack's data and
 //	    control sockets on its one interface, and the frames it sent.
@@ -54,6 +59,7 @@ func init() {
 	peerVerbs["stopflood"] = peerStopFlood
 	peerVerbs["bulk"] = peerBulk
 	peerVerbs["dials"] = peerDials
+	peerVerbs["refusals"] = peerRefusals
 	peerVerbs["ctlstats"] = peerCtlStats
 }
 
@@ -225,49 +231,25 @@ func quantile(sorted []time.Duration, q float64) time.Duration {
 }
 
 func peerDials(_ *peerState, args []string) (string, error) {
-	if len(args) < 4 {
-		return "", fmt.Errorf("dials needs ADDR N INTERVAL TIMEOUT, has %v", args)
-	}
-	n, err := strconv.Atoi(args[1])
-	if err != nil {
-		return "", err
-	}
-	interval, err := time.ParseDuration(args[2])
-	if err != nil {
-		return "", err
-	}
-	timeout, err := time.ParseDuration(args[3])
-	if err != nil {
-		return "", err
-	}
 	var (
-		mu    sync.Mutex
 		times []time.Duration
 		fails int
 		first error
-		wg    sync.WaitGroup
 	)
-	d := &Dialer{Timeout: timeout}
-	for range n {
-		wg.Go(func() {
-			t0 := time.Now()
-			c, err := d.DialContext(context.Background(), "myproto", args[0])
-			took := time.Since(t0)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				fails++
-				if first == nil {
-					first = err
-				}
-				return
+	err := dialEach("dials", args, func(c *Conn, took time.Duration, err error) {
+		if err != nil {
+			fails++
+			if first == nil {
+				first = err
 			}
-			c.Close()
-			times = append(times, took)
-		})
-		time.Sleep(interval)
+			return
+		}
+		c.Close()
+		times = append(times, took)
+	})
+	if err != nil {
+		return "", err
 	}
-	wg.Wait()
 	slices.Sort(times)
 	r := fmt.Sprintf("%d %d %d %d %d", len(times), fails, quantile(times, 0.5).Nanoseconds(),
 		quantile(times, 0.99).Nanoseconds(), quantile(times, 1).Nanoseconds())
@@ -275,6 +257,76 @@ func peerDials(_ *peerState, args []string) (string, error) {
 		r += " " + first.Error()
 	}
 	return r, nil
+}
+
+func peerRefusals(_ *peerState, args []string) (string, error) {
+	var (
+		times []time.Duration
+		other int
+		first error
+	)
+	err := dialEach("refusals", args, func(c *Conn, took time.Duration, err error) {
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			times = append(times, took)
+			return
+		}
+		other++
+		if err == nil {
+			c.Close()
+			err = errors.New("connected")
+		}
+		if first == nil {
+			first = err
+		}
+	})
+	if err != nil {
+		return "", err
+	}
+	slices.Sort(times)
+	r := fmt.Sprintf("%d %d %d %d", len(times), other, quantile(times, 0.5).Nanoseconds(), quantile(times, 1).Nanoseconds())
+	if first != nil {
+		r += " " + first.Error()
+	}
+	return r, nil
+}
+
+// dialEach starts a dial of ADDR every INTERVAL, N in all, each with
+// TIMEOUT (args), and calls done, one call at a time, with each one's
+// result and time.
+func dialEach(verb string, args []string, done func(c *Conn, took time.Duration, err error)) error {
+	if len(args) < 4 {
+		return fmt.Errorf("%s needs ADDR N INTERVAL TIMEOUT, has %v", verb, args)
+	}
+	n, err := strconv.Atoi(args[1])
+	if err != nil {
+		return err
+	}
+	interval, err := time.ParseDuration(args[2])
+	if err != nil {
+		return err
+	}
+	timeout, err := time.ParseDuration(args[3])
+	if err != nil {
+		return err
+	}
+	var (
+		mu sync.Mutex
+		wg sync.WaitGroup
+	)
+	d := &Dialer{Timeout: timeout}
+	for range n {
+		wg.Go(func() {
+			t0 := time.Now()
+			c, err := d.dial(context.Background(), "myproto", args[0])
+			took := time.Since(t0)
+			mu.Lock()
+			defer mu.Unlock()
+			done(c, took, err)
+		})
+		time.Sleep(interval)
+	}
+	wg.Wait()
+	return nil
 }
 
 func peerCtlStats(_ *peerState, _ []string) (string, error) {
@@ -614,5 +666,54 @@ func TestIntegrationSYNFlood(t *testing.T) {
 	t.Logf("dials of the listener after the floods: %v", after)
 	if after.failed > 0 {
 		t.Errorf("after the floods: %v", after)
+	}
+}
+
+// TestIntegrationSYNFloodClosedPort: while a flood of forged SYNs aimed at a
+// port nobody holds keeps the host's agent (the server process, the
+// host's first) refusing, a client's dials of another closed port are still
+// refused, each within its timeout, rather than left to time out: the
+// flood must not spend the refusals of everyone else.
+func TestIntegrationSYNFloodClosedPort(t *testing.T) {
+	testenv.Watchdog(t, 3*time.Minute)
+	seed := testenv.Seed(t)
+	const (
+		ndials   = 20
+		interval = 50 * time.Millisecond
+		timeout  = 5 * time.Second
+	)
+	seg := testenv.NewSegment(t, 3, 1500)
+	seg.Untrusted(t, 0)
+	atk, srv, cli := seg.Hosts[0], seg.Hosts[1], seg.Hosts[2]
+	server := startPeer(t, srv.Netns, "MYPROTO_NAME=server")
+	lnPort := server.listen(t, listenAddr(srv, 0), "echo")
+	client := startPeer(t, cli.Netns, "MYPROTO_NAME=client")
+	flooder := startPeer(t, nil, "MYPROTO_NAME=flooder")
+	closed := lnPort + 1 // nobody holds it, nor the flood's port
+	flooded := lnPort + 2
+	addr := segAddr(srv, cli, closed)
+	refusals := func() []int64 {
+		s, err := client.doTimeout(fmt.Sprintf("refusals %s %d %v %v", addr, ndials, interval, timeout), ndials*interval+timeout+30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s", s)
+		return ints(t, s, 4)
+	}
+	if v := refusals(); v[0] != ndials {
+		t.Fatalf("unflooded, %d of %d dials of a closed port were refused", v[0], ndials)
+	}
+	st0 := getCtlStats(t, server)
+	flooder.must(t, fmt.Sprintf("synflood %s %v %d %d", atk.Interface.Name, srv.Interface.HardwareAddr, flooded, seed))
+	time.Sleep(200 * time.Millisecond) // the control socket overflows
+	v := refusals()
+	f := ints(t, flooder.must(t, "stopflood"), 2)
+	st := getCtlStats(t, server).sub(st0)
+	t.Logf("flood: %d forged SYNs at port %d in %v: %.0f/s; the server's control socket took %d frames and dropped %d, it sent %d",
+		f[0], flooded, time.Duration(f[1]).Round(time.Millisecond), float64(f[0])/time.Duration(f[1]).Seconds(), st.ctl, st.ctlDrops, st.out)
+	t.Logf("during the flood, %d of %d dials of port %d were refused, p50 %v, max %v; %d ended otherwise",
+		v[0], ndials, closed, time.Duration(v[2]).Round(time.Millisecond), time.Duration(v[3]).Round(time.Millisecond), v[1])
+	if v[0] != ndials {
+		t.Errorf("during the flood, %d of %d dials of a closed port were refused", v[0], ndials)
 	}
 }

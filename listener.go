@@ -154,7 +154,7 @@ func (ln *Listener) inputSYN(ep *endpoint, h *header, body []byte) dropReason {
 	if (h.flags&flagMessage != 0) != ln.msg {
 		// A stream client at a message listener, or the reverse: as
 		// nobody listened on the port.
-		if ln.s.refuse.allow(time.Now()) {
+		if ln.s.allowRefusal(ep, h.src) {
 			ln.s.refuseSYN(ep, h, body)
 		}
 		return dropNoSocket

@@ -58,14 +58,54 @@ type neighborTable struct {
 	ifname  string
 	mu      sync.Mutex
 	entries map[string]*neighbor
-	heard   int // entries made by announces: at most maxNeighbors/2
+	// stations are the entries' MACs, each with its count of entries
+	// and its refusals (allowRefusal).
+	stations map[[6]byte]*station
+	heard    int // entries made by announces: at most maxNeighbors/2
 	// events gets the entries' comings and goings (events.go); nil in
 	// tables made by tests.
 	events *eventHub
 }
 
 func newNeighborTable(ifname string) *neighborTable {
-	return &neighborTable{ifname: ifname, entries: make(map[string]*neighbor)}
+	return &neighborTable{ifname: ifname, entries: make(map[string]*neighbor), stations: make(map[[6]byte]*station)}
+}
+
+// A station is a MAC the table holds names of.
+type station struct {
+	names  int         // entries with this MAC
+	refuse tokenBucket // its refusals, at refuseRate
+}
+
+// addStationLocked and dropStationLocked count an entry of mac in and out.
+func (t *neighborTable) addStationLocked(mac [6]byte) {
+	st := t.stations[mac]
+	if st == nil {
+		st = new(station)
+		t.stations[mac] = st
+	}
+	st.names++
+}
+
+func (t *neighborTable) dropStationLocked(mac [6]byte) {
+	if st := t.stations[mac]; st != nil {
+		if st.names--; st.names <= 0 {
+			delete(t.stations, mac)
+		}
+	}
+}
+
+// allowRefusal reports whether mac is a station of the table (known) and,
+// if so, whether a SYN from it may be refused now: each station has
+// refuseRate refusals a second of its own (see stack.allowRefusal).
+func (t *neighborTable) allowRefusal(mac [6]byte, now time.Time) (known, ok bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := t.stations[mac]
+	if st == nil {
+		return false, false
+	}
+	return true, st.refuse.take(now, refuseRate, refuseBurst)
 }
 
 // lookup returns the live entry for name.
@@ -138,6 +178,13 @@ func (t *neighborTable) update(m *discMsg, mac [6]byte, now time.Time, solicited
 			t.heard--
 		}
 	}
+	switch {
+	case !ok:
+		t.addStationLocked(mac)
+	case n.mac != mac:
+		t.dropStationLocked(n.mac)
+		t.addStationLocked(mac)
+	}
 	n.mac, n.mtu, n.nodeID, n.lifetime = mac, int(m.mtu), m.nodeID, life
 	n.expires = now.Add(life)
 	n.confirmed = now
@@ -156,6 +203,7 @@ func (t *neighborTable) deleteLocked(n *neighbor, reason string) {
 		t.heard--
 	}
 	delete(t.entries, n.name)
+	t.dropStationLocked(n.mac)
 	t.event(EventNameLeft, n, reason)
 }
 
