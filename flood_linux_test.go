@@ -32,10 +32,11 @@ import (
 //
 // Peer verbs added here:
 //
-//	synflood IFNAME MAC PORT SEED        ok
+//	synflood IFNAME MAC PORT SEED [RATE] ok
 //	    Starts sending forged SYNs to MAC's PORT from IFNAME, 64 per
-//	    sendmmsg(2), as fast as one socket goes: every frame from a new
-//	    random source MAC and port, with a new random connection ID.
+//	    sendmmsg(2), as fast as one socket goes or RATE a second: every
+//	    frame from a new random source MAC and port, with a new random
+//	    connection ID.
 //	stopflood                            ok FRAMES NANOSECONDS
 //	bulk DURATION SIZE ID...             ok COUNT NANOSECONDS P50 MAX
 //	    Copies SIZE bytes through the echo server on each connection, again
@@ -96,7 +97,7 @@ var flood struct {
 
 func peerSYNFlood(_ *peerState, args []string) (string, error) {
 	if len(args) < 4 {
-		return "", fmt.Errorf("synflood needs IFNAME MAC PORT SEED, has %v", args)
+		return "", fmt.Errorf("synflood needs IFNAME MAC PORT SEED [RATE], has %v", args)
 	}
 	ifi, err := net.InterfaceByName(args[0])
 	if err != nil {
@@ -113,6 +114,12 @@ func peerSYNFlood(_ *peerState, args []string) (string, error) {
 	seed, err := strconv.ParseUint(args[3], 10, 64)
 	if err != nil {
 		return "", err
+	}
+	var rate float64 // frames a second; 0: as fast as it can
+	if len(args) > 4 {
+		if rate, err = strconv.ParseFloat(args[4], 64); err != nil {
+			return "", err
+		}
 	}
 	flood.mu.Lock()
 	defer flood.mu.Unlock()
@@ -141,11 +148,20 @@ func peerSYNFlood(_ *peerState, args []string) (string, error) {
 				return
 			default:
 			}
-			for i := range ms {
-				ms[i].N = forgeSYN(ms[i].Buf, dst, uint16(port), rng)
+			batch := ms
+			if rate > 0 {
+				// Small batches, so that the flood is even, not bursts
+				// with room between them.
+				batch = ms[:max(1, min(len(ms), int(rate/5000)))]
 			}
-			n, err := s.WriteBatch(ms)
+			for i := range batch {
+				batch[i].N = forgeSYN(batch[i].Buf, dst, uint16(port), rng)
+			}
+			n, err := s.WriteBatch(batch)
 			sent += uint64(n)
+			if ahead := time.Duration(float64(sent)/rate*float64(time.Second)) - time.Since(start); rate > 0 && ahead > 0 {
+				time.Sleep(ahead)
+			}
 			if err != nil {
 				<-stop
 				done <- fmt.Sprintf("%d %d %v", sent, time.Since(start).Nanoseconds(), err)
@@ -703,17 +719,32 @@ func TestIntegrationSYNFloodClosedPort(t *testing.T) {
 	if v := refusals(); v[0] != ndials {
 		t.Fatalf("unflooded, %d of %d dials of a closed port were refused", v[0], ndials)
 	}
-	st0 := getCtlStats(t, server)
-	flooder.must(t, fmt.Sprintf("synflood %s %v %d %d", atk.Interface.Name, srv.Interface.HardwareAddr, flooded, seed))
-	time.Sleep(200 * time.Millisecond) // the control socket overflows
-	v := refusals()
-	f := ints(t, flooder.must(t, "stopflood"), 2)
-	st := getCtlStats(t, server).sub(st0)
-	t.Logf("flood: %d forged SYNs at port %d in %v: %.0f/s; the server's control socket took %d frames and dropped %d, it sent %d",
-		f[0], flooded, time.Duration(f[1]).Round(time.Millisecond), float64(f[0])/time.Duration(f[1]).Seconds(), st.ctl, st.ctlDrops, st.out)
-	t.Logf("during the flood, %d of %d dials of port %d were refused, p50 %v, max %v; %d ended otherwise",
-		v[0], ndials, closed, time.Duration(v[2]).Round(time.Millisecond), time.Duration(v[3]).Round(time.Millisecond), v[1])
-	if v[0] != ndials {
-		t.Errorf("during the flood, %d of %d dials of a closed port were refused", v[0], ndials)
+	// First a flood the server's control loop takes whole, 30 times its
+	// refusals for made-up MACs: every dial must be refused at its first
+	// SYN. Then one as
+	// fast as the flooder goes, where the kernel drops most SYNs at the
+	// control socket, the dials' too: a dial is then refused once one of
+	// its SYNs (sent again after 200 ms, 400 ms...) gets through.
+	for _, rate := range []int{30_000, 0} {
+		st0 := getCtlStats(t, server)
+		flooder.must(t, fmt.Sprintf("synflood %s %v %d %d %d", atk.Interface.Name, srv.Interface.HardwareAddr, flooded, seed, rate))
+		time.Sleep(200 * time.Millisecond) // the control socket overflows
+		v := refusals()
+		f := ints(t, flooder.must(t, "stopflood"), 2)
+		st := getCtlStats(t, server).sub(st0)
+		t.Logf("flood: %d forged SYNs at port %d in %v: %.0f/s; the server's control socket took %d frames and dropped %d, it sent %d",
+			f[0], flooded, time.Duration(f[1]).Round(time.Millisecond), float64(f[0])/time.Duration(f[1]).Seconds(), st.ctl, st.ctlDrops, st.out)
+		t.Logf("during the flood, %d of %d dials of port %d were refused, p50 %v, max %v; %d ended otherwise",
+			v[0], ndials, closed, time.Duration(v[2]).Round(time.Millisecond), time.Duration(v[3]).Round(time.Millisecond), v[1])
+		if want := int64(ndials); rate == 0 {
+			if v[0] == 0 {
+				t.Errorf("during a flood at full speed, no dial of a closed port was refused")
+			}
+		} else if v[0] != want || time.Duration(v[3]) >= 150*time.Millisecond {
+			// The control socket drops none of this flood: each dial's
+			// first SYN is refused, no retry (200 ms) needed.
+			t.Errorf("during a flood of %d SYNs/s, %d of %d dials of a closed port were refused, the slowest after %v; want all, at their first SYN",
+				rate, v[0], ndials, time.Duration(v[3]).Round(time.Millisecond))
+		}
 	}
 }
