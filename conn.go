@@ -68,6 +68,11 @@ type Conn struct {
 	rmu, wmu sync.Mutex
 
 	answerWaits int // Reads that waited with data unacknowledged; under mu
+	held        int // e.Held() as the stack's rcvMem counts it; under mu
+	// reading says a Read is in progress; readAt is when the last one
+	// returned (ns since timerEpoch). See rcvMem.capFor.
+	reading atomic.Bool
+	readAt  atomic.Int64
 }
 
 // answerWaitsBeforeThread is how many Reads of a connection wait for an
@@ -115,6 +120,7 @@ func (c *Conn) input(ep *endpoint, h *header, body []byte) dropReason {
 		c.mu.Unlock()
 		return dropNoSocket
 	}
+	c.e.SetRecvCap(c.s.rmem.capFor(c, ep.rxNow))
 	c.e.Receive(ep.rxNow, h.flags, body) // the batch's time (readBatch)
 	c.mu.Unlock()
 	if !c.pending.Swap(true) {
@@ -143,6 +149,7 @@ func (c *Conn) wake() bool {
 	if c.rdShut.Load() {
 		c.discardLocked()
 	}
+	c.countHeldLocked()
 	r := e.Readable() > 0 || e.EOF() || e.Err() != nil || c.done || c.rdShut.Load()
 	w := e.Writable() > 0 || e.Err() != nil || c.done
 	est := e.Established() || e.Err() != nil || c.done
@@ -334,6 +341,8 @@ func (c *Conn) finish() {
 		return
 	}
 	c.done = true
+	c.s.rmem.held.Add(-int64(c.held))
+	c.held = 0
 	c.s.timers.set(c, time.Time{})
 	keyed, pcid := c.keyed, c.e.PeerCID()
 	failure := c.e.Err()
@@ -368,6 +377,12 @@ func (c *Conn) Read(b []byte) (int, error) {
 func (c *Conn) read(b []byte) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
+	// The receive budget (rcvmem.go) spares a connection being read.
+	c.reading.Store(true)
+	defer func() {
+		c.readAt.Store(int64(time.Since(timerEpoch)))
+		c.reading.Store(false)
+	}()
 	drove, lent, counted := false, false, false
 	defer func() { c.ep.letGo(drove) }()
 	for {

@@ -47,6 +47,8 @@ type stack struct {
 	// resets.
 	refuse rateLimiter
 	resets rateLimiter
+	// rmem bounds what the connections hold received and unread.
+	rmem rcvMem
 	// verify limits how often hints of a peer's death (discovery frames,
 	// which anyone can send) make connections probe.
 	verify rateLimiter
@@ -149,6 +151,7 @@ func newStack(cfg Config, prov provider) *stack {
 		verify:    rateLimiter{rate: verifyRate, burst: verifyBurst},
 	}
 	s.timers = newTimerQueue(&s.wg)
+	s.rmem.budget = defaultRecvBudget()
 	s.names, s.err = stackNames(&cfg)
 	if bp, err := withBearers(&cfg, prov); err != nil {
 		if s.err == nil {

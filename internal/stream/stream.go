@@ -176,6 +176,7 @@ type Engine struct {
 	direct         []byte
 	rcvMaxAdv      uint64 // Max Data advertised
 	rcvWindow      uint64 // current window (auto-tuned up to RecvBuffer)
+	rcvCap         int    // SetRecvCap's; 0: none
 	maxDataPending bool
 	epochStart     time.Duration // auto-tuning epoch
 	epochOff       uint64
@@ -225,6 +226,7 @@ type Stats struct {
 	PacketsLost, Spurious, PTOs, Persistent     uint64
 	Undos, ChallengeAcks                        uint64
 	Dups, Malformed, FlowViolations, Challenges uint64
+	MemDrops                                    uint64 // packets dropped by SetRecvCap
 }
 
 // NewClient returns an engine in SYN-SENT; its first NextPacket is the
@@ -379,6 +381,41 @@ func (e *Engine) TakeRead() int {
 	return n
 }
 
+// SetRecvCap caps what the connection holds received and unread, in the
+// span from the read offset to the highest byte held, at n bytes (0: no
+// cap but the window), for a caller short of memory. The window already
+// given cannot be taken back, so a packet whose stream data would extend
+// the span beyond n is dropped whole, unacknowledged, as if lost: the peer
+// sends it again later; and Max Data grants no more than n past the read
+// offset, nor does the window grow. Data that fills the span's holes, or
+// that a reader waiting with ReadInto takes, always comes in, so the reader
+// can always make progress.
+func (e *Engine) SetRecvCap(n int) { e.rcvCap = n }
+
+// Held is the span of the receive buffer: from the read offset to the
+// highest byte received (what SetRecvCap caps).
+func (e *Engine) Held() int { return int(e.rbuf.highest() - e.rbuf.readOff) }
+
+// overCap reports whether pv's stream data would extend the receive span
+// beyond rcvCap.
+func (e *Engine) overCap(pv *packetView) bool {
+	held := e.rbuf.highest()
+	end := held
+	for i := 0; i < pv.nframes; i++ {
+		if f := &pv.frames[i]; f.typ == sfStream {
+			end = max(end, f.value+uint64(len(f.data)))
+		}
+	}
+	if end == held {
+		return false
+	}
+	// In-order data for a waiting reader goes into its buffer.
+	if held == e.rbuf.readOff && len(e.direct) < cap(e.direct) && end-held <= uint64(cap(e.direct)-len(e.direct)) {
+		return false
+	}
+	return end-e.rbuf.readOff > uint64(e.rcvCap)
+}
+
 // Readable is how many bytes Read would return now, or are waiting in the
 // buffer lent with ReadInto.
 func (e *Engine) Readable() int { return e.rbuf.readable() + len(e.direct) }
@@ -527,6 +564,10 @@ func (e *Engine) Receive(now time.Time, flags uint16, body []byte) {
 			e.ackImmediate = true // our ACK may have been lost
 			e.notePending(t)
 		}
+		return
+	}
+	if e.rcvCap > 0 && e.overCap(pv) {
+		e.stats.MemDrops++
 		return
 	}
 	if pv.hasReset {
@@ -785,7 +826,7 @@ func (e *Engine) onStream(t time.Duration, f *wireFrame) {
 func (e *Engine) onDataBlocked(t time.Duration, limit uint64) {
 	e.maxDataPending = true
 	e.ackImmediate = true
-	if limit >= e.rcvMaxAdv && e.rbuf.buffered() == 0 && e.rcvWindow < uint64(e.cfg.RecvBuffer) {
+	if limit >= e.rcvMaxAdv && e.rbuf.buffered() == 0 && e.rcvWindow < uint64(e.cfg.RecvBuffer) && e.rcvCap == 0 {
 		e.rcvWindow = min(2*e.rcvWindow, uint64(e.cfg.RecvBuffer))
 		e.rcvMaxAdv = max(e.rcvMaxAdv, e.rbuf.readOff+e.rcvWindow)
 	}
@@ -800,6 +841,16 @@ func (e *Engine) updateWindow(t time.Duration) {
 		return
 	}
 	readOff := e.rbuf.readOff
+	if e.rcvCap > 0 {
+		// Short of memory: grant no more than the cap allows, so the
+		// peer sends nothing the cap would drop, and do not grow.
+		win := min(e.rcvWindow, uint64(e.rcvCap))
+		if readOff+win >= e.rcvMaxAdv+win/4 {
+			e.rcvMaxAdv = readOff + win
+			e.maxDataPending = true
+		}
+		return
+	}
 	if readOff+e.rcvWindow < e.rcvMaxAdv+e.rcvWindow/4 {
 		return
 	}
@@ -1067,6 +1118,16 @@ func (e *Engine) pickData(room int, probe bool) (r seqRange, retx bool) {
 	if !e.lost.empty() {
 		l := e.lost.first()
 		return seqRange{l.lo, min(l.hi, l.lo+uint64(room))}, true
+	}
+	if probe && e.ptoCount > 1 {
+		// A probe timer that fired twice in a row: the peer took none
+		// of the last probe, whose new data may be what it cannot take
+		// (a receiver short of memory, SetRecvCap, drops what lies
+		// beyond what it holds). The oldest data it lacks it always
+		// takes, as a TCP retransmission timeout resends it.
+		if g := e.acked.firstGap(e.sndUna, e.sndNxt); g.lo < g.hi {
+			return seqRange{g.lo, min(g.hi, g.lo+uint64(room))}, true
+		}
 	}
 	vEnd, lim := e.sbuf.end, min(e.sbuf.end, e.peerMaxData)
 	if e.finQueued {

@@ -1136,3 +1136,41 @@ func TestEngineBlindInjection(t *testing.T) {
 		t.Fatalf("after the sweep the server read %q, want %q", got, " still")
 	}
 }
+
+// TestEngineRecvCap: a receiver short of memory holds no more than its cap
+// whatever the window it gave, drops the rest unacknowledged and grants no
+// more than the cap; everything still arrives, intact, as it reads.
+func TestEngineRecvCap(t *testing.T) {
+	p := newTestPair(t, Config{NoDelay: true}, Config{NoDelay: true})
+	const capBytes = 16 << 10
+	p.s.SetRecvCap(capBytes)
+	msg := make([]byte, 200<<10) // within the first window (initialRecvWindow)
+	for i := range msg {
+		msg[i] = byte(i * 7)
+	}
+	if n := p.c.Write(msg); n != len(msg) {
+		t.Fatalf("wrote %d", n)
+	}
+	p.flush()
+	if h := p.s.Held(); h > capBytes {
+		t.Fatalf("holds %d bytes, cap %d", h, capBytes)
+	}
+	if p.s.stats.MemDrops == 0 {
+		t.Fatal("nothing dropped")
+	}
+	var got []byte
+	for i := 0; len(got) < len(msg) && i < 10000; i++ {
+		got = append(got, readAll(p.s)...)
+		if h := p.s.Held(); h > capBytes {
+			t.Fatalf("holds %d bytes, cap %d", h, capBytes)
+		}
+		if adv := p.s.rcvMaxAdv; adv > max(uint64(initialRecvWindow), p.s.rbuf.readOff+capBytes) {
+			t.Fatalf("granted up to %d with the read offset at %d, cap %d", adv, p.s.rbuf.readOff, capBytes)
+		}
+		p.tick(10 * time.Millisecond)
+	}
+	if !bytes.Equal(got, msg) {
+		t.Fatalf("read %d of %d bytes, intact %v", len(got), len(msg), bytes.Equal(got, msg[:len(got)]))
+	}
+	t.Logf("%d packets dropped for memory; %d retransmitted", p.s.stats.MemDrops, p.c.stats.PacketsRetx)
+}
