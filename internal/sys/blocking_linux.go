@@ -49,8 +49,10 @@ type BlockingLink struct {
 	guard   fdGuard
 	closed  atomic.Bool
 
-	// Read state, owned by the one goroutine in ReadBatch.
-	rd recvBatch
+	// Read state, owned by the one goroutine in ReadBatch. short says
+	// the last batch took fewer frames than asked: the socket was empty.
+	rd    recvBatch
+	short bool
 	// Write state, under wmu.
 	wmu sync.Mutex
 	wr  struct {
@@ -196,7 +198,12 @@ func (l *BlockingLink) ReadBatch(ms []link.Message) (int, error) {
 	rd.start(ms, n)
 	pfd := [2]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(efd), Events: unix.POLLIN}}
 	var err error
-	for !rd.try(uintptr(fd)) {
+	// After a short batch the socket was empty a moment ago: wait
+	// first rather than ask recvmmsg(2) for the EAGAIN it most likely
+	// has (ppoll returns at once if a frame came meanwhile).
+	wait := l.short
+	for wait || !rd.try(uintptr(fd)) {
+		wait = false
 		if l.closed.Load() {
 			err = net.ErrClosed
 			break
@@ -206,6 +213,7 @@ func (l *BlockingLink) ReadBatch(ms []link.Message) (int, error) {
 			break
 		}
 	}
+	l.short = rd.got < n
 	got, ferr := rd.finish(ms)
 	if err == nil {
 		err = ferr
