@@ -13,11 +13,11 @@ import (
 // or a peer opening thousands and filling them on purpose) would hold it
 // all: 100,000 connections, 25 GiB. So, as Linux bounds its TCP sockets
 // together (tcp_mem), a stack bounds what its connections hold received and
-// unread: over the budget, the buffer of no connection that its application
-// has not read lately may grow beyond max(minRecvShare, what it holds now). A packet that would grow it is
-// dropped unacknowledged, as if lost, and its sender sends it again later
-// (stream.Engine.SetRecvCap); a connection whose application reads frees
-// memory and goes on, at minRecvShare per round trip at worst.
+// unread: over the budget, no connection that its application is not
+// reading (capFor) may grow its buffer beyond max(minRecvShare, what it
+// holds now). A packet that would grow it is dropped unacknowledged, as if
+// lost, and its sender sends it again later (stream.Engine.SetRecvCap),
+// once the application reads.
 
 // minRecvShare is what a connection may always hold, budget or not.
 const minRecvShare = 16 << 10
