@@ -47,7 +47,7 @@ import (
 //	    Starts a dial of ADDR every INTERVAL, N in all, each with TIMEOUT,
 //	    closes each conn once dialed, and reports how many succeeded and
 //	    the successful dials' times.
-//	refusals ADDR N INTERVAL TIMEOUT     ok REFUSED OTHER P50 MAX [ERROR]
+//	refusals ADDR N INTERVAL TIMEOUT     ok REFUSED OTHER P50 P99 MAX [ERROR]
 //	    Dials as dials does, at a port nobody holds, and reports how many
 //	    were refused (ECONNREFUSED), how many ended otherwise, and the
 //	    refused dials' times.
@@ -247,20 +247,44 @@ func quantile(sorted []time.Duration, q float64) time.Duration {
 }
 
 func peerDials(_ *peerState, args []string) (string, error) {
+	return tallyDials("dials", args, func(c *Conn, err error) error {
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+}
+
+func peerRefusals(_ *peerState, args []string) (string, error) {
+	return tallyDials("refusals", args, func(c *Conn, err error) error {
+		switch {
+		case errors.Is(err, syscall.ECONNREFUSED):
+			return nil
+		case err == nil:
+			c.Close()
+			return errors.New("connected")
+		}
+		return err
+	})
+}
+
+// tallyDials dials as dialEach does and replies "OK FAILED P50 P99 MAX
+// [ERROR]": how many dials judge found as wanted (nil) and how many not,
+// the wanted ones' times, and the first other's error.
+func tallyDials(verb string, args []string, judge func(c *Conn, err error) error) (string, error) {
 	var (
 		times []time.Duration
 		fails int
 		first error
 	)
-	err := dialEach("dials", args, func(c *Conn, took time.Duration, err error) {
-		if err != nil {
+	err := dialEach(verb, args, func(c *Conn, took time.Duration, err error) {
+		if err := judge(c, err); err != nil {
 			fails++
 			if first == nil {
 				first = err
 			}
 			return
 		}
-		c.Close()
 		times = append(times, took)
 	})
 	if err != nil {
@@ -269,37 +293,6 @@ func peerDials(_ *peerState, args []string) (string, error) {
 	slices.Sort(times)
 	r := fmt.Sprintf("%d %d %d %d %d", len(times), fails, quantile(times, 0.5).Nanoseconds(),
 		quantile(times, 0.99).Nanoseconds(), quantile(times, 1).Nanoseconds())
-	if first != nil {
-		r += " " + first.Error()
-	}
-	return r, nil
-}
-
-func peerRefusals(_ *peerState, args []string) (string, error) {
-	var (
-		times []time.Duration
-		other int
-		first error
-	)
-	err := dialEach("refusals", args, func(c *Conn, took time.Duration, err error) {
-		if errors.Is(err, syscall.ECONNREFUSED) {
-			times = append(times, took)
-			return
-		}
-		other++
-		if err == nil {
-			c.Close()
-			err = errors.New("connected")
-		}
-		if first == nil {
-			first = err
-		}
-	})
-	if err != nil {
-		return "", err
-	}
-	slices.Sort(times)
-	r := fmt.Sprintf("%d %d %d %d", len(times), other, quantile(times, 0.5).Nanoseconds(), quantile(times, 1).Nanoseconds())
 	if first != nil {
 		r += " " + first.Error()
 	}
@@ -714,7 +707,7 @@ func TestIntegrationSYNFloodClosedPort(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("%s", s)
-		return ints(t, s, 4)
+		return ints(t, s, 5)
 	}
 	if v := refusals(); v[0] != ndials {
 		t.Fatalf("unflooded, %d of %d dials of a closed port were refused", v[0], ndials)
@@ -735,16 +728,16 @@ func TestIntegrationSYNFloodClosedPort(t *testing.T) {
 		t.Logf("flood: %d forged SYNs at port %d in %v: %.0f/s; the server's control socket took %d frames and dropped %d, it sent %d",
 			f[0], flooded, time.Duration(f[1]).Round(time.Millisecond), float64(f[0])/time.Duration(f[1]).Seconds(), st.ctl, st.ctlDrops, st.out)
 		t.Logf("during the flood, %d of %d dials of port %d were refused, p50 %v, max %v; %d ended otherwise",
-			v[0], ndials, closed, time.Duration(v[2]).Round(time.Millisecond), time.Duration(v[3]).Round(time.Millisecond), v[1])
+			v[0], ndials, closed, time.Duration(v[2]).Round(time.Millisecond), time.Duration(v[4]).Round(time.Millisecond), v[1])
 		if want := int64(ndials); rate == 0 {
 			if v[0] == 0 {
 				t.Errorf("during a flood at full speed, no dial of a closed port was refused")
 			}
-		} else if v[0] != want || time.Duration(v[3]) >= 150*time.Millisecond {
+		} else if v[0] != want || time.Duration(v[4]) >= 150*time.Millisecond {
 			// The control socket drops none of this flood: each dial's
 			// first SYN is refused, no retry (200 ms) needed.
 			t.Errorf("during a flood of %d SYNs/s, %d of %d dials of a closed port were refused, the slowest after %v; want all, at their first SYN",
-				rate, v[0], ndials, time.Duration(v[3]).Round(time.Millisecond))
+				rate, v[0], ndials, time.Duration(v[4]).Round(time.Millisecond))
 		}
 	}
 }
