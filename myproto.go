@@ -123,6 +123,17 @@ type Config struct {
 	// the stack needs no privilege.
 	Bearers []Bearer
 
+	// ReceiveMemory bounds, in bytes, what the stack's stream connections
+	// hold received and not yet read, together, as Linux's tcp_mem bounds
+	// TCP's: each connection may be sent a window's worth at once, and
+	// many whose applications do not read would otherwise hold it all.
+	// Over the bound, a connection that no Read is in, and that was not
+	// read in the last 10 ms, takes no more than 16 KiB beyond what it
+	// holds; its peer sends the rest again once it is read. 0 means a
+	// sixteenth of the memory the process may use (the machine's, or its
+	// memory cgroup's limit), at least 64 MiB.
+	ReceiveMemory int64
+
 	// OnNameConflict is called (from the stack's receive goroutine: do
 	// not block) when another station on a link holds or claims one of our
 	// names: a station that finds the name taken when it starts gives it up

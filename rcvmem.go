@@ -29,10 +29,14 @@ type rcvMem struct {
 	_      [48]byte // held changes with every batch: keep it off others' cache lines
 }
 
-// defaultRecvBudget is a sixteenth of the machine's memory, at least 64 MiB
-// (Linux's tcp_mem allows TCP about a tenth under pressure).
-func defaultRecvBudget() int64 {
-	return max(64<<20, int64(sys.TotalMemory()/16))
+// recvBudget is cfg's ReceiveMemory, or by default a sixteenth of the
+// memory the process may use, at least 64 MiB (Linux's tcp_mem puts TCP
+// under pressure at about as much).
+func recvBudget(cfg *Config) int64 {
+	if cfg.ReceiveMemory > 0 {
+		return cfg.ReceiveMemory
+	}
+	return max(64<<20, int64(sys.MemoryLimit()/16))
 }
 
 // readingLately is how recently a connection's application must have read

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/myproto/myproto/internal/sys"
 )
 
 // TestConnRecvMemoryBudget: connections whose application does not read
@@ -101,4 +103,17 @@ func TestConnRecvMemoryBudget(t *testing.T) {
 			t.Errorf("after the connections closed, the stack counts %d bytes held", n)
 		}
 	})
+}
+
+// TestRecvBudget: Config.ReceiveMemory sets the budget; by default it is
+// a sixteenth of what the process may use, never under 64 MiB.
+func TestRecvBudget(t *testing.T) {
+	if got := recvBudget(&Config{ReceiveMemory: 5 << 20}); got != 5<<20 {
+		t.Errorf("with ReceiveMemory 5 MiB, the budget is %d", got)
+	}
+	got, limit := recvBudget(&Config{}), int64(sys.MemoryLimit())
+	t.Logf("default budget %d MiB of a %d MiB limit", got>>20, limit>>20)
+	if got < 64<<20 || got != max(64<<20, limit/16) {
+		t.Errorf("default budget %d, want max(64 MiB, %d/16)", got, limit)
+	}
 }

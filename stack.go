@@ -151,7 +151,7 @@ func newStack(cfg Config, prov provider) *stack {
 		verify:    rateLimiter{rate: verifyRate, burst: verifyBurst},
 	}
 	s.timers = newTimerQueue(&s.wg)
-	s.rmem.budget = defaultRecvBudget()
+	s.rmem.budget = recvBudget(&cfg)
 	s.names, s.err = stackNames(&cfg)
 	if bp, err := withBearers(&cfg, prov); err != nil {
 		if s.err == nil {

@@ -2,5 +2,5 @@
 
 package sys
 
-// TotalMemory returns 0: the stack asks on Linux only.
-func TotalMemory() uint64 { return 0 }
+// MemoryLimit returns 0: the stack asks on Linux only.
+func MemoryLimit() uint64 { return 0 }
