@@ -52,6 +52,10 @@ var rawLinks = []struct {
 	{"quiet", func(n *packetTestNet, t testing.TB, ifi *net.Interface, cfg PacketConfig) rawLink {
 		return n.openQuiet(t, ifi, cfg)
 	}},
+	{"quiet-ring", func(n *packetTestNet, t testing.TB, ifi *net.Interface, cfg PacketConfig) rawLink {
+		cfg.RingSize = 4 << 20
+		return n.openQuiet(t, ifi, cfg)
+	}},
 }
 
 // TestIntegrationBlockingLink moves frames of every size both ways between

@@ -9,8 +9,9 @@
 // the per-frame cost dominates. *QuietLink and *BlockingLink are the stack's
 // own links, on sockets kept out of Go's poller: a QuietLink (the data
 // socket) wakes the poller only while a read waits, through an epoll
-// instance of its own; a BlockingLink (the control socket) is read on its
-// caller's locked thread.
+// instance of its own, and can receive through a TPACKET_V2 ring mapped
+// into the process; a BlockingLink (the control socket) is read on its caller's
+// locked thread.
 //
 // Filter builds the BPF program a PacketLink attaches before bind(2);
 // ReservePort and PortOwned share port ownership among the processes of one

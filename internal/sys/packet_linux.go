@@ -55,6 +55,16 @@ type PacketConfig struct {
 	// buffer space, which under a stream of sends is once per batch (see
 	// DESIGN.md, "The data path").
 	SendSocket bool
+	// RingSize, if above zero, is the size in bytes of a receive ring
+	// (TPACKET_V2, see rxRing) that OpenQuiet maps onto the socket: frames
+	// then arrive there instead of in the socket's queue, and ReadBuffer
+	// bounds nothing. The kernel allocates the ring as the link opens. A
+	// slot holds a frame of the interface's MTU whatever the frame's size,
+	// where the socket buffer counts each frame's own size: 8 MiB holds
+	// 5,120 frames at MTU 1500 and 896 at 9000, and the default socket
+	// buffer about 14,000 full frames at 1500 or 40,000 small ones.
+	// OpenPacket ignores it.
+	RingSize int
 }
 
 var _ link.Link = (*PacketLink)(nil)

@@ -28,6 +28,8 @@ type PacketConfig struct {
 	ReadBuffer, WriteBuffer int
 	// SendSocket sends on a second socket outside the poller.
 	SendSocket bool
+	// RingSize is the size of OpenQuiet's receive ring.
+	RingSize int
 }
 
 var _ link.Link = (*PacketLink)(nil)
