@@ -1,6 +1,7 @@
 package myproto
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/myproto/myproto/internal/sys"
 	"github.com/myproto/myproto/internal/testenv"
 )
 
@@ -309,16 +311,123 @@ func TestIntegrationAcceptYields(t *testing.T) {
 // end, closed with t.
 func vethStacks(t *testing.T, name string) (p *testenv.Pair, a, b *Stack) {
 	t.Helper()
+	return vethStacksConfig(t, name, Config{})
+}
+
+// vethStacksConfig is vethStacks with cfg for both stacks (Name set here).
+func vethStacksConfig(t *testing.T, name string, cfg Config) (p *testenv.Pair, a, b *Stack) {
+	t.Helper()
 	p = testenv.NewPair(t, 1500)
-	sa, err := openStack(&Config{Name: name + "-a"}, packetProvider{})
+	ca, cb := cfg, cfg
+	ca.Name, cb.Name = name+"-a", name+"-b"
+	sa, err := openStack(&ca, packetProvider{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sa.close() })
-	sb, err := openStack(&Config{Name: name + "-b"}, packetProvider{ns: p.NetnsB})
+	sb, err := openStack(&cb, packetProvider{ns: p.NetnsB})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sb.close() })
 	return p, &Stack{sa}, &Stack{sb}
+}
+
+// TestIntegrationReceiveRing runs streams over data sockets with receive
+// rings (Config.ReceiveRing) of 160 slots, far fewer than a bulk transfer
+// has in flight: 16 MiB each way at once arrive intact, the frames the full
+// ring dropped sent again, and request/response exchanges, whose Reads wait
+// on their threads, work as without a ring.
+func TestIntegrationReceiveRing(t *testing.T) {
+	watchdog(t)
+	p, a, b := vethStacksConfig(t, "ring", Config{ReceiveRing: 256 << 10})
+	ln, err := b.Listen("myproto", p.B.Name+":7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	const size = 16 << 20
+	pattern := func(seed byte) []byte {
+		d := make([]byte, size)
+		for i := range d {
+			d[i] = seed + byte(i*7+i>>12)
+		}
+		return d
+	}
+	// exchange sends out and reads as much back at once, then answers
+	// 100 one-byte requests or makes them.
+	exchange := func(c net.Conn, out []byte, asks bool) ([]byte, error) {
+		errc := make(chan error, 1)
+		go func() { _, err := c.Write(out); errc <- err }()
+		in := make([]byte, len(out))
+		if _, err := io.ReadFull(c, in); err != nil {
+			return nil, err
+		}
+		if err := <-errc; err != nil {
+			return nil, err
+		}
+		buf := make([]byte, 1)
+		for i := range 100 {
+			if asks {
+				buf[0] = byte(i)
+				if _, err := c.Write(buf); err != nil {
+					return nil, err
+				}
+			}
+			if _, err := io.ReadFull(c, buf); err != nil || buf[0] != byte(i) {
+				return nil, fmt.Errorf("exchange %d: %v, got %d", i, err, buf[0])
+			}
+			if !asks {
+				if _, err := c.Write(buf); err != nil {
+					return nil, err
+				}
+			}
+		}
+		return in, nil
+	}
+	type result struct {
+		in  []byte
+		err error
+	}
+	srv := make(chan result, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			srv <- result{err: err}
+			return
+		}
+		defer c.Close()
+		in, err := exchange(c, pattern(2), false)
+		srv <- result{in, err}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := a.DialContext(ctx, "myproto", fmt.Sprintf("[%v%%%s]:7", p.B.HardwareAddr, p.A.Name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	in, err := exchange(c, pattern(1), true)
+	if err != nil {
+		t.Fatalf("client: %v", err)
+	}
+	r := <-srv
+	if r.err != nil {
+		t.Fatalf("server: %v", r.err)
+	}
+	if !bytes.Equal(in, pattern(2)) || !bytes.Equal(r.in, pattern(1)) {
+		t.Fatal("a stream arrived changed")
+	}
+	for _, s := range []*Stack{a, b} {
+		s.s.mu.Lock()
+		for _, ep := range s.s.endpoints {
+			ql, ok := ep.l.(*sys.QuietLink)
+			if !ok || ql.RingSlots() != 160 {
+				t.Errorf("%s: data link %T, not a QuietLink with a ring of 160 slots", s.s.cfg.Name, ep.l)
+			}
+			st, _ := ep.l.Stats()
+			t.Logf("%s: %d frames received, %d dropped by the full ring", s.s.cfg.Name, st.Packets, st.Drops)
+		}
+		s.s.mu.Unlock()
+	}
 }

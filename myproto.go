@@ -99,6 +99,20 @@ type Config struct {
 	// them at net.core.rmem_max and wmem_max.
 	ReadBuffer, WriteBuffer int
 
+	// ReceiveRing, if above zero, gives each interface's data socket a
+	// receive ring of that many bytes (TPACKET_V2, packet(7)) in place of
+	// its receive buffer: the kernel copies frames into memory shared with
+	// the process, which reads them without a system call. On a veth pair
+	// at MTU 9000 an 8 MiB ring moved 17 % more in bulk and cost the
+	// receiver 15 % less CPU per frame; at MTU 1500 it moved 12 % less,
+	// as the kernel's copy into the ring runs on the sending CPU there
+	// (README, "Measured"). The ring is allocated whole as an interface
+	// opens, and each slot holds a frame of the MTU whatever the frame's
+	// size, so a burst of small frames that the default 32 MiB buffer
+	// takes can overflow it (what overflows is lost, and sent again): 8
+	// MiB holds 5,120 frames at MTU 1500 and 896 at 9000. 0 means no ring.
+	ReceiveRing int
+
 	// Name is this host's node name, which neighbours resolve through
 	// discovery ("nodeb:80"). "" means $MYPROTO_NAME, else the first label
 	// of the host name. It must be a DNS label (letters, digits, hyphens);
@@ -190,6 +204,10 @@ func openStack(cfg *Config, prov provider) (*stack, error) {
 		c = *cfg
 	}
 	c.EtherType = cfg.etherType()
+	if pp, ok := prov.(packetProvider); ok {
+		pp.ring = c.ReceiveRing
+		prov = pp
+	}
 	s := newStack(c, prov)
 	if s.err != nil {
 		return nil, s.err

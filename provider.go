@@ -50,7 +50,8 @@ type controlProvider interface {
 // packetProvider opens AF_PACKET sockets, optionally inside another network
 // namespace (tests use one per simulated host).
 type packetProvider struct {
-	ns *sys.Netns // nil: the process's own namespace
+	ns   *sys.Netns // nil: the process's own namespace
+	ring int        // Config.ReceiveRing, for the data sockets
 }
 
 func (p packetProvider) do(fn func() error) error {
@@ -81,6 +82,7 @@ func (p packetProvider) open(ifi *net.Interface, etherType uint16, filter []bpf.
 			Filter:      filter,
 			ReadBuffer:  readBuffer,
 			WriteBuffer: writeBuffer,
+			RingSize:    p.ring,
 		})
 		if errors.Is(err, syscall.EPERM) {
 			return errNoRawSocket
