@@ -7,7 +7,8 @@
 # Builds myproto and quicperf, makes two network namespaces joined by a veth
 # pair (mpb_a/mpb_va <-> mpb_b/mpb_vb, 198.51.100.1/24 <-> .2/24, addresses
 # that exist only inside them), starts `myproto perf -s` (on Ethernet and the
-# UDP bearer; a second one on the UDP bearer without offload) and `quicperf
+# UDP bearer; a second one on the UDP bearer without offload; a third with
+# receive rings, RING bytes, 8M unless set) and `quicperf
 # -s` in mpb_b and runs every client in mpb_a, each a process of its own
 # with the default GOMAXPROCS. NA and NB rename the namespaces. Each test runs RUNS times at each MTU; the table
 # shows medians, and every run's JSON is kept in bench/results/STAMP/.
@@ -46,8 +47,11 @@ go build -o "$BIN/myproto" ./cmd/myproto
 NA=${NA:-mpb_a} NB=${NB:-mpb_b} VA=mpb_va VB=mpb_vb
 MACB=02:42:00:00:00:02
 IPB=198.51.100.2
-SRV="" QSRV="" USRV=""
+SRV="" QSRV="" USRV="" RSRV=""
 PERFC=("$BIN/myproto" perf -c "[$MACB]")
+# Receive rings (Config.ReceiveRing) on both ends: a third server, port 5203.
+RING=${RING:-8M}
+PERFR=("$BIN/myproto" perf -c "[$MACB]" -p 5203 --ring "$RING")
 # The UDP bearer: the server's IP address, at the bearer port; the second
 # server's bearer without GSO/GRO is at 34998, its myproto port 5202.
 PERFU=("$BIN/myproto" perf -c "$IPB")
@@ -58,7 +62,8 @@ cleanup() {
 	[ -n "$SRV" ] && kill "$SRV" 2>/dev/null && wait "$SRV" 2>/dev/null
 	[ -n "$QSRV" ] && kill "$QSRV" 2>/dev/null && wait "$QSRV" 2>/dev/null
 	[ -n "$USRV" ] && kill "$USRV" 2>/dev/null && wait "$USRV" 2>/dev/null
-	SRV="" QSRV="" USRV=""
+	[ -n "$RSRV" ] && kill "$RSRV" 2>/dev/null && wait "$RSRV" 2>/dev/null
+	SRV="" QSRV="" USRV="" RSRV=""
 	ip netns del $NA 2>/dev/null || true # deleting a namespace deletes its end of the pair
 	ip netns del $NB 2>/dev/null || true
 }
@@ -155,11 +160,15 @@ for MTU in $MTUS; do
 	MYPROTO_NAME=bench-server-nooffload MYPROTO_UDP_LOCAL=$IPB:34998 nsenter --net=/run/netns/$NB \
 		"$BIN/myproto" perf -s -p 5202 --udp --no-offload >"$OUT/server-nooffload-$MTU.log" 2>&1 &
 	USRV=$!
+	MYPROTO_NAME=bench-server-ring nsenter --net=/run/netns/$NB \
+		"$BIN/myproto" perf -s -p 5203 --ring "$RING" >"$OUT/server-ring-$MTU.log" 2>&1 &
+	RSRV=$!
 	nsenter --net=/run/netns/$NB "$BIN/quicperf" -s $IPB:4433 -certfile "$OUT/quic.der" >"$OUT/quic-$MTU.log" 2>&1 &
 	QSRV=$!
 	for _ in $(seq 50); do
 		grep -q "listening on tcp" "$OUT/server-$MTU.log" && grep -q listening "$OUT/quic-$MTU.log" &&
-			grep -q "UDP bearer" "$OUT/server-nooffload-$MTU.log" && break
+			grep -q "UDP bearer" "$OUT/server-nooffload-$MTU.log" &&
+			grep -q "listening" "$OUT/server-ring-$MTU.log" && break
 		sleep 0.1
 	done
 	for RUN in $(seq "$RUNS"); do
@@ -181,6 +190,13 @@ for MTU in $MTUS; do
 			add "sys_$side" "$MTU" "$(j "$f" "if .myproto.cpu.$side.syscalls < 0 then empty else .myproto.cpu.$side.syscalls_per_frame end")"
 			add "tcp_cpu_$side" "$MTU" "$(j "$f" .tcp.cpu.$side.cpu_ns_per_frame)"
 		done
+
+		f=$(client ring "$MTU" "${PERFR[@]}" -t "$T" -J)
+		add ring_bps "$MTU" "$(j "$f" .myproto.receiver.bits_per_second)"
+		add ring_cpu_client "$MTU" "$(j "$f" .myproto.cpu.client.cpu_ns_per_frame)"
+		add ring_cpu_server "$MTU" "$(j "$f" .myproto.cpu.server.cpu_ns_per_frame)"
+		f=$(client ring-rr "$MTU" "${PERFR[@]}" --rr -t "$T" -J)
+		add ring_rr50 "$MTU" "$(j "$f" .myproto.latency.p50_us)"
 
 		f=$(client p16 "$MTU" "${PERFC[@]}" -P 16 -t "$T" -J)
 		add mp16_bps "$MTU" "$(j "$f" .myproto.receiver.bits_per_second)"
@@ -244,9 +260,9 @@ for MTU in $MTUS; do
 		add udp_loss_bps "$MTU" "$(j "$f" .myproto.receiver.bits_per_second)"
 		add udp_loss_retx "$MTU" "$(j "$f" .myproto.sender.retransmits)"
 	done
-	kill "$SRV" "$QSRV" "$USRV" 2>/dev/null || true
-	wait "$SRV" "$QSRV" "$USRV" 2>/dev/null || true
-	SRV="" QSRV="" USRV=""
+	kill "$SRV" "$QSRV" "$USRV" "$RSRV" 2>/dev/null || true
+	wait "$SRV" "$QSRV" "$USRV" "$RSRV" 2>/dev/null || true
+	SRV="" QSRV="" USRV="" RSRV=""
 done
 
 # med METRIC MTU: the median of the runs' values, "" if none.
@@ -280,6 +296,7 @@ row() { # LABEL then one cell per MTU from the function cell_MTU
 }
 c_raw() { echo "$(fmt gbit "$(med raw_bps $1)"), $(fmt k "$(med raw_fps $1)") frames/s, $(fmt n "$(med raw_drops $1)") ring drops"; }
 c_mp() { echo "$(fmt gbit "$(med mp_bps $1)")$(ratio "$(med mp_bps $1)" "$(med raw_bps $1)") of raw, $(fmt n "$(med mp_retx $1)") retransmissions"; }
+c_ring() { echo "$(fmt gbit "$(med ring_bps $1)")$(ratio "$(med ring_bps $1)" "$(med raw_bps $1)") of raw,$(ratio "$(med ring_bps $1)" "$(med mp_bps $1)") without; CPU per frame $(fmt ns "$(med ring_cpu_client $1)") / $(fmt ns "$(med ring_cpu_server $1)"); rr p50 $(fmt us "$(med ring_rr50 $1)")"; }
 c_mp16() { echo "$(fmt gbit "$(med mp16_bps $1)")$(ratio "$(med mp16_bps $1)" "$(med mp_bps $1)") of one"; }
 c_tcp() { echo "$(fmt gbit "$(med tcp_bps $1)"); myproto$(ratio "$(med mp_bps $1)" "$(med tcp_bps $1)")"; }
 c_mptls() { echo "$(fmt gbit "$(med mptls_bps $1)")"; }
@@ -311,6 +328,7 @@ c_rawcpu() { echo "$(fmt ns "$(med raw_cpu_snd $1)") / $(fmt ns "$(med raw_cpu_r
 	echo "|---|$(for _ in $MTUS; do printf -- '---|'; done)"
 	row "raw ceiling: sendmmsg flood → TPACKET_V3 ring" c_raw
 	row "myproto bulk, 1 connection" c_mp
+	row "myproto bulk with receive rings (--ring $RING)" c_ring
 	row "myproto bulk, -P 16" c_mp16
 	row "kernel TCP bulk, 1 connection" c_tcp
 	row "TLS 1.3 over myproto" c_mptls

@@ -60,6 +60,9 @@ Client:
   -p PORT            the myproto port (default 5201)
   --no-offload       the UDP bearer without segmentation offload
                      (UDP_SEGMENT, UDP_GRO), to measure what they bring
+  --ring SIZE        receive through a TPACKET_V2 ring of SIZE bytes
+                     (Config.ReceiveRing; K, M suffixes), to measure it
+                     against the socket buffer
 
 CPU figures are each process's getrusage(2) over the test: CPU time, and
 context switches, per frame in the busier direction (myproto's frame
@@ -93,6 +96,7 @@ type perfOptions struct {
 	tcpListen string
 	udp       bool   // -s: also on the UDP bearer
 	noOffload bool   // the UDP bearer without GSO and GRO
+	ring      int    // Config.ReceiveRing
 	client    string // -c ADDR
 	port      int
 
@@ -175,6 +179,8 @@ func parsePerf(args []string, stderr io.Writer) (*perfOptions, error) {
 	interval := durationFlag(time.Second)
 	fs.Var(&interval, "i", "")
 	fs.BoolVar(&o.json, "J", false, "")
+	var ring sizeFlag
+	fs.Var(&ring, "ring", "")
 
 	var positional []string
 	for {
@@ -189,6 +195,7 @@ func parsePerf(args []string, stderr io.Writer) (*perfOptions, error) {
 		args = rest[1:]
 	}
 	o.duration, o.count, o.length, o.interval = time.Duration(dur), int64(count), int(length), time.Duration(interval)
+	o.ring = int(ring)
 
 	switch {
 	case o.server == (o.client != ""):
@@ -442,4 +449,14 @@ func perfBearers(o *perfOptions) []myproto.Bearer {
 	}
 	return []myproto.Bearer{{Media: myproto.MediaEthernet},
 		{Media: myproto.MediaUDP, Local: os.Getenv("MYPROTO_UDP_LOCAL"), NoOffload: o.noOffload}}
+}
+
+// perfConfig is the default stack's configuration for --udp, --no-offload
+// and --ring, or nil for the defaults.
+func perfConfig(o *perfOptions) *myproto.Config {
+	bs := perfBearers(o)
+	if bs == nil && o.ring == 0 {
+		return nil
+	}
+	return &myproto.Config{Bearers: bs, ReceiveRing: o.ring}
 }

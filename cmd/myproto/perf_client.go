@@ -97,7 +97,12 @@ func runPerfClient(o *perfOptions, stdout io.Writer) error {
 	// server fail the second run's connections.
 	var id [4]byte
 	rand.Read(id[:])
-	myproto.LinkStats(&myproto.Config{Name: "perf-" + hex.EncodeToString(id[:]), Bearers: perfBearers(o)})
+	cfg := perfConfig(o)
+	if cfg == nil {
+		cfg = &myproto.Config{}
+	}
+	cfg.Name = "perf-" + hex.EncodeToString(id[:])
+	myproto.LinkStats(cfg)
 	m := newMeter()
 	out := stdout
 	if o.json {

@@ -60,8 +60,8 @@ func runPerfServer(o *perfOptions, stdout, stderr io.Writer) error {
 		stderr:  stderr,
 		tests:   make(map[string]*serverTest),
 	}
-	if bs := perfBearers(o); bs != nil {
-		myproto.LinkStats(&myproto.Config{Bearers: bs})
+	if cfg := perfConfig(o); cfg != nil {
+		myproto.LinkStats(cfg)
 	}
 	ln, err := myproto.Listen("myproto", o.listen)
 	if err != nil {
