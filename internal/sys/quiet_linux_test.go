@@ -47,9 +47,15 @@ func TestOpenQuietInvalid(t *testing.T) {
 // waiting read of either kind short without losing the frame that comes
 // next.
 func TestIntegrationQuietLinkWakeups(t *testing.T) {
+	for _, ring := range []int{0, 1 << 20} {
+		t.Run(fmt.Sprintf("ring=%d", ring), func(t *testing.T) { testQuietLinkWakeups(t, ring) })
+	}
+}
+
+func testQuietLinkWakeups(t *testing.T, ring int) {
 	packetWatchdog(t, 2*time.Minute)
 	n := startPacketTestNet(t)
-	rx := n.openQuiet(t, n.b, PacketConfig{EtherType: testEtherType})
+	rx := n.openQuiet(t, n.b, PacketConfig{EtherType: testEtherType, RingSize: ring})
 	tx := n.open(t, n.a, PacketConfig{EtherType: testEtherType})
 	seed := time.Now().UnixNano()
 	t.Logf("seed %d", seed)
@@ -213,9 +219,15 @@ func TestIntegrationQuietLinkCloseUnblocks(t *testing.T) {
 // TestIntegrationQuietLinkAllocs checks that a QuietLink's reads, waiting
 // ones included, and writes allocate nothing.
 func TestIntegrationQuietLinkAllocs(t *testing.T) {
+	for _, ring := range []int{0, 1 << 20} {
+		t.Run(fmt.Sprintf("ring=%d", ring), func(t *testing.T) { testQuietLinkAllocs(t, ring) })
+	}
+}
+
+func testQuietLinkAllocs(t *testing.T, ring int) {
 	packetWatchdog(t, time.Minute)
 	n := startPacketTestNet(t)
-	rx := n.openQuiet(t, n.b, PacketConfig{EtherType: testEtherType})
+	rx := n.openQuiet(t, n.b, PacketConfig{EtherType: testEtherType, RingSize: ring})
 	tx := n.openQuiet(t, n.a, PacketConfig{EtherType: testEtherType})
 	const runs = 100
 	frame := putFrame(make([]byte, 500), n.b.HardwareAddr, n.a.HardwareAddr, testEtherType, 80, 1, 500)
