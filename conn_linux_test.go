@@ -129,13 +129,7 @@ func TestIntegrationAnswerWaitOnThread(t *testing.T) {
 		_, err = io.Copy(io.Discard, c)
 		srvc <- err
 	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := a.DialContext(ctx, "myproto", fmt.Sprintf("[%v%%%s]:7", p.B.HardwareAddr, p.A.Name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialPort7(t, p, a)
 	mc := c.(*Conn)
 	buf := make([]byte, 1)
 	for i := range exchanges {
@@ -307,6 +301,20 @@ func TestIntegrationAcceptYields(t *testing.T) {
 	c3.Close()
 }
 
+// dialPort7 dials port 7 of the pair's B end from stack a, closing the
+// connection with t.
+func dialPort7(t *testing.T, p *testenv.Pair, a *Stack) net.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := a.DialContext(ctx, "myproto", fmt.Sprintf("[%v%%%s]:7", p.B.HardwareAddr, p.A.Name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // vethStacks returns a veth pair between two namespaces and a stack on each
 // end, closed with t.
 func vethStacks(t *testing.T, name string) (p *testenv.Pair, a, b *Stack) {
@@ -400,13 +408,7 @@ func TestIntegrationReceiveRing(t *testing.T) {
 		in, err := exchange(c, pattern(2), false)
 		srv <- result{in, err}
 	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := a.DialContext(ctx, "myproto", fmt.Sprintf("[%v%%%s]:7", p.B.HardwareAddr, p.A.Name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialPort7(t, p, a)
 	in, err := exchange(c, pattern(1), true)
 	if err != nil {
 		t.Fatalf("client: %v", err)
