@@ -103,10 +103,11 @@ type Config struct {
 	// receive ring of that many bytes (TPACKET_V2, packet(7)) in place of
 	// its receive buffer: the kernel copies frames into memory shared with
 	// the process, which reads them without a system call. On a veth pair
-	// at MTU 9000 an 8 MiB ring moved 17 % more in bulk and cost the
-	// receiver 15 % less CPU per frame; at MTU 1500 it moved 12 % less,
-	// as the kernel's copy into the ring runs on the sending CPU there
-	// (README, "Measured"). The ring is allocated whole as an interface
+	// at MTU 9000, in alternating runs, an 8 MiB ring moved 12-18 % more
+	// in bulk and cost the receiver 13-15 % less CPU per frame; at MTU
+	// 1500 it moved 12 % less, as the kernel's copy into the ring runs on
+	// the sending CPU there; three-run benchmarks put it either side of
+	// no ring (README, "Measured"). The ring is allocated whole as an interface
 	// opens, and each slot holds a frame of the MTU whatever the frame's
 	// size, so a burst of small frames that the default 32 MiB buffer
 	// takes can overflow it (what overflows is lost, and sent again): 8
