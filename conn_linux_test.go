@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"syscall"
 	"testing"
@@ -299,6 +300,97 @@ func TestIntegrationAcceptYields(t *testing.T) {
 		t.Fatalf("third connection, after the first closed: %v", err)
 	}
 	c3.Close()
+}
+
+// TestIntegrationAcceptSeveralInterfaces: a listener on two interfaces
+// (Ethernet and the UDP bearer on one veth pair) accepts connections that
+// come either way, and while it waits its Accept reads the interface the
+// last connection came in on itself, as it reads the one interface of a
+// listener that has one: a server's next handshake then completes on the
+// goroutine that takes the connection, not on a read loop that must wake
+// it (a listener on both bearers accepted 3.9 k connections/s instead of
+// 4.8 k).
+func TestIntegrationAcceptSeveralInterfaces(t *testing.T) {
+	watchdog(t)
+	p := testenv.NewPair(t, 1500)
+	aIP, bIP := netip.MustParseAddr("10.9.0.1"), netip.MustParseAddr("10.9.0.2")
+	if err := sys.AddAddress(nil, p.A.Name, netip.PrefixFrom(aIP, 24)); err != nil {
+		t.Fatal(err)
+	}
+	if err := sys.AddAddress(p.NetnsB, p.B.Name, netip.PrefixFrom(bIP, 24)); err != nil {
+		t.Fatal(err)
+	}
+	open := func(name string, ip netip.Addr, prov packetProvider) *Stack {
+		cfg := Config{Name: name, Bearers: []Bearer{{Media: MediaEthernet}, {Media: MediaUDP, Local: ip.String()}}}
+		s, err := openStack(&cfg, prov)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.close() })
+		return &Stack{s}
+	}
+	a := open("several-a", aIP, packetProvider{})
+	b := open("several-b", bIP, packetProvider{ns: p.NetnsB})
+	ln, err := b.Listen("myproto", ":7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if len(ln.eps) != 2 {
+		t.Fatalf("listener on %d interfaces, want 2 (Ethernet and UDP)", len(ln.eps))
+	}
+	accepted := make(chan *Conn)
+	go func() {
+		for {
+			c, err := ln.AcceptMyproto()
+			if err != nil {
+				close(accepted)
+				return
+			}
+			accepted <- c
+		}
+	}()
+	viaUDP := func() net.Conn {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, err := a.DialContext(ctx, "myproto", (&Addr{IP: bIP, Port: 7, Zone: MediaUDP}).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	// take accepts the next connection, checks it came in on the
+	// interface of the given media, and waits for the Accept that follows
+	// to drive that interface.
+	take := func(media string) {
+		t.Helper()
+		var c *Conn
+		select {
+		case c = <-accepted:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no connection over %s accepted in 10 s", media)
+		}
+		defer c.Close()
+		if got := c.LocalAddr().(*Addr).Zone; (got == MediaUDP) != (media == MediaUDP) {
+			t.Fatalf("connection accepted on %q, want %s", got, media)
+		}
+		for deadline := time.Now().Add(5 * time.Second); c.ep.rx.driver.Load() != &ln.drv; {
+			if time.Now().After(deadline) {
+				t.Fatalf("5 s after a connection over %s, Accept does not read that interface", media)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	viaUDP()
+	take(MediaUDP)
+	dialPort7(t, p, a)
+	take(MediaEthernet)
+	viaUDP()
+	take(MediaUDP)
+	viaUDP()
+	take(MediaUDP)
 }
 
 // dialPort7 dials port 7 of the pair's B end from stack a, closing the

@@ -45,6 +45,9 @@ type Listener struct {
 	once    sync.Once
 	dl      deadline
 	drv     driver // Accept, when it drives the link
+	// hot is the endpoint the last connection came in on: where an
+	// Accept on several interfaces drives (see AcceptMyproto).
+	hot atomic.Pointer[endpoint]
 }
 
 // ListenConfig contains options for listening, as net.ListenConfig does:
@@ -204,6 +207,9 @@ func (ln *Listener) input(ep *endpoint, h *header, body []byte) dropReason {
 		return dropNoSocket
 	}
 	c.input(ep, h, body)
+	if len(ln.eps) > 1 && ln.hot.Load() != ep {
+		ln.hot.Store(ep)
+	}
 	ln.mu.Lock()
 	ln.queue = append(ln.queue, c)
 	ln.mu.Unlock()
@@ -282,13 +288,23 @@ func (ln *Listener) AcceptMyproto() (*Conn, error) {
 	if !ln.ok() {
 		return nil, syscall.EINVAL
 	}
-	// On one interface, Accept reads the link itself while it waits
-	// (receive.go): the handshake's last packet then queues the
-	// connection on the goroutine that takes it, not on the read loop
-	// that would wake it. On several, the read loops do.
-	var ep *endpoint
-	if len(ln.eps) == 1 {
-		ep = ln.eps[0]
+	// Accept reads the link itself while it waits (receive.go): the
+	// handshake's last packet then queues the connection on the goroutine
+	// that takes it, not on the read loop that would wake it. On several
+	// interfaces it drives the one the last connection came in on and
+	// leaves the others to their read loops, which it asks to read at once
+	// rather than after the grace period of a Read that drove them: a
+	// server's connections tend to come the way the last one came (on
+	// Ethernet or on the UDP bearer), and one that comes another way is
+	// queued by a read loop, which wakes this Accept as before.
+	ep := ln.eps[0]
+	if len(ln.eps) > 1 {
+		ep = ln.hot.Load()
+		for _, o := range ln.eps {
+			if o != ep {
+				o.needReader()
+			}
+		}
 	}
 	drove := false
 	defer func() {
