@@ -3,14 +3,12 @@ package myproto
 import (
 	"errors"
 	"net"
-	"runtime"
 	"time"
 
 	"golang.org/x/net/bpf"
 
 	"github.com/myproto/myproto/internal/link"
 	"github.com/myproto/myproto/internal/stream"
-	"github.com/myproto/myproto/internal/sys"
 )
 
 // The control path. Each endpoint reads two packet sockets: the data socket
@@ -36,18 +34,21 @@ const (
 	// controlBurst is the CPU time it may use at once before the share
 	// applies.
 	controlBurst = 5 * time.Millisecond
+	// controlFrameMax is the most that one frame's handling counts
+	// toward the share: a SYN's answer costs some microseconds, and a
+	// batch that took longer was mostly waiting for a CPU (see
+	// controlLoop).
+	controlFrameMax = 50 * time.Microsecond
 )
 
 // openControl opens the control socket on ifi with the filter ctl. Where
-// the provider can, it opens it outside Go's poller (sys.BlockingLink),
-// read and written on the control loop's own thread. A socket in the
-// poller has the kernel wake the poller's thread for each frame queued
+// the provider can, it opens it as a sys.QuietLink: registered with Go's
+// poller only while the control loop waits for a frame. A socket always in
+// the poller has the kernel wake the poller's thread for each frame queued
 // while its reader sleeps, and for each sent frame that frees buffer space;
 // the control loop sleeps on purpose while a flood keeps its socket full,
-// and those wake-ups cost about as much CPU as its work. Off the poller
-// and timed by its thread's CPU clock, a flooded listener answers 66–84k
-// SYNs a second with its process at 0.5 CPU; in the poller and timed by
-// the wall clock it answered 34–36k at 0.4–0.5.
+// and those wake-ups cost about as much CPU as its work (a flooded listener
+// answered 34–36k SYNs a second so, against 66–84k without them).
 func (s *stack) openControl(ifi *net.Interface, ctl []bpf.RawInstruction) (link.Link, error) {
 	// The control socket's buffer is small on purpose: a flood of SYNs or
 	// discovery frames overflows it, and the kernel drops them there,
@@ -59,18 +60,32 @@ func (s *stack) openControl(ifi *net.Interface, ctl []bpf.RawInstruction) (link.
 }
 
 // controlLoop reads the control socket until it closes. It keeps to
-// controlShare of a CPU: it runs on a thread of its own, whose CPU time
-// (sys.ThreadCPUTime) is thus its own, reads and sends and the kernel's work
-// in them included, and sleeps whenever it has used more than controlShare
-// of the time that passed, or more than controlBurst at once. A flood then
-// fills the control socket and the kernel drops the rest there.
+// controlShare of a CPU: it times its work by the wall clock, from a batch
+// read (or, when the last batch was full and the socket is likely not
+// empty, from the read's start) to the answers sent, the kernel's work in
+// the system calls included, and sleeps whenever it has worked more than
+// controlShare of the time that passed, or more than controlBurst at once.
+// A flood then fills the control socket and the kernel drops the rest
+// there.
+//
+// It waits for frames in Go's poller, holding no thread. It used to run
+// locked to a thread of its own, waiting in a blocking read and timed by
+// that thread's CPU clock; but a goroutine blocked in a system call keeps
+// its P, which the runtime's sysmon takes back after 20 µs whenever the
+// other Ps are busy, and each time it does sysmon keeps waking every 20 µs
+// instead of backing off. A server answering a SYN every 200 µs (perf
+// --crr) spent a fifth of its samples in sysmon; in the poller it accepted
+// 5.2–5.5k connections a second instead of 4.3–4.6k. The wall clock
+// counts time the loop was preempted as work, so under contention it
+// sleeps sooner than its CPU share says, a flood's answers giving way; a
+// batch counts at most controlFrameMax a frame, so that one SYN handled
+// while the process waited long for a CPU does not put the loop to sleep.
 func (ep *endpoint) controlLoop() {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	ms := make([]link.Message, rxBatch)
 	size := 0
-	budget := controlBurst // CPU time the loop may still spend at once
-	last, lastCPU := time.Now(), sys.ThreadCPUTime()
+	budget := controlBurst // work the loop may still do at once
+	last := time.Now()
+	full := false // the last batch filled ms
 	for {
 		if fs := ep.frameSize(); fs > size {
 			size = fs
@@ -78,6 +93,7 @@ func (ep *endpoint) controlLoop() {
 				ms[i].Buf = make([]byte, size)
 			}
 		}
+		start := time.Now()
 		n, err := ep.ctl.ReadBatch(ms)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
@@ -86,22 +102,18 @@ func (ep *endpoint) controlLoop() {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
+		if !full {
+			start = time.Now() // the read may have waited
+		}
 		for i := range n {
 			ep.controlInput(ms[i].Buf[:ms[i].N])
 		}
 		ep.ctlOut.flush()
+		full = n == len(ms)
 		now := time.Now()
-		if n < len(ms) && now.Sub(last) < controlBurst/4 {
-			// The thread's CPU clock is a system call, as dear as the
-			// work of a frame or two: a loop that is not flooded (its
-			// batch was short) reads it only now and then. The clock
-			// counts all the while, so the account stays exact, only
-			// later.
-			continue
-		}
-		cpu := sys.ThreadCPUTime()
-		budget = min(controlBurst, budget+time.Duration(float64(now.Sub(last))*controlShare)) - (cpu - lastCPU)
-		last, lastCPU = now, cpu
+		work := min(now.Sub(start), time.Duration(n+1)*controlFrameMax)
+		budget = min(controlBurst, budget+time.Duration(float64(now.Sub(last))*controlShare)) - work
+		last = now
 		if budget < 0 {
 			// Over the share: let the kernel drop for a while.
 			time.Sleep(time.Duration(float64(-budget) / controlShare))

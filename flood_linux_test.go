@@ -665,6 +665,13 @@ func TestIntegrationSYNFlood(t *testing.T) {
 			if float64(other) > 0.05*float64(target) {
 				t.Errorf("%s spent %v of CPU while %s, which the flood aims at, spent %v: more than 5 %%", sc.other.label, other, sc.target.label, target)
 			}
+			// While only the flood goes on, the target's control loop
+			// keeps to its share of a CPU (controlShare, 0.5): 0.48–0.53
+			// CPUs were measured; a loop that answered all it could
+			// would take the CPU the flooder leaves.
+			if share := idleCPU[0].Seconds() / idle.Seconds(); share > 0.75 {
+				t.Errorf("with only the flood going on, %s used %.2f CPUs: its control loop does not keep to its share", sc.target.label, share)
+			}
 			if fd.ok == 0 {
 				t.Errorf("no dial succeeded during the flood")
 			}

@@ -96,12 +96,14 @@ func (p packetProvider) open(ifi *net.Interface, etherType uint16, filter []bpf.
 	return l, err
 }
 
-// openControl opens a sys.BlockingLink: a packet socket outside Go's
-// poller, read and written on the calling thread.
+// openControl opens a sys.QuietLink without a receive ring: in Go's poller
+// only while the control loop waits for a frame, so a flood that keeps the
+// socket full while the loop sleeps over its CPU share wakes nobody, and a
+// loop waiting for the next SYN holds no thread (see controlLoop).
 func (p packetProvider) openControl(ifi *net.Interface, etherType uint16, filter []bpf.RawInstruction, readBuffer, writeBuffer int) (link.Link, error) {
 	var l link.Link
 	err := p.do(func() error {
-		bl, err := sys.OpenBlocking(ifi, sys.PacketConfig{
+		ql, err := sys.OpenQuiet(ifi, sys.PacketConfig{
 			EtherType:   etherType,
 			Filter:      filter,
 			ReadBuffer:  readBuffer,
@@ -110,7 +112,7 @@ func (p packetProvider) openControl(ifi *net.Interface, etherType uint16, filter
 		if err != nil {
 			return err
 		}
-		l = bl
+		l = ql
 		return nil
 	})
 	return l, err

@@ -6,12 +6,11 @@
 // with github.com/mdlayher/packet and moves frames with recvmmsg(2) and
 // sendmmsg(2) called directly on the socket, batching every system call,
 // because on a custom EtherType the kernel offers no segmentation offload and
-// the per-frame cost dominates. *QuietLink and *BlockingLink are the stack's
-// own links, on sockets kept out of Go's poller: a QuietLink (the data
-// socket) wakes the poller only while a read waits, through an epoll
-// instance of its own, and can receive through a TPACKET_V2 ring mapped
-// into the process; a BlockingLink (the control socket) is read on its caller's
-// locked thread.
+// the per-frame cost dominates. *QuietLink is the stack's own link (its data
+// and control sockets), on a socket kept out of Go's poller: it wakes the
+// poller only while a read waits, through an epoll instance of its own,
+// sends on a second socket outside the poller, and can receive through a
+// TPACKET_V2 ring mapped into the process.
 //
 // Filter builds the BPF program a PacketLink attaches before bind(2);
 // ReservePort and PortOwned share port ownership among the processes of one
@@ -23,7 +22,7 @@
 //
 // # Privileges
 //
-// OpenPacket, OpenQuiet and OpenBlocking need CAP_NET_RAW in the user
+// OpenPacket and OpenQuiet need CAP_NET_RAW in the user
 // namespace that owns the network namespace: run as root, grant the binary
 // the capability (setcap cap_net_raw+ep), or run in a user namespace of your
 // own. Without it they fail with an error wrapping syscall.EPERM. Raising the socket

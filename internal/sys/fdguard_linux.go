@@ -7,8 +7,8 @@ import "sync"
 // An fdGuard closes a socket's file descriptors only once Close has been
 // asked for and no system call is using them any more: a number closed
 // under a blocked system call could be reused by an unrelated file. The
-// blocking links (BlockingLink, the send socket) stay outside Go's poller,
-// which would otherwise do this for them.
+// links on raw descriptors (QuietLink, the send socket) stay outside Go's
+// poller, which would otherwise do this for them.
 type fdGuard struct {
 	mu      sync.Mutex
 	release func() // closes the descriptors; run once, under mu

@@ -12,8 +12,8 @@ import (
 
 // ifaceInfo is what a link knows of its interface: a copy of it, whose
 // HardwareAddr is the link's own, and its MTU, which link events change.
-// PacketLink, BlockingLink and QuietLink embed it for the link.Link methods
-// that describe the interface.
+// PacketLink and QuietLink embed it for the link.Link methods that describe
+// the interface.
 type ifaceInfo struct {
 	ifi net.Interface
 	mtu atomic.Int64

@@ -12,30 +12,13 @@ import (
 	"github.com/myproto/myproto/internal/link"
 )
 
-// openBlocking opens a BlockingLink on ifi in the namespace.
-func (n *packetTestNet) openBlocking(t testing.TB, ifi *net.Interface, cfg PacketConfig) *BlockingLink {
-	t.Helper()
-	var (
-		l   *BlockingLink
-		err error
-	)
-	n.do(func() { l, err = OpenBlocking(ifi, cfg) })
-	if err != nil {
-		t.Fatalf("OpenBlocking(%s): %v", ifi.Name, err)
-	}
-	t.Cleanup(func() { l.Close() })
-	return l
-}
-
-// rawLink is a link on descriptors outside the poller: a BlockingLink or a
-// QuietLink.
+// rawLink is a link on descriptors outside the poller: a QuietLink, with
+// or without a receive ring.
 type rawLink interface {
 	link.Link
 	// closedFDs reports whether Close has closed every descriptor.
 	closedFDs() bool
 }
-
-func (l *BlockingLink) closedFDs() bool { return l.fd == -1 && l.efd == -1 }
 
 func (l *QuietLink) closedFDs() bool {
 	return l.fd == -1 && l.rc.Control(func(uintptr) {}) != nil
@@ -46,9 +29,6 @@ var rawLinks = []struct {
 	name string
 	open func(n *packetTestNet, t testing.TB, ifi *net.Interface, cfg PacketConfig) rawLink
 }{
-	{"blocking", func(n *packetTestNet, t testing.TB, ifi *net.Interface, cfg PacketConfig) rawLink {
-		return n.openBlocking(t, ifi, cfg)
-	}},
 	{"quiet", func(n *packetTestNet, t testing.TB, ifi *net.Interface, cfg PacketConfig) rawLink {
 		return n.openQuiet(t, ifi, cfg)
 	}},
@@ -58,10 +38,10 @@ var rawLinks = []struct {
 	}},
 }
 
-// TestIntegrationBlockingLink moves frames of every size both ways between
+// TestIntegrationRawLink moves frames of every size both ways between
 // a PacketLink and each rawLink, and checks what the filter, the binding
 // and the multicast list let through.
-func TestIntegrationBlockingLink(t *testing.T) {
+func TestIntegrationRawLink(t *testing.T) {
 	for _, k := range rawLinks {
 		t.Run(k.name, func(t *testing.T) {
 			packetWatchdog(t, time.Minute)
@@ -163,10 +143,10 @@ func testRawLink(t *testing.T, n *packetTestNet, open func(n *packetTestNet, t t
 	checkFrames(t, got, sent)
 }
 
-// TestIntegrationBlockingLinkClose checks that Close unblocks a ReadBatch
+// TestIntegrationRawLinkClose checks that Close unblocks a ReadBatch
 // waiting for frames, and that every call after it fails with
 // net.ErrClosed.
-func TestIntegrationBlockingLinkClose(t *testing.T) {
+func TestIntegrationRawLinkClose(t *testing.T) {
 	for _, k := range rawLinks {
 		t.Run(k.name, func(t *testing.T) {
 			packetWatchdog(t, time.Minute)
@@ -216,14 +196,5 @@ func testRawLinkClose(t *testing.T, rx rawLink) {
 	}
 	if !rx.closedFDs() {
 		t.Errorf("descriptors still open after Close")
-	}
-}
-
-func TestOpenBlockingInvalid(t *testing.T) {
-	if _, err := OpenBlocking(nil, PacketConfig{EtherType: testEtherType}); err == nil {
-		t.Error("OpenBlocking(nil) succeeded")
-	}
-	if _, err := OpenBlocking(&net.Interface{Index: 1, Name: "lo"}, PacketConfig{}); err == nil {
-		t.Error("OpenBlocking with EtherType 0 succeeded")
 	}
 }
