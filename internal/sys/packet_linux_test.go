@@ -195,21 +195,24 @@ func (n *packetTestNet) open(t testing.TB, ifi *net.Interface, cfg PacketConfig)
 	return l
 }
 
+// testFilter builds the filter of the test EtherType and version that
+// passes frames to mac by rules.
+func testFilter(t testing.TB, mac net.HardwareAddr, rules ...Rule) []bpf.RawInstruction {
+	t.Helper()
+	prog, err := Filter(FilterConfig{EtherType: testEtherType, Version: testVersion, HardwareAddr: mac, Rules: rules})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return prog
+}
+
 // openPair opens the receiving end on mpa1, filtering on every port of our
 // EtherType to its MAC, and the sending end on mpa0 without a filter (so
 // that, but for PACKET_IGNORE_OUTGOING, it would see its own frames).
 func (n *packetTestNet) openPair(t testing.TB) (tx, rx *PacketLink) {
 	t.Helper()
-	prog, err := Filter(FilterConfig{EtherType: testEtherType, Version: testVersion, HardwareAddr: n.b.HardwareAddr,
-		Rules: []Rule{{Types: []uint8{typeDiscovery}, OtherPorts: true}, {Ports: []uint16{0, 65535}, InPorts: true}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	everyPort, err := Filter(FilterConfig{EtherType: testEtherType, Version: testVersion, HardwareAddr: n.b.HardwareAddr,
-		Rules: []Rule{{Ports: allPorts(), InPorts: true}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	prog := testFilter(t, n.b.HardwareAddr, Rule{Types: []uint8{typeDiscovery}, OtherPorts: true}, Rule{Ports: []uint16{0, 65535}, InPorts: true})
+	everyPort := testFilter(t, n.b.HardwareAddr, Rule{Ports: allPorts(), InPorts: true})
 	rx = n.open(t, n.b, PacketConfig{EtherType: testEtherType, Filter: prog})
 	// Replace the filter once, so every test goes through SetFilter.
 	if err := rx.SetFilter(everyPort); err != nil {
@@ -259,6 +262,27 @@ func frameSize(i, mtu int) int {
 
 // readFrames reads count frames from l into fresh buffers of bufSize bytes,
 // batch messages at a time.
+// sendFrame sends b, one whole frame, on l.
+func sendFrame(t testing.TB, l link.Link, b []byte) {
+	t.Helper()
+	if n, err := l.WriteBatch([]link.Message{{Buf: b, N: len(b)}}); n != 1 || err != nil {
+		t.Fatalf("WriteBatch = %d, %v", n, err)
+	}
+}
+
+// expectSeq reads the next frame from rx and checks it is the one putFrame
+// made with seq.
+func expectSeq(t testing.TB, rx link.Link, seq uint32) {
+	t.Helper()
+	frames, err := readFrames(rx, 1, 1, 2000)
+	if err != nil {
+		t.Fatalf("ReadBatch: %v", err)
+	}
+	if got := binary.BigEndian.Uint32(frames[0][38:]); got != seq {
+		t.Fatalf("received frame %d (% x), want %d", got, frames[0], seq)
+	}
+}
+
 func readFrames(l link.Link, count, batch, bufSize int) ([][]byte, error) {
 	var got [][]byte
 	ms := make([]link.Message, batch)
@@ -480,23 +504,8 @@ func TestIntegrationPacketLinkFilter(t *testing.T) {
 
 	const size = 100
 	buf := make([]byte, size)
-	send := func(l *PacketLink, b []byte) {
-		t.Helper()
-		if n, err := l.WriteBatch([]link.Message{{Buf: b, N: len(b)}}); n != 1 || err != nil {
-			t.Fatalf("WriteBatch = %d, %v", n, err)
-		}
-	}
-	// expect reads the next frame and checks it is the one with seq.
-	expect := func(seq uint32) {
-		t.Helper()
-		frames, err := readFrames(rx, 1, 1, 2000)
-		if err != nil {
-			t.Fatalf("ReadBatch: %v", err)
-		}
-		if got := binary.BigEndian.Uint32(frames[0][38:]); got != seq {
-			t.Fatalf("received frame %d (% x), want %d", got, frames[0], seq)
-		}
-	}
+	send := func(l *PacketLink, b []byte) { t.Helper(); sendFrame(t, l, b) }
+	expect := func(seq uint32) { t.Helper(); expectSeq(t, rx, seq) }
 	foreign := net.HardwareAddr{0x02, 0x99, 0, 0, 0, 1}
 	broadcast := net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 

@@ -1,7 +1,6 @@
 package sys
 
 import (
-	"encoding/binary"
 	"errors"
 	"net"
 	"testing"
@@ -51,16 +50,8 @@ func TestIntegrationRawLink(t *testing.T) {
 }
 
 func testRawLink(t *testing.T, n *packetTestNet, open func(n *packetTestNet, t testing.TB, ifi *net.Interface, cfg PacketConfig) rawLink) {
-	narrow, err := Filter(FilterConfig{EtherType: testEtherType, Version: testVersion, HardwareAddr: n.b.HardwareAddr,
-		Rules: []Rule{{Ports: []uint16{443}, InPorts: true}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	everyPort, err := Filter(FilterConfig{EtherType: testEtherType, Version: testVersion, HardwareAddr: n.b.HardwareAddr,
-		Rules: []Rule{{Ports: allPorts(), InPorts: true}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	narrow := testFilter(t, n.b.HardwareAddr, Rule{Ports: []uint16{443}, InPorts: true})
+	everyPort := testFilter(t, n.b.HardwareAddr, Rule{Ports: allPorts(), InPorts: true})
 	rx := open(n, t, n.b, PacketConfig{EtherType: testEtherType, Filter: narrow, ReadBuffer: 4 << 20})
 	tx := n.open(t, n.a, PacketConfig{EtherType: testEtherType})
 	other := n.open(t, n.a, PacketConfig{EtherType: testEtherType + 1})
@@ -69,22 +60,8 @@ func testRawLink(t *testing.T, n *packetTestNet, open func(n *packetTestNet, t t
 	}
 
 	buf := make([]byte, 2000)
-	send := func(l link.Link, b []byte) {
-		t.Helper()
-		if n, err := l.WriteBatch([]link.Message{{Buf: b, N: len(b)}}); n != 1 || err != nil {
-			t.Fatalf("WriteBatch = %d, %v", n, err)
-		}
-	}
-	expect := func(seq uint32) {
-		t.Helper()
-		frames, err := readFrames(rx, 1, 1, 2000)
-		if err != nil {
-			t.Fatalf("ReadBatch: %v", err)
-		}
-		if got := binary.BigEndian.Uint32(frames[0][38:]); got != seq {
-			t.Fatalf("received frame %d, want %d", got, seq)
-		}
-	}
+	send := func(l link.Link, b []byte) { t.Helper(); sendFrame(t, l, b) }
+	expect := func(seq uint32) { t.Helper(); expectSeq(t, rx, seq) }
 	// The filter attached at open: port 80 stays out, and so do other
 	// EtherTypes and other stations' frames.
 	send(tx, putFrame(buf, n.b.HardwareAddr, n.a.HardwareAddr, testEtherType, 80, 1, 100))
