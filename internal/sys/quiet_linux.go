@@ -267,7 +267,14 @@ func (l *QuietLink) read(ms []link.Message, how waitMode) (int, error) {
 func (l *QuietLink) waitOnThread() error {
 	pfd := [2]unix.PollFd{{Fd: int32(l.fd), Events: unix.POLLIN}, {Fd: int32(l.efd), Events: unix.POLLIN}}
 	var drain [8]byte
-	for !l.try() {
+	// Without a ring a look at the queue is a system call, and the
+	// answer to what the reader just sent is seldom there yet: ppoll
+	// first, which returns at once if a frame is. Past the deadline one
+	// look decides: a frame queued is taken, else the read times out.
+	dl := l.dl.Load()
+	skip := l.ring == nil && (dl == noDeadline || dl > int64(time.Since(monoEpoch)))
+	for skip || !l.try() {
+		skip = false
 		if l.closed.Load() {
 			return net.ErrClosed
 		}

@@ -183,6 +183,17 @@ func testQuietLinkWakeups(t *testing.T, ring int) {
 	if d := time.Since(at); d < 40*time.Millisecond || d > 2*time.Second {
 		t.Fatalf("ReadBatchOnThread with a 50ms deadline returned after %v", d)
 	}
+
+	// Past its deadline, ReadBatchOnThread still takes a frame already
+	// queued (it looks once instead of waiting in ppoll first).
+	b := putFrame(make([]byte, 100), n.b.HardwareAddr, n.a.HardwareAddr, testEtherType, 443, uint32(count+100), 100)
+	if _, err := tx.WriteBatch([]link.Message{{Buf: b, N: len(b)}}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // veth delivers it meanwhile
+	if got, err := rx.ReadBatchOnThread(ms); got != 1 || err != nil || seq() != uint32(count+100) {
+		t.Fatalf("ReadBatchOnThread past its deadline with a frame queued = %d (frame %d), %v", got, seq(), err)
+	}
 }
 
 // TestIntegrationQuietLinkCloseUnblocks checks that Close ends a waiting
