@@ -376,14 +376,16 @@ func TestIntegrationMassClose(t *testing.T) {
 	}
 	// With the 32 MiB buffer the stack asks for, the data sockets drop
 	// nothing. In a user namespace of its own (a normal user's run) the
-	// buffer is net.core.rmem_max, and the acknowledgments of 10,000 FINs
-	// arriving at once on top of the live stream's window overran it in
-	// about one run in four (1,464 drops once; a run sees 20,000–32,000
-	// frames): what is lost there is sent again, and the stream must keep
-	// moving, as checked below.
+	// buffer is net.core.rmem_max (208 KiB here, some hundreds of small
+	// frames), and the acknowledgments of 10,000 FINs arriving at once on
+	// top of the live stream's window overrun it in about a third of the
+	// runs: as user nobody, 776–7,885 drops in 8 of 29 runs that saw
+	// 19,000–45,000 frames (18 % at most), the code before and after
+	// Dec 1 2026 alike. What is lost there is sent again, and the stream
+	// must keep moving, as checked below; a quarter is allowed.
 	allowed := int64(0)
 	if testenv.InUserNamespace() {
-		allowed = (st1["kpkts"] - st0["kpkts"]) / 10 // frames that passed the filter, dropped ones included
+		allowed = (st1["kpkts"] - st0["kpkts"]) / 4 // frames that passed the filter, dropped ones included
 	}
 	if d := st1["kdrops"] - st0["kdrops"]; d > allowed {
 		t.Errorf("the client's data sockets dropped %d frames (%d allowed)", d, allowed)
