@@ -72,43 +72,41 @@ func (p packetProvider) interfaces() ([]net.Interface, error) {
 }
 
 func (p packetProvider) open(ifi *net.Interface, etherType uint16, filter []bpf.RawInstruction, readBuffer, writeBuffer int) (link.Link, error) {
+	// Outside the poller but while a read waits (sys.QuietLink): the
+	// frames that arrive while a batch is handled, or between a sender's
+	// sends, wake no idle thread.
+	return p.openQuiet(ifi, sys.PacketConfig{
+		EtherType:   etherType,
+		Filter:      filter,
+		ReadBuffer:  readBuffer,
+		WriteBuffer: writeBuffer,
+		RingSize:    p.ring,
+	})
+}
+
+// openControl opens the control socket as open does the data socket, but
+// without a receive ring whatever Config.ReceiveRing says: a QuietLink is
+// in Go's poller only while the control loop waits for a frame, so a flood
+// that keeps the socket full while the loop sleeps over its CPU share
+// wakes nobody, and a loop waiting for the next SYN holds no thread (see
+// controlLoop).
+func (p packetProvider) openControl(ifi *net.Interface, etherType uint16, filter []bpf.RawInstruction, readBuffer, writeBuffer int) (link.Link, error) {
+	return p.openQuiet(ifi, sys.PacketConfig{
+		EtherType:   etherType,
+		Filter:      filter,
+		ReadBuffer:  readBuffer,
+		WriteBuffer: writeBuffer,
+	})
+}
+
+// openQuiet opens a sys.QuietLink with cfg in the provider's namespace.
+func (p packetProvider) openQuiet(ifi *net.Interface, cfg sys.PacketConfig) (link.Link, error) {
 	var l link.Link
 	err := p.do(func() error {
-		// Outside the poller but while a read waits (sys.QuietLink):
-		// the frames that arrive while a batch is handled, or between
-		// a sender's sends, wake no idle thread.
-		pl, err := sys.OpenQuiet(ifi, sys.PacketConfig{
-			EtherType:   etherType,
-			Filter:      filter,
-			ReadBuffer:  readBuffer,
-			WriteBuffer: writeBuffer,
-			RingSize:    p.ring,
-		})
+		ql, err := sys.OpenQuiet(ifi, cfg)
 		if errors.Is(err, syscall.EPERM) {
 			return errNoRawSocket
 		}
-		if err != nil {
-			return err
-		}
-		l = pl
-		return nil
-	})
-	return l, err
-}
-
-// openControl opens a sys.QuietLink without a receive ring: in Go's poller
-// only while the control loop waits for a frame, so a flood that keeps the
-// socket full while the loop sleeps over its CPU share wakes nobody, and a
-// loop waiting for the next SYN holds no thread (see controlLoop).
-func (p packetProvider) openControl(ifi *net.Interface, etherType uint16, filter []bpf.RawInstruction, readBuffer, writeBuffer int) (link.Link, error) {
-	var l link.Link
-	err := p.do(func() error {
-		ql, err := sys.OpenQuiet(ifi, sys.PacketConfig{
-			EtherType:   etherType,
-			Filter:      filter,
-			ReadBuffer:  readBuffer,
-			WriteBuffer: writeBuffer,
-		})
 		if err != nil {
 			return err
 		}
