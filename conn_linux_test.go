@@ -350,17 +350,7 @@ func TestIntegrationAcceptSeveralInterfaces(t *testing.T) {
 			accepted <- c
 		}
 	}()
-	viaUDP := func() net.Conn {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		c, err := a.DialContext(ctx, "myproto", (&Addr{IP: bIP, Port: 7, Zone: MediaUDP}).String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
+	viaUDP := func() { t.Helper(); dialAddr(t, a, (&Addr{IP: bIP, Port: 7, Zone: MediaUDP}).String()) }
 	// take accepts the next connection, checks it came in on the
 	// interface of the given media, and waits for the Accept that follows
 	// to drive that interface.
@@ -397,9 +387,16 @@ func TestIntegrationAcceptSeveralInterfaces(t *testing.T) {
 // connection with t.
 func dialPort7(t *testing.T, p *testenv.Pair, a *Stack) net.Conn {
 	t.Helper()
+	return dialAddr(t, a, fmt.Sprintf("[%v%%%s]:7", p.B.HardwareAddr, p.A.Name))
+}
+
+// dialAddr dials address from stack a within 10 s, closing the connection
+// with t.
+func dialAddr(t *testing.T, a *Stack, address string) net.Conn {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := a.DialContext(ctx, "myproto", fmt.Sprintf("[%v%%%s]:7", p.B.HardwareAddr, p.A.Name))
+	c, err := a.DialContext(ctx, "myproto", address)
 	if err != nil {
 		t.Fatal(err)
 	}
